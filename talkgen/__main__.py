@@ -1,0 +1,3 @@
+from talkgen.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""The analysis contract: Analysis, Result, Scalar, Finding, Context and the registry.
+
+An analysis is one small class: it declares what it applies to, its parameters per
+profile and its dependencies, and ``run(ctx)`` returns a frozen :class:`Result` of plain
+data (arrays, named scalars, notes, figure specs). It never draws or writes HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+
+from talkgen.analyses.specs import FigureSpec, Table, spec_from_json
+from talkgen.errors import TalkgenError
+
+if TYPE_CHECKING:
+    from talkgen.subject import Subject
+
+SEVERITIES = ("high", "medium", "low", "info")
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A named number with its unit and what it means, e.g. Scalar(3.2, "", "stable rank of fc1")."""
+
+    value: float
+    unit: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something an auditor should act on, with the measured value and the threshold it was judged by."""
+
+    severity: str
+    title: str
+    detail: str
+    value: float | None = None
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+
+def _frozen_array(a: Any) -> np.ndarray:
+    arr = np.array(a, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an analysis measured. Frozen, plain data; saved as ``arrays.npz`` + ``result.json``."""
+
+    analysis: str
+    subject: str
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+    summaries: Mapping[str, Scalar] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    figures: tuple[FigureSpec, ...] = ()
+    tables: tuple[Table, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        arrays = {k: _frozen_array(v) for k, v in self.arrays.items()}
+        for spec in self.figures:
+            missing = [k for k in spec.array_keys() if k not in arrays]
+            if missing:
+                raise ValueError(f"figure {spec.id!r} names arrays the result lacks: {missing}")
+        object.__setattr__(self, "arrays", MappingProxyType(arrays))
+        object.__setattr__(self, "summaries", MappingProxyType(dict(self.summaries)))
+        object.__setattr__(self, "data", MappingProxyType(json.loads(json.dumps(dict(self.data)))))
+        object.__setattr__(self, "notes", tuple(self.notes))
+        object.__setattr__(self, "figures", tuple(self.figures))
+        object.__setattr__(self, "tables", tuple(self.tables))
+        object.__setattr__(self, "findings", tuple(self.findings))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "analysis": self.analysis,
+            "subject": self.subject,
+            "summaries": {k: {"value": s.value, "unit": s.unit, "meaning": s.meaning}
+                          for k, s in self.summaries.items()},
+            "notes": list(self.notes),
+            "figures": [f.to_json() for f in self.figures],
+            "tables": [t.to_json() for t in self.tables],
+            "findings": [vars(f) for f in self.findings],
+            "data": dict(self.data),
+            "arrays": sorted(self.arrays),
+        }
+
+    def save(self, directory: str) -> None:
+        """Write ``arrays.npz`` and ``result.json`` into an existing directory."""
+        np.savez(os.path.join(directory, "arrays.npz"), **dict(self.arrays))
+        with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, indent=1, sort_keys=True, allow_nan=True)
+
+    @classmethod
+    def load(cls, directory: str) -> "Result":
+        with open(os.path.join(directory, "result.json"), encoding="utf-8") as f:
+            d = json.load(f)
+        with np.load(os.path.join(directory, "arrays.npz"), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        return cls(
+            analysis=d["analysis"],
+            subject=d["subject"],
+            arrays=arrays,
+            summaries={k: Scalar(**v) for k, v in d["summaries"].items()},
+            notes=tuple(d["notes"]),
+            figures=tuple(spec_from_json(s) for s in d["figures"]),
+            tables=tuple(Table.from_json(t) for t in d["tables"]),
+            findings=tuple(Finding(**f) for f in d["findings"]),
+            data=d["data"],
+        )
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an analysis may read: the subject, its parameters, seed, device and its deps' results."""
+
+    subject: "Subject"
+    params: Mapping[str, Any]
+    seed: int
+    device: torch.device
+    profile: str
+    deps: Mapping[str, Result] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        object.__setattr__(self, "deps", MappingProxyType(dict(self.deps)))
+
+    def generator(self) -> torch.Generator:
+        """A fresh torch generator seeded from the build seed (same seed, same bytes)."""
+        return torch.Generator().manual_seed(self.seed)
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+
+class Analysis:
+    """Base class. Subclasses set the class attributes and implement :meth:`run`.
+
+    ``version`` is bumped by hand whenever the maths changes: it is part of the cache key.
+    ``params`` holds the defaults for the ``full`` profile; ``quick`` overrides some of them.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    section: ClassVar[str]
+    version: ClassVar[int] = 1
+    deps: ClassVar[tuple[str, ...]] = ()
+    applies_text: ClassVar[str] = "any model"
+    params: ClassVar[Mapping[str, Any]] = {}
+    quick: ClassVar[Mapping[str, Any]] = {}
+
+    def applies_to(self, subject: "Subject") -> bool | str:
+        """True when the analysis can run on ``subject``; otherwise a reason (a short phrase)."""
+        return True
+
+    def resolve_params(self, profile: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        resolved = dict(self.params)
+        if profile == "quick":
+            resolved.update(self.quick)
+        for key, value in (overrides or {}).items():
+            if key not in self.params:
+                raise TalkgenError(
+                    f"analysis {self.name!r} has no parameter {key!r}; "
+                    f"known: {', '.join(sorted(self.params)) or '(none)'}")
+            resolved[key] = value
+        return resolved
+
+    def run(self, ctx: Context) -> Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Analysis]] = {}
+
+
+def register(cls: type[Analysis]) -> type[Analysis]:
+    """Class decorator: the registry is the single source of analysis names and order."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"analysis {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> Mapping[str, type[Analysis]]:
+    """All registered analyses, in registration (= default) order."""
+    import talkgen.analyses  # noqa: F401  (imports every analysis module once)
+
+    return MappingProxyType(_REGISTRY)
+
+
+def get_analysis(name: str) -> Analysis:
+    reg = registry()
+    if name not in reg:
+        raise TalkgenError(f"unknown analysis {name!r}; valid names: {', '.join(reg)}")
+    return reg[name]()

@@ -1,0 +1,140 @@
+"""Declarative figure specs: an analysis says *what* to show from its arrays; render/ draws it.
+
+Every spec names arrays of its Result by key, so a spec is plain JSON and a Result with
+its specs round-trips through npz + json. Each kind is drawn once, in the house style,
+by ``talkgen.render.figures``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, kw_only=True)
+class FigureSpec:
+    """Fields every figure has. ``caption`` is one sentence for the report; ``alt`` the alt text."""
+
+    id: str
+    title: str
+    caption: str
+    alt: str
+    kind: ClassVar[str] = ""
+
+    def array_keys(self) -> tuple[str, ...]:
+        return ()
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["kind"] = self.kind
+        return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heatmaps(FigureSpec):
+    """A grid of matrices. ``signed``: diverging map centred on zero, else viridis."""
+
+    arrays: tuple[str, ...]
+    panel_titles: tuple[str, ...]
+    xlabel: str
+    ylabel: str
+    colorbar: str
+    signed: bool = True
+    # Full (rows, cols) of each matrix when the array is a strided subsample: axes keep true indices.
+    sizes: tuple[tuple[int, int], ...] = ()
+    kind: ClassVar[str] = "heatmaps"
+
+    def array_keys(self) -> tuple[str, ...]:
+        return self.arrays
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageGrid(FigureSpec):
+    """Small images from one array shaped (N, H, W) or (N, 3, H, W), shared colour scale."""
+
+    array: str
+    colorbar: str
+    signed: bool = True
+    panel_titles: tuple[str, ...] = ()
+    max_images: int = 64
+    kind: ClassVar[str] = "image_grid"
+
+    def array_keys(self) -> tuple[str, ...]:
+        return (self.array,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Curves(FigureSpec):
+    """Lines y_i(x_i) on one axis. ``x`` and ``y`` are parallel tuples of array keys."""
+
+    x: tuple[str, ...]
+    y: tuple[str, ...]
+    labels: tuple[str, ...]
+    xlabel: str
+    ylabel: str
+    logx: bool = False
+    logy: bool = False
+    markers: bool = False
+    kind: ClassVar[str] = "curves"
+
+    def array_keys(self) -> tuple[str, ...]:
+        return self.x + self.y
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bars(FigureSpec):
+    """Grouped bars: ``values`` arrays (one per series) over ``categories``."""
+
+    categories: tuple[str, ...]
+    values: tuple[str, ...]
+    series: tuple[str, ...]
+    ylabel: str
+    logy: bool = False
+    kind: ClassVar[str] = "bars"
+
+    def array_keys(self) -> tuple[str, ...]:
+        return self.values
+
+
+@dataclass(frozen=True, kw_only=True)
+class Table:
+    """A table the deck shows as HTML (not an image). Cells are plain text, escaped on output."""
+
+    id: str
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "columns": list(self.columns),
+                "rows": [list(r) for r in self.rows], "caption": self.caption}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Table":
+        return cls(id=d["id"], title=d["title"], columns=tuple(d["columns"]),
+                   rows=tuple(tuple(r) for r in d["rows"]), caption=d.get("caption", ""))
+
+
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+SPEC_KINDS: dict[str, type[FigureSpec]] = {
+    cls.kind: cls for cls in (Heatmaps, ImageGrid, Curves, Bars)
+}
+
+
+def spec_from_json(d: dict[str, Any]) -> FigureSpec:
+    d = dict(d)
+    cls = SPEC_KINDS[d.pop("kind")]
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            kwargs[f.name] = _tuples(v)
+    return cls(**kwargs)
+
+
+__all__ = ["FigureSpec", "Heatmaps", "ImageGrid", "Curves", "Bars", "Table", "spec_from_json"]

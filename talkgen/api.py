@@ -1,0 +1,60 @@
+"""The small public Python API: recompute a figure or a result of a build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from talkgen.analyses.base import Result
+from talkgen.config import TalkConfig
+from talkgen.errors import TalkgenError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class FigureImage:
+    """A drawn figure: ``figure`` (matplotlib) and ``png`` (bytes); shows itself in Jupyter."""
+
+    figure: "Figure"
+    png: bytes
+    alt: str
+
+    def _repr_png_(self) -> bytes:
+        return self.png
+
+
+def result(talk: Mapping[str, Any], subject: str, analysis: str) -> Result:
+    """The Result of ``analysis`` on ``subject`` for the talk ``talk`` (from the cache, or computed)."""
+    from talkgen.build import load_subject
+    from talkgen.pipeline import Cache, make_plan, run_plan
+    from talkgen.pipeline.plan import select_names
+
+    talk = dict(talk)
+    cache_dir = talk.pop("cache", None)
+    config = TalkConfig.from_json(talk)
+    matches = [s for s in config.subjects if s.name == subject]
+    if not matches:
+        raise TalkgenError(f"no subject {subject!r} in this talk; subjects: {', '.join(s.name for s in config.subjects)}")
+    subj = load_subject(matches[0])
+    plan = make_plan([subj], select_names([analysis]), config.profile, config.params)
+    cache = Cache(Path(cache_dir) if cache_dir else Path(".talkgen-cache"))
+    outcomes = run_plan(plan, cache, seed=config.seed, device=config.device, profile=config.profile)
+    last = outcomes[-1]
+    if last.status != "ok" or last.result is None:
+        raise TalkgenError(f"{analysis} on {subject}: {last.status}: {last.message}")
+    return last.result
+
+
+def figure(talk: Mapping[str, Any], subject: str, analysis: str, figure_id: str) -> FigureImage:
+    """Recompute one figure of a build through the cache and draw it in the house style."""
+    from talkgen.render.figures import draw, to_png
+
+    res = result(talk, subject, analysis)
+    for spec in res.figures:
+        if spec.id == figure_id:
+            fig = draw(spec, res.arrays)
+            return FigureImage(figure=fig, png=to_png(fig), alt=spec.alt)
+    raise TalkgenError(f"{analysis} has no figure {figure_id!r}; figures: {', '.join(s.id for s in res.figures)}")

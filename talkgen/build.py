@@ -1,0 +1,209 @@
+"""One build: config -> subjects -> plan -> results -> deck -> notebook -> HTML, atomically written.
+
+Every input is resolved and validated before anything is written, so bad input leaves an
+earlier build and the cache as they were. Each output file is written to a temporary name
+and renamed into place: a build killed halfway leaves the previous outputs intact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from talkgen.analyses.base import Finding
+from talkgen.config import SubjectConfig, TalkConfig
+from talkgen.errors import TalkgenError
+from talkgen.pipeline import Cache, make_plan, run_plan
+from talkgen.pipeline.plan import select_names
+from talkgen.pipeline.runner import Outcome
+from talkgen.resources import templates_dir
+from talkgen.subject import Subject
+
+
+@dataclass
+class BuildReport:
+    exit_code: int
+    outputs: dict[str, Path]
+    outcomes: list[Outcome]
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_subject(sc: SubjectConfig) -> Subject:
+    from talkgen.data import BUNDLED, load_bundled, load_user_data
+    from talkgen.models.loading import load_model
+    from talkgen.models.samples import load_sample
+
+    if sc.sample:
+        subject = load_sample(sc.sample)
+        if sc.name != sc.sample:
+            subject = replace(subject, name=sc.name)
+        return subject
+    assert sc.model is not None
+    model, source = load_model(sc.model, sc.weights)
+    if sc.data is None:
+        raise TalkgenError(f"subject {sc.name!r}: no data given (--data FILE.npz or a bundled name)")
+    data = load_bundled(sc.data) if sc.data in BUNDLED else load_user_data(sc.data)
+    subject = Subject(name=sc.name, model=model, task=sc.task, data=data, source=source)
+    _check_shapes(subject)
+    return subject
+
+
+def _check_shapes(subject: Subject) -> None:
+    """One forward pass on two test inputs: a wrong input shape is a one-line error, not a traceback."""
+    import torch
+
+    x = subject.data.x_test[:2]
+    try:
+        with torch.no_grad():
+            out = subject.model(x)
+    except Exception as exc:  # noqa: BLE001
+        raise TalkgenError(f"subject {subject.name!r}: the model cannot take the data's inputs of shape "
+                           f"{tuple(x.shape)} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    if subject.task.endswith("classifier") and isinstance(out, torch.Tensor) and out.ndim == 2 \
+            and out.shape[1] < len(subject.data.classes):
+        raise TalkgenError(f"subject {subject.name!r}: the model gives {out.shape[1]} outputs but the data "
+                           f"names {len(subject.data.classes)} classes")
+
+
+def _write_atomic(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _finite(x: Any) -> Any:
+    return x if not isinstance(x, float) or math.isfinite(x) else None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("talkgen", "torch", "numpy", "matplotlib", "scikit-learn", "nbconvert", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def summary_json(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome],
+                 findings: Sequence[tuple[str, Finding, str]], exit_code: int,
+                 outputs: dict[str, Path], versions: dict[str, str]) -> dict[str, Any]:
+    subj: dict[str, Any] = {}
+    for s in subjects:
+        subj[s.name] = {"source": s.source, "task": s.task, "model_hash": s.model_hash,
+                        "data_hash": s.data_hash, "nonfinite_parameters": s.nonfinite_parameters(),
+                        "analyses": {}}
+    for o in outcomes:
+        entry: dict[str, Any] = {"status": o.status, "cached": o.cached}
+        if o.status == "skipped":
+            entry["reason"] = o.message
+        if o.status == "failed":
+            entry["message"] = o.message
+        if o.result is not None:
+            entry["summaries"] = {k: {"value": _finite(v.value), "unit": v.unit}
+                                  for k, v in o.result.summaries.items()}
+        if o.cost:
+            entry["cost"] = o.cost
+        subj[o.subject]["analyses"][o.analysis] = entry
+    return {
+        "talkgen_version": versions.get("talkgen"),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "profile": config.profile,
+        "seed": config.seed,
+        "exit_status": exit_code,
+        "outputs": {k: v.name for k, v in outputs.items()},
+        "findings": [{"subject": s, "severity": f.severity, "title": f.title, "detail": f.detail,
+                      "value": _finite(f.value), "threshold": _finite(f.threshold), "evidence": e}
+                     for s, f, e in findings],
+        "subjects": subj,
+    }
+
+
+def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = False,
+          progress: Callable[[str], None] | None = None) -> BuildReport:
+    """Run the talk described by ``config`` into ``out``; returns the exit code and outputs."""
+    from talkgen.render.deck import FigureCache, build_deck
+    from talkgen.render.export import render_report, render_slides
+    from talkgen.render.notebook import deck_to_notebook
+    import nbformat
+
+    names = select_names(config.only, config.skip)
+    subjects = [load_subject(sc) for sc in config.subjects]
+    plan = make_plan(subjects, names, config.profile, config.params)  # validates params too
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):  # left by a build that was killed mid-write
+        stale.unlink()
+    cache = Cache(out / "cache")
+    outcomes = run_plan(plan, cache, seed=config.seed, device=config.device, profile=config.profile,
+                        force=force, strict=strict, progress=progress)
+
+    warnings: list[str] = []
+    input_findings: dict[str, list[Finding]] = {}
+    for s in subjects:
+        bad = s.nonfinite_parameters()
+        if bad:
+            total = sum(bad.values())
+            warnings.append(f"subject {s.name!r} has {total} NaN/inf weights in {', '.join(bad)}; "
+                            "the report flags them")
+            weights_ok = any(o.subject == s.name and o.analysis == "weights" and o.status == "ok" for o in outcomes)
+            if not weights_ok:
+                input_findings[s.name] = [Finding(severity="high", title="non-finite weights",
+                                                  detail=f"{total} NaN/inf entries in {', '.join(bad)}",
+                                                  value=float(total), threshold=0.0)]
+    versions = _versions()
+    facts = {"talkgen": versions["talkgen"], "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
+             "config": config.source, "profile": config.profile, "seed": config.seed, "device": config.device,
+             "built (UTC)": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    for s in subjects:
+        facts[f"{s.name}: model"] = s.source
+        facts[f"{s.name}: model sha256"] = s.model_hash
+        facts[f"{s.name}: data"] = s.data.source
+        facts[f"{s.name}: data sha256"] = s.data_hash
+    ledger = [{"subject": o.subject, "analysis": o.analysis, "status": o.status,
+               "wall_s": o.cost.get("wall_s", ""), "peak_mem_mb": o.cost.get("peak_mem_mb", ""),
+               "forward_passes": o.cost.get("forward_passes", ""),
+               "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached} for o in outcomes]
+    templates = templates_dir()
+    deck = build_deck(title=config.title, subtitle=config.subtitle, speaker=config.speaker,
+                      outcomes=outcomes, templates=templates, figure_cache=FigureCache(out / "cache" / "figures"),
+                      provenance={"facts": facts, "ledger": ledger}, subject_notes=input_findings)
+    talk = config.to_json() | {"cache": str((out / "cache").resolve())}
+    nb = deck_to_notebook(deck, talk)
+
+    exit_code = 1 if any(o.status == "failed" for o in outcomes) else 0
+    if warnings:
+        exit_code = 2
+    outputs: dict[str, Path] = {}
+    if "notebook" in config.formats:
+        outputs["notebook"] = out / "talk.ipynb"
+        _write_atomic(outputs["notebook"], nbformat.writes(nb))
+    if "slides" in config.formats:
+        outputs["slides"] = out / "slides.html"
+        _write_atomic(outputs["slides"], render_slides(nb, templates))
+    if "report" in config.formats:
+        outputs["report"] = out / "report.html"
+        _write_atomic(outputs["report"], render_report(nb, templates))
+    for fig in deck.figures():
+        _write_atomic(out / "figures" / f"{fig.number:02d}-{_safe(fig.subject)}-{fig.analysis}-{fig.spec_id}.png", fig.png)
+    outputs["summary"] = out / "summary.json"
+    summary = summary_json(config, subjects, outcomes, deck.findings, exit_code, outputs, versions)
+    _write_atomic(outputs["summary"], json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    return BuildReport(exit_code=exit_code, outputs=outputs, outcomes=list(outcomes), warnings=warnings)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]

@@ -1,0 +1,277 @@
+"""The talkgen command line: build, audit, analyses, samples, init, clean."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from talkgen.errors import TalkgenError
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _fail(exc: TalkgenError) -> None:
+    click.echo(f"talkgen: error: {exc.one_line()}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class _Group(click.Group):
+    """Turns a TalkgenError from any command into one line on stderr and its exit status."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except TalkgenError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="talkgen")
+def cli() -> None:
+    """Look inside PyTorch models and render the talk, the audit report and the notebook.
+
+    \b
+    Example:
+      talkgen build                  # the built-in talk on the bundled sample models
+      talkgen audit digits-cnn       # an audit report for one model
+    """
+
+
+def _report_build(report, out: Path) -> None:
+    for w in report.warnings:
+        click.echo(f"talkgen: warning: {w}", err=True)
+    ok = sum(o.status == "ok" for o in report.outcomes)
+    cached = sum(o.cached for o in report.outcomes)
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    skipped = sum(o.status == "skipped" for o in report.outcomes)
+    click.echo(f"{ok} analyses ok ({cached} from cache), {skipped} skipped, {len(failed)} failed")
+    for o in failed:
+        click.echo(f"  failed: {o.analysis} on {o.subject}: {o.message}", err=True)
+    for name, path in report.outputs.items():
+        click.echo(f"  {name:9s} {path}")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="talk.toml to build (default: ./talk.toml if present, else the built-in talk).")
+@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True,
+              help="Output folder (slides.html, report.html, talk.ipynb, summary.json, figures/, cache/).")
+@click.option("--only", default=None, help="Comma-separated analyses to run (see `talkgen analyses`).")
+@click.option("--skip", default=None, help="Comma-separated analyses to leave out.")
+@click.option("--force", is_flag=True, help="Ignore the cache and re-run every analysis.")
+@click.option("--profile", type=click.Choice(["quick", "full"]), default=None,
+              help="quick: small settings for rehearsal and tests; full: the real talk.")
+@click.option("--format", "formats", default=None, help="Comma-separated: slides,report,notebook.")
+@click.option("--device", default=None, help="Torch device for analyses that can use one (cpu, cuda).")
+@click.option("--strict", is_flag=True, help="Stop at the first failing analysis.")
+def build(config_path, out, only, skip, force, profile, formats, device, strict) -> None:
+    """Run every analysis that applies and render the talk.
+
+    \b
+    Example:
+      talkgen build --profile quick --out build
+      talkgen build --config talk.toml --only weights --format slides
+    """
+    from talkgen.build import build as run_build
+    from talkgen.config import FORMATS, default_config, load_config
+    from talkgen.pipeline.runner import stderr_progress
+
+    if config_path is None and Path("talk.toml").is_file():
+        config_path = "talk.toml"
+    config = load_config(config_path) if config_path else default_config()
+    changes = {}
+    if only is not None:
+        changes["only"] = _csv(only)
+    if skip is not None:
+        changes["skip"] = _csv(skip)
+    if profile:
+        changes["profile"] = profile
+    if device:
+        changes["device"] = device
+    if formats is not None:
+        fs = _csv(formats)
+        bad = [f for f in fs if f not in FORMATS]
+        if bad:
+            raise TalkgenError(f"unknown format {bad[0]!r}; formats: {', '.join(FORMATS)}")
+        changes["formats"] = fs
+    config = replace(config, **changes)
+    report = run_build(config, Path(out), force=force, strict=strict, progress=stderr_progress())
+    _report_build(report, Path(out))
+    sys.exit(report.exit_code)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--weights", default=None, help="Weights for MODEL=file.py:factory (.safetensors or a state dict).")
+@click.option("--data", default=None, help="Data: .npz with x, y (optional classes), a tensor dict, or 'digits'.")
+@click.option("--task", default="image-classifier", show_default=True,
+              type=click.Choice(["image-classifier", "char-lm", "sequence-model", "tabular-classifier"]))
+@click.option("--name", default=None, help="Name of the model in the report (default: derived from MODEL).")
+@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option("--format", "formats", default="report,notebook", show_default=True)
+@click.option("--only", default=None, help="Comma-separated analyses to run.")
+@click.option("--skip", default=None, help="Comma-separated analyses to leave out.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--force", is_flag=True)
+def audit(model, weights, data, task, name, out, profile, formats, only, skip, device, force) -> None:
+    """Audit one model: report.html with findings first, evidence, provenance.
+
+    MODEL is a bundled sample's name, file.py:factory or package.module:factory
+    (with --weights), or a TorchScript .pt / torch.export .pt2 file.
+
+    \b
+    Example:
+      talkgen audit digits-cnn
+      talkgen audit models.py:make_model --weights w.safetensors --data data.npz
+    """
+    from talkgen.build import build as run_build
+    from talkgen.config import FORMATS, SubjectConfig, TalkConfig
+    from talkgen.models.samples import SAMPLES
+
+    fs = _csv(formats)
+    bad = [f for f in fs if f not in FORMATS]
+    if bad:
+        raise TalkgenError(f"unknown format {bad[0]!r}; formats: {', '.join(FORMATS)}")
+    if model in SAMPLES:
+        subject = SubjectConfig(name=name or model, sample=model)
+    else:
+        target, sep, _ = model.rpartition(":")
+        path = target if sep and target.endswith(".py") else (model if not sep else None)
+        if path is not None and not Path(path).is_file():
+            raise TalkgenError(f"model file not found: {path}")
+        if data is None:
+            raise TalkgenError("--data is required to audit your own model (an .npz, a tensor dict or 'digits')")
+        resolved_data = data if data in ("digits",) else str(Path(data).resolve())
+        model_spec = model
+        target, sep, attr = model.rpartition(":")
+        if sep and target.endswith(".py"):
+            model_spec = f"{Path(target).resolve()}:{attr}"
+        elif not sep:
+            model_spec = str(Path(model).resolve())
+        subject = SubjectConfig(name=name or Path(target or model).stem, model=model_spec,
+                                weights=str(Path(weights).resolve()) if weights else None,
+                                data=resolved_data, task=task)
+    config = TalkConfig(title=f"Audit of {subject.name}", subtitle="What looking inside this model found",
+                        profile=profile, device=device, formats=fs, subjects=(subject,),
+                        only=_csv(only), skip=_csv(skip), source="talkgen audit " + model)
+    report = run_build(config, Path(out), force=force)
+    _report_build(report, Path(out))
+    sys.exit(report.exit_code)
+
+
+@cli.command("analyses")
+def analyses_cmd() -> None:
+    """List the registered analyses: name, talk section, what each applies to, parameters.
+
+    \b
+    Example:
+      talkgen analyses
+    """
+    from talkgen.analyses.base import registry
+
+    for name, cls in registry().items():
+        params = ", ".join(f"{k}={v}" for k, v in cls.params.items()) or "none"
+        click.echo(f"{name:24s} section {cls.section:12s} {cls.title}")
+        click.echo(f"{'':24s} applies to: {cls.applies_text}; params: {params}")
+
+
+@cli.group()
+def samples() -> None:
+    """The bundled sample models: list them, or retrain one from scratch.
+
+    \b
+    Example:
+      talkgen samples list
+      talkgen samples train digits-cnn
+    """
+
+
+@samples.command("list")
+def samples_list() -> None:
+    """List the bundled samples with their measured metrics.
+
+    \b
+    Example:
+      talkgen samples list
+    """
+    from talkgen.models.samples import SAMPLES, read_card
+
+    for name, spec in SAMPLES.items():
+        try:
+            card = read_card(name)
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in card["metrics"].items())
+        except TalkgenError:
+            metrics = "not trained yet"
+        click.echo(f"{name:24s} {spec.task:18s} {spec.description}; {metrics}")
+
+
+@samples.command("train")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Where to write NAME.safetensors and NAME.json (default: the bundled sample_models/).")
+@click.option("--quick", is_flag=True, help="A shortened recipe (for tests); the card says so.")
+def samples_train(name, out, quick) -> None:
+    """Train sample NAME from scratch, deterministically (same seed, same bytes).
+
+    \b
+    Example:
+      talkgen samples train digits-cnn --out /tmp/samples
+    """
+    from talkgen.models.samples import train_sample
+    from talkgen.resources import sample_models_dir
+
+    card = train_sample(name, Path(out) if out else sample_models_dir(), quick=quick)
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in card["metrics"].items())
+    click.echo(f"trained {name} in {card['training_seconds']:.1f} s: {metrics}")
+    click.echo(f"  weights sha256 {card['weights_sha256']}")
+
+
+@cli.command()
+@click.option("--path", type=click.Path(dir_okay=False), default="talk.toml", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path, force) -> None:
+    """Write a commented talk.toml to start from.
+
+    \b
+    Example:
+      talkgen init && talkgen build
+    """
+    from talkgen.config import INIT_TEMPLATE
+
+    p = Path(path)
+    if p.exists() and not force:
+        raise TalkgenError(f"{p} exists; use --force to overwrite it")
+    p.write_text(INIT_TEMPLATE, encoding="utf-8")
+    click.echo(f"wrote {p}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True)
+@click.option("--keep-cache", is_flag=True, help="Remove the outputs but keep cached results.")
+def clean(out, keep_cache) -> None:
+    """Remove a build folder's outputs (and its cache unless --keep-cache).
+
+    \b
+    Example:
+      talkgen clean --keep-cache
+    """
+    root = Path(out)
+    if not root.is_dir():
+        click.echo(f"nothing to clean at {root}")
+        return
+    for child in root.iterdir():
+        if child.name == ".gitkeep" or (keep_cache and child.name == "cache"):
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    click.echo(f"cleaned {root}")
+
+
+def main() -> None:
+    cli(prog_name="talkgen")

@@ -1,0 +1,253 @@
+"""talk.toml: schema, parsing (tomllib) and validation with one-line errors naming key and file.
+
+A talk.toml (see ``talkgen init``)::
+
+    title = "Making The Black Box Transparent"
+    subtitle = "Lessons in Opacity"
+    speaker = ""
+    profile = "quick"            # or "full"
+    seed = 0
+    device = "cpu"
+    formats = ["slides", "report", "notebook"]
+
+    [[subjects]]
+    name = "digits-cnn"          # a bundled sample ...
+    sample = "digits-cnn"
+
+    [[subjects]]
+    name = "my-model"            # ... or your own model
+    model = "models.py:make_model"
+    weights = "weights.safetensors"
+    data = "data.npz"            # or a bundled data set's name, e.g. "digits"
+    task = "image-classifier"
+
+    [analyses]
+    only = []
+    skip = []
+    [analyses.params.weights]
+    max_side = 64
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from talkgen.errors import TalkgenError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROFILES = ("quick", "full")
+FORMATS = ("slides", "report", "notebook")
+DEFAULT_TITLE = "Making The Black Box Transparent"
+DEFAULT_SUBTITLE = "Lessons in Opacity"
+
+
+@dataclass(frozen=True)
+class SubjectConfig:
+    name: str
+    sample: str | None = None
+    model: str | None = None
+    weights: str | None = None
+    data: str | None = None
+    task: str = "image-classifier"
+
+
+@dataclass(frozen=True)
+class TalkConfig:
+    title: str = DEFAULT_TITLE
+    subtitle: str = DEFAULT_SUBTITLE
+    speaker: str = ""
+    profile: str = "quick"
+    seed: int = 0
+    device: str = "cpu"
+    formats: tuple[str, ...] = FORMATS
+    subjects: tuple[SubjectConfig, ...] = ()
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str = "(built-in talk)"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["params"] = {k: dict(v) for k, v in self.params.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "TalkConfig":
+        d = dict(d)
+        d["subjects"] = tuple(SubjectConfig(**s) for s in d.get("subjects", ()))
+        for key in ("formats", "only", "skip"):
+            d[key] = tuple(d.get(key, ()))
+        return cls(**d)
+
+
+def default_config() -> TalkConfig:
+    """The built-in talk: every bundled sample, every analysis."""
+    from talkgen.models.samples import SAMPLES
+
+    return TalkConfig(subjects=tuple(SubjectConfig(name=n, sample=n) for n in SAMPLES))
+
+
+class _Checker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> TalkgenError:
+        return TalkgenError(f"{self.path}: {key}: {problem}")
+
+    def str_(self, d: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str | None:
+        v = d.get(key, default)
+        if v is not None and not isinstance(v, str):
+            raise self.fail(f"{where}{key}", f"must be a string, got {type(v).__name__} {v!r}")
+        return v
+
+    def list_of_str(self, d: Mapping[str, Any], key: str, where: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        v = d.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise self.fail(f"{where}{key}", f"must be a list of strings, got {v!r}")
+        if allowed is not None:
+            bad = [x for x in v if x not in allowed]
+            if bad:
+                raise self.fail(f"{where}{key}", f"unknown value {bad[0]!r}; allowed: {', '.join(allowed)}")
+        return tuple(v)
+
+    def known_keys(self, d: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for k in d:
+            if k not in allowed:
+                raise self.fail(f"{where}{k}", f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    """Paths in talk.toml are relative to the file; module:factory specs are left alone."""
+    if value is None:
+        return None
+    target, sep, attr = value.rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{(base / target).resolve()}:{attr}"
+    if sep:
+        return value
+    candidate = base / value
+    return str(candidate.resolve()) if ("/" in value or "." in value) else value
+
+
+def load_config(path: str | os.PathLike[str]) -> TalkConfig:
+    """Parse and validate a talk.toml; any problem is one TalkgenError line naming the key."""
+    from talkgen.analyses.base import registry
+    from talkgen.models.samples import SAMPLES
+    from talkgen.subject import TASKS
+
+    path = str(path)
+    check = _Checker(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise TalkgenError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TalkgenError(f"{path}: invalid TOML: {exc}") from None
+    check.known_keys(raw, {"title", "subtitle", "speaker", "profile", "seed", "device", "formats",
+                           "subjects", "analyses"}, "")
+    base = Path(path).resolve().parent
+    profile = check.str_(raw, "profile", "", "quick")
+    if profile not in PROFILES:
+        raise check.fail("profile", f"must be one of {', '.join(PROFILES)}, got {profile!r}")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise check.fail("seed", f"must be a non-negative integer, got {seed!r}")
+    formats = check.list_of_str(raw, "formats", "", FORMATS) if "formats" in raw else FORMATS
+    raw_subjects = raw.get("subjects", [])
+    if not isinstance(raw_subjects, list) or not all(isinstance(s, dict) for s in raw_subjects):
+        raise check.fail("subjects", "must be an array of tables ([[subjects]])")
+    subjects = []
+    names = set()
+    for i, s in enumerate(raw_subjects):
+        where = f"subjects[{i}]."
+        check.known_keys(s, {"name", "sample", "model", "weights", "data", "task"}, where)
+        name = check.str_(s, "name", where)
+        if not name:
+            raise check.fail(f"{where}name", "is required")
+        if name in names:
+            raise check.fail(f"{where}name", f"duplicate subject name {name!r}")
+        names.add(name)
+        sample = check.str_(s, "sample", where)
+        model = check.str_(s, "model", where)
+        if bool(sample) == bool(model):
+            raise check.fail(where.rstrip("."), "give exactly one of 'sample' (a bundled model) or 'model'")
+        if sample and sample not in SAMPLES:
+            raise check.fail(f"{where}sample", f"unknown sample {sample!r}; samples: {', '.join(SAMPLES)}")
+        task = check.str_(s, "task", where, "image-classifier")
+        if task not in TASKS:
+            raise check.fail(f"{where}task", f"must be one of {', '.join(TASKS)}, got {task!r}")
+        if model and not s.get("data"):
+            raise check.fail(f"{where}data", "is required for your own model (an .npz, a tensor dict or 'digits')")
+        subjects.append(SubjectConfig(
+            name=name, sample=sample, model=_resolve(base, model),
+            weights=_resolve(base, check.str_(s, "weights", where)),
+            data=_resolve(base, check.str_(s, "data", where)), task=task))
+    analyses = raw.get("analyses", {})
+    if not isinstance(analyses, dict):
+        raise check.fail("analyses", "must be a table")
+    check.known_keys(analyses, {"only", "skip", "params"}, "analyses.")
+    valid = tuple(registry())
+    only = check.list_of_str(analyses, "only", "analyses.", valid)
+    skip = check.list_of_str(analyses, "skip", "analyses.", valid)
+    params = analyses.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise check.fail("analyses.params", "must be tables, one per analysis ([analyses.params.NAME])")
+    for a, p in params.items():
+        if a not in valid:
+            raise check.fail(f"analyses.params.{a}", f"unknown analysis; valid names: {', '.join(valid)}")
+        known = registry()[a].params
+        for k in p:
+            if k not in known:
+                raise check.fail(f"analyses.params.{a}.{k}",
+                                 f"unknown parameter; known: {', '.join(sorted(known)) or '(none)'}")
+    defaults = default_config()
+    return TalkConfig(
+        title=check.str_(raw, "title", "", DEFAULT_TITLE) or DEFAULT_TITLE,
+        subtitle=check.str_(raw, "subtitle", "", DEFAULT_SUBTITLE) or "",
+        speaker=check.str_(raw, "speaker", "", "") or "",
+        profile=profile, seed=seed, device=check.str_(raw, "device", "", "cpu") or "cpu",
+        formats=formats, subjects=tuple(subjects) or defaults.subjects,
+        only=only, skip=skip, params={k: dict(v) for k, v in params.items()}, source=str(Path(path).resolve()),
+    )
+
+
+INIT_TEMPLATE = '''# talk.toml: what `talkgen build` builds. Every key is optional.
+title = "Making The Black Box Transparent"
+subtitle = "Lessons in Opacity"
+speaker = ""
+profile = "quick"            # "quick" for a fast rehearsal, "full" for the real talk
+seed = 0                     # every analysis is seeded from this
+device = "cpu"               # or "cuda" where an analysis can use a GPU
+formats = ["slides", "report", "notebook"]
+
+# The models to look into. A bundled sample (`talkgen samples list`) ...
+[[subjects]]
+name = "digits-cnn"
+sample = "digits-cnn"
+
+# ... or your own: an architecture factory plus weights (safetensors or a plain state dict),
+# a TorchScript .pt or torch.export .pt2 file, and data (.npz with x and y, optional classes).
+# [[subjects]]
+# name = "my-model"
+# model = "models.py:make_model"
+# weights = "weights.safetensors"
+# data = "data.npz"
+# task = "image-classifier"
+
+[analyses]
+only = []                    # e.g. ["weights"]; `talkgen analyses` lists the names
+skip = []
+
+# Per-analysis parameters (`talkgen analyses` shows them):
+# [analyses.params.weights]
+# max_side = 64
+'''

@@ -1,0 +1,62 @@
+"""Content hashes for cache keys: tensor bytes + dtype + shape, canonical JSON; never pickles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted-key, whitespace-free JSON: equal configs give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (tuple, set, frozenset)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
+    raise TypeError(f"not JSON-serialisable in a cache key: {type(obj).__name__}")
+
+
+def _update_tensor(h: "hashlib._Hash", name: str, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(name.encode())
+    h.update(str(t.dtype).encode())
+    h.update(repr(tuple(t.shape)).encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def hash_tensors(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
+    """sha256 over (name, dtype, shape, bytes) of each tensor, in the order given."""
+    h = hashlib.sha256(salt.encode())
+    for name, t in named:
+        if isinstance(t, np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(t))
+        _update_tensor(h, name, t)
+    return h.hexdigest()
+
+
+def hash_module(model: torch.nn.Module) -> str:
+    """Hash of a model's architecture text and every tensor in its state dict (sorted by name)."""
+    state = model.state_dict(keep_vars=False)
+    return hash_tensors(sorted(state.items()), salt=type(model).__qualname__ + repr(model))
+
+
+def hash_json(obj: Mapping[str, Any] | list | str) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

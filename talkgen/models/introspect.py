@@ -1,0 +1,50 @@
+"""Layer introspection: the weight matrices a model holds, each once (tied parameters deduped)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class WeightMatrix:
+    """One parameter seen as a matrix.
+
+    Convention: a conv kernel (out, in, *k) is unfolded to (out, in * prod(k)), i.e. each
+    output channel's whole receptive field is one row (the im2col view of the layer).
+    """
+
+    name: str          # parameter name, e.g. "conv1.weight"
+    layer: str         # owning module's name, e.g. "conv1"
+    kind: str          # module class name, e.g. "Conv2d"
+    shape: tuple[int, ...]
+    matrix: torch.Tensor  # (rows, cols), detached float64 copy on CPU
+
+
+def weight_matrices(model: nn.Module) -> list[WeightMatrix]:
+    """Every parameter with >= 2 dims, in module order; a tied parameter appears once."""
+    seen: set[int] = set()
+    out: list[WeightMatrix] = []
+    for mod_name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if p.ndim < 2 or id(p) in seen:
+                continue
+            seen.add(id(p))
+            w = p.detach().to("cpu", torch.float64)
+            out.append(WeightMatrix(
+                name=f"{mod_name}.{p_name}" if mod_name else p_name,
+                layer=mod_name or p_name,
+                kind=type(module).__name__,
+                shape=tuple(p.shape),
+                matrix=w.reshape(w.shape[0], -1).clone(),
+            ))
+    return out
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Module] | None:
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return name, module
+    return None

@@ -1,0 +1,140 @@
+"""Run a plan: cache look-up, failure isolation, cost ledger, side-effect guard, progress."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from talkgen.analyses.base import Context, Result
+from talkgen.errors import TalkgenError
+from talkgen.pipeline.cache import Cache, cache_key
+from talkgen.pipeline.costs import CostMeter
+from talkgen.pipeline.plan import Plan, PlanItem
+from talkgen.subject import Subject
+
+
+@dataclass
+class Outcome:
+    """What happened to one (subject, analysis) pair."""
+
+    subject: str
+    analysis: str
+    status: str  # "ok" | "skipped" | "failed"
+    result: Result | None = None
+    cost: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+    message: str = ""
+    key: str = ""
+    traceback: str = ""
+
+
+class AnalysisFailed(TalkgenError):
+    """Raised under --strict: the first failing analysis stops the build (exit status 1)."""
+
+    exit_code = 1
+
+
+def model_state(model: torch.nn.Module) -> dict[str, Any]:
+    """Mode, requires_grad flags and hook counts of every module: what an analysis must not change."""
+    state: dict[str, Any] = {}
+    for name, m in model.named_modules():
+        hooks = sum(len(getattr(m, a, {})) for a in (
+            "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+        state[f"{name}:training"] = m.training
+        state[f"{name}:hooks"] = hooks
+    for name, p in model.named_parameters():
+        state[f"{name}:requires_grad"] = p.requires_grad
+    return state
+
+
+def _side_effects(subject: Subject, before: dict[str, Any]) -> str | None:
+    from talkgen.hashing import hash_module
+
+    after = model_state(subject.model)
+    changed = sorted(k for k in before if before[k] != after.get(k))
+    if changed:
+        return "left the model changed: " + ", ".join(changed[:6])
+    if hash_module(subject.model) != subject.model_hash:
+        return "left the model's weights changed"
+    return None
+
+
+def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
+    before = model_state(item.subject.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        with CostMeter(item.subject.model) as meter:
+            result = item.analysis.run(ctx)
+    problem = _side_effects(item.subject, before)
+    if problem:
+        raise RuntimeError(f"analysis {item.analysis.name!r} {problem}")
+    if not isinstance(result, Result):
+        raise TypeError(f"analysis {item.analysis.name!r} returned {type(result).__name__}, not a Result")
+    return result, meter.cost.to_json()
+
+
+def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", profile: str = "quick",
+             force: bool = False, strict: bool = False,
+             progress: Callable[[str], None] | None = None) -> list[Outcome]:
+    """Run every applicable item once (cache hits are free); failures are isolated unless strict."""
+    outcomes: list[Outcome] = []
+    done: dict[tuple[str, str], Outcome] = {}
+    dev = torch.device(device)
+    for item in plan.items:
+        s, a = item.subject.name, item.analysis.name
+        if progress:
+            progress(f"{s} / {a}")
+        if item.skip_reason is not None:
+            out = Outcome(s, a, "skipped", message=item.skip_reason)
+        else:
+            dep_outs = {d: done.get((s, d)) for d in item.analysis.deps}
+            bad = [d for d, o in dep_outs.items() if o is None or o.status != "ok"]
+            if bad:
+                out = Outcome(s, a, "skipped", message=f"needs {', '.join(bad)}, which did not run")
+            else:
+                out = _execute(item, cache, seed, dev, profile, force,
+                               {d: o.result for d, o in dep_outs.items()})  # type: ignore[misc]
+                if out.status == "failed" and strict:
+                    raise AnalysisFailed(f"{a} failed on {s}: {out.message}")
+        done[(s, a)] = out
+        outcomes.append(out)
+    return outcomes
+
+
+def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile: str,
+             force: bool, deps: dict[str, Result]) -> Outcome:
+    s, a = item.subject.name, item.analysis.name
+    key = cache_key(a, item.analysis.version, item.params, seed,
+                    item.subject.model_hash, item.subject.data_hash)
+    hit = None if force else cache.get(a, key)
+    if hit is not None:
+        result, cost = hit
+        return Outcome(s, a, "ok", result=result, cost=cost, cached=True, key=key)
+    ctx = Context(subject=item.subject, params=item.params, seed=seed, device=dev,
+                  profile=profile, deps=deps)
+    try:
+        result, cost = _run_one(item, ctx)
+    except Exception as exc:  # noqa: BLE001 - failure isolation: one analysis never sinks the build
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return Outcome(s, a, "failed", message=message, key=key,
+                       traceback="".join(traceback.format_exception(exc)))
+    cache.put(a, key, result, cost)
+    return Outcome(s, a, "ok", result=result, cost=cost, key=key)
+
+
+def stderr_progress() -> Callable[[str], None] | None:
+    """A one-line progress display on a terminal; nothing when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def show(label: str) -> None:
+        console.print(f"[dim]running[/dim] {label}", highlight=False)
+
+    return show

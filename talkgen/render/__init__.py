@@ -1,0 +1,1 @@
+"""Rendering: figure specs -> PNG, results + outline -> Deck -> notebook -> HTML."""

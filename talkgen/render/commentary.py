@@ -1,0 +1,100 @@
+"""Commentary: jinja2 text templates in ``templates/commentary/`` filled with measured numbers.
+
+A commentary template is ``<analysis>.md.j2`` and defines macros, each taking ``r``
+(a :class:`ResultView`): ``overview(r)`` and ``notes(r)`` for the analysis's first slide,
+``fig_<id>(r)`` and ``notes_<id>(r)`` for the slide of figure ``<id>``. A missing macro
+falls back to the figure's caption. Autoescape is on and undefined names are errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+from markupsafe import Markup, escape
+
+from talkgen.analyses.base import Result, Scalar
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits; 'n/a' for NaN/None."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, Scalar):
+        value = value.value
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return f"{value:,}"
+    v = float(value)
+    if not math.isfinite(v):
+        return "n/a"
+    if v.is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def pct(value: Any, digits: int = 1) -> str:
+    v = value.value if isinstance(value, Scalar) else value
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.{digits}f}%"
+
+
+@dataclass(frozen=True)
+class ResultView:
+    """What a commentary template sees: the result's data and numbers, and its cost."""
+
+    subject: str
+    analysis: str
+    summaries: Mapping[str, Scalar]
+    data: Mapping[str, Any]
+    cost: Mapping[str, Any]
+
+    def s(self, name: str) -> float:
+        return self.summaries[name].value
+
+
+def make_env(templates: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["fmt"] = fmt
+    env.filters["pct"] = pct
+    return env
+
+
+class Commentary:
+    """Looks up and renders commentary macros for results."""
+
+    def __init__(self, templates: Path) -> None:
+        self.env = make_env(templates)
+
+    @lru_cache(maxsize=None)
+    def _module(self, analysis: str) -> Any:
+        try:
+            return self.env.get_template(f"commentary/{analysis}.md.j2").module
+        except jinja2.TemplateNotFound:
+            return None
+
+    def render(self, analysis: str, macro: str, view: ResultView, fallback: str = "") -> Markup:
+        module = self._module(analysis)
+        fn = getattr(module, macro, None) if module is not None else None
+        if fn is None:
+            return escape(fallback)
+        return Markup(str(fn(view)).strip())
+
+    def render_file(self, name: str, **context: Any) -> Markup:
+        return Markup(self.env.get_template(name).render(**context).strip())
+
+
+def view_of(result: Result, cost: Mapping[str, Any]) -> ResultView:
+    return ResultView(subject=result.subject, analysis=result.analysis, summaries=result.summaries,
+                      data=result.data, cost=cost)

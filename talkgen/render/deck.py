@@ -1,0 +1,242 @@
+"""The Deck: slides built in Python from the outline, the outcomes and the commentary.
+
+Templates only read the deck (through the notebook's metadata); every structural choice,
+what goes on which slide, in which order, with which figure number, is made here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from markupsafe import Markup, escape
+
+from talkgen.analyses.base import Finding, Result
+from talkgen.analyses.specs import FigureSpec, Table
+from talkgen.hashing import canonical_json
+from talkgen.pipeline.runner import Outcome
+from talkgen.render import style
+from talkgen.render.commentary import Commentary, view_of
+
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
+
+
+@dataclass(frozen=True)
+class FigureRef:
+    number: int
+    subject: str
+    analysis: str
+    spec_id: str
+    title: str
+    caption: str
+    alt: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class Slide:
+    id: str
+    kind: str  # title | agenda | divider | overview | figure | error | skipped | closing
+    section: str
+    title: str
+    body: Markup
+    notes: Markup
+    figures: tuple[FigureRef, ...] = ()
+    tables: tuple[Table, ...] = ()
+    subject: str | None = None
+    analysis: str | None = None
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    number: int
+    title: str
+    lede: str
+    covers: str
+
+
+@dataclass(frozen=True)
+class Deck:
+    title: str
+    subtitle: str
+    speaker: str
+    sections: tuple[Section, ...]
+    slides: tuple[Slide, ...]
+    findings: tuple[tuple[str, Finding, str], ...]  # (subject, finding, evidence slide id)
+    skipped: tuple[Outcome, ...]
+    failed: tuple[Outcome, ...]
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def figures(self) -> list[FigureRef]:
+        return [f for s in self.slides for f in s.figures]
+
+
+def load_outline(templates: Path) -> dict[str, Any]:
+    with open(templates / "outline.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def _slug(*parts: str) -> str:
+    raw = "-".join(parts)
+    clean = "".join(c if c.isalnum() else "-" for c in raw.lower()).strip("-")
+    return f"{clean[:48]}-{hashlib.sha1(raw.encode()).hexdigest()[:6]}"
+
+
+class FigureCache:
+    """PNG bytes per (spec, arrays, house style): a template change re-renders without redrawing."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def png(self, spec: FigureSpec, result: Result) -> bytes:
+        h = hashlib.sha256(canonical_json({"spec": spec.to_json(), "style": style.STYLE_VERSION}).encode())
+        for key in spec.array_keys():
+            a = result.arrays[key]
+            h.update(f"{key}{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+        path = self.root / f"{h.hexdigest()[:32]}.png" if self.root else None
+        if path is not None and path.is_file():
+            return path.read_bytes()
+        from talkgen.render import figures as figs  # matplotlib is imported only when drawing
+
+        data = figs.to_png(figs.draw(spec, result.arrays))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return data
+
+
+def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Outcome],
+               templates: Path, figure_cache: FigureCache, provenance: Mapping[str, Any],
+               subject_notes: Mapping[str, Sequence[Finding]] | None = None) -> Deck:
+    """Assemble the whole talk: title, agenda, per-section dividers and content, closing."""
+    outline = load_outline(templates)
+    commentary = Commentary(templates)
+    sections = tuple(Section(id=s["id"], number=int(s["number"]), title=s["title"], lede=s["lede"],
+                             covers=s.get("covers", "")) for s in outline["sections"])
+    section_of = {o.analysis: _section_of(o.analysis) for o in outcomes}
+    slides: list[Slide] = []
+    findings: list[tuple[str, Finding, str]] = []
+    counter = [0]
+
+    slides.append(Slide(id="title", kind="title", section="title", title=title,
+                        body=commentary.render_file("commentary/_title.md.j2", subtitle=subtitle,
+                                                    speaker=speaker, outline=outline,
+                                                    subjects=sorted({o.subject for o in outcomes})),
+                        notes=commentary.render_file("commentary/_title_notes.md.j2", outline=outline)))
+    slides.append(Slide(id="agenda", kind="agenda", section="title", title="Where we are going",
+                        body=commentary.render_file("commentary/_agenda.md.j2", sections=sections),
+                        notes=Markup("The talk follows five steps; each divider slide says where we are.")))
+
+    for subject, extra in (subject_notes or {}).items():
+        for f in extra:
+            findings.append((subject, f, "title"))
+
+    for sec in sections:
+        if sec.id == "close":
+            continue
+        members = [o for o in outcomes if section_of[o.analysis] == sec.id]
+        ran = [o for o in members if o.status == "ok"]
+        if sec.id != "title":  # the title section's content follows the agenda, with no divider
+            slides.append(Slide(
+                id=f"section-{sec.id}", kind="divider", section=sec.id, title=f"{sec.number}. {sec.title}",
+                body=commentary.render_file("commentary/_divider.md.j2", section=sec,
+                                            ran=sorted({o.analysis for o in ran}), n_members=len(members)),
+                notes=escape(sec.lede)))
+        for o in members:
+            if o.status == "ok":
+                assert o.result is not None
+                new = _content_slides(o, sec.id, commentary, figure_cache, counter)
+                slides.extend(new)
+                for f in o.result.findings:
+                    findings.append((o.subject, f, new[0].id))
+            elif o.status == "failed":
+                sid = _slug("error", o.subject, o.analysis)
+                slides.append(Slide(
+                    id=sid, kind="error", section=sec.id,
+                    title=f"{o.analysis} failed on {o.subject}",
+                    body=commentary.render_file("commentary/_error.md.j2", outcome=o),
+                    notes=Markup("This analysis raised an error; the rest of the build went on without it."),
+                    subject=o.subject, analysis=o.analysis))
+                findings.append((o.subject, Finding(
+                    severity="medium", title=f"analysis {o.analysis} failed",
+                    detail=o.message), sid))
+        skipped = [o for o in members if o.status == "skipped"]
+        if skipped:
+            slides.append(Slide(
+                id=f"skipped-{sec.id}", kind="skipped", section=sec.id, title="Not run in this build",
+                body=commentary.render_file("commentary/_skipped.md.j2", skipped=skipped),
+                notes=Markup("Each analysis states why it does not apply; nothing is silently left out.")))
+
+    ranked = sorted(findings, key=lambda t: SEVERITY_ORDER[t[1].severity])
+    headlines = [(o, commentary.render(o.analysis, "headline", view_of(o.result, o.cost)))
+                 for o in outcomes if o.status == "ok" and o.result is not None]
+    slides.append(Slide(id="close", kind="closing", section="close", title="What we learned",
+                        body=commentary.render_file("commentary/_closing.md.j2", findings=ranked,
+                                                    headlines=[h for h in headlines if h[1]]),
+                        notes=commentary.render_file("commentary/_closing_notes.md.j2", outcomes=outcomes)))
+    return Deck(title=title, subtitle=subtitle, speaker=speaker, sections=sections, slides=tuple(slides),
+                findings=tuple(ranked),
+                skipped=tuple(o for o in outcomes if o.status == "skipped"),
+                failed=tuple(o for o in outcomes if o.status == "failed"),
+                provenance=provenance)
+
+
+def _section_of(analysis: str) -> str:
+    from talkgen.analyses.base import registry
+
+    return registry()[analysis].section
+
+
+def _content_slides(o: Outcome, section: str, commentary: Commentary, figure_cache: FigureCache,
+                    counter: list[int]) -> list[Slide]:
+    result = o.result
+    assert result is not None
+    view = view_of(result, o.cost)
+    title_of = _analysis_title(o.analysis)
+    out = [Slide(
+        id=_slug(o.subject, o.analysis), kind="overview", section=section,
+        title=f"{title_of}: {o.subject}",
+        body=commentary.render(o.analysis, "overview", view, fallback=title_of),
+        notes=commentary.render(o.analysis, "notes", view, fallback=title_of),
+        tables=result.tables, subject=o.subject, analysis=o.analysis)]
+    for spec in result.figures:
+        counter[0] += 1
+        ref = FigureRef(number=counter[0], subject=o.subject, analysis=o.analysis, spec_id=spec.id,
+                        title=spec.title, caption=spec.caption, alt=spec.alt,
+                        png=figure_cache.png(spec, result))
+        out.append(Slide(
+            id=_slug(o.subject, o.analysis, spec.id), kind="figure", section=section,
+            title=f"{spec.title} ({o.subject})",
+            body=commentary.render(o.analysis, f"fig_{spec.id}", view, fallback=spec.caption),
+            notes=commentary.render(o.analysis, f"notes_{spec.id}", view, fallback=spec.caption),
+            figures=(ref,), subject=o.subject, analysis=o.analysis))
+    return out
+
+
+def _analysis_title(name: str) -> str:
+    from talkgen.analyses.base import registry
+
+    return registry()[name].title
+
+
+def table_markdown(table: Table) -> str:
+    """A markdown table with every cell escaped (HTML and the pipe character)."""
+    def cell(text: str) -> str:
+        return str(escape(str(text))).replace("|", "&#124;")
+
+    head = "| " + " | ".join(cell(c) for c in table.columns) + " |"
+    rule = "|" + "|".join(" --- " for _ in table.columns) + "|"
+    rows = ["| " + " | ".join(cell(c) for c in r) + " |" for r in table.rows]
+    return "\n".join([head, rule, *rows])
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

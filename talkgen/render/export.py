@@ -1,0 +1,63 @@
+"""nbconvert exporters that render the notebook with talkgen's own template directories.
+
+``templates/slides/`` (reveal.js, inlined) and ``templates/report/`` are nbconvert template
+directories with a ``conf.json`` manifest. The jinja environment has autoescape on and
+``StrictUndefined``; the only unescaped text is markdown rendered to HTML (whose inputs
+the deck escaped) and the inlined assets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import nbformat
+from nbconvert.exporters import TemplateExporter
+from nbconvert.exporters.slides import _RevealMetadataPreprocessor
+from traitlets import default
+
+from talkgen.render.assets import reveal_assets
+
+
+class _TalkgenExporter(TemplateExporter):
+    output_mimetype = "text/html"
+
+    @default("file_extension")
+    def _file_extension_default(self) -> str:
+        return ".html"
+
+    @default("template_extension")
+    def _template_extension_default(self) -> str:
+        return ".html.j2"
+
+    def _create_environment(self) -> jinja2.Environment:
+        env = super()._create_environment()
+        env.autoescape = True
+        env.undefined = jinja2.StrictUndefined
+        return env
+
+
+class SlidesExporter(_TalkgenExporter):
+    """Notebook -> single-file reveal.js slides."""
+
+    def __init__(self, templates: Path, **kw: Any) -> None:
+        super().__init__(template_name="slides", extra_template_basedirs=[str(templates)], **kw)
+        self.register_preprocessor(_RevealMetadataPreprocessor, enabled=True)
+
+
+class ReportExporter(_TalkgenExporter):
+    """Notebook -> single-file HTML report (findings, evidence, provenance)."""
+
+    def __init__(self, templates: Path, **kw: Any) -> None:
+        super().__init__(template_name="report", extra_template_basedirs=[str(templates)], **kw)
+
+
+def render_slides(nb: nbformat.NotebookNode, templates: Path) -> str:
+    html, _ = SlidesExporter(templates).from_notebook_node(nb, resources={"talkgen": reveal_assets()})
+    return html
+
+
+def render_report(nb: nbformat.NotebookNode, templates: Path) -> str:
+    html, _ = ReportExporter(templates).from_notebook_node(nb, resources={"talkgen": {}})
+    return html

@@ -1,0 +1,140 @@
+"""Draw each kind of figure spec once, on ``matplotlib.figure.Figure`` (no pyplot state)."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Callable, Mapping
+
+import matplotlib
+import numpy as np
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+
+from talkgen.analyses.specs import Bars, Curves, FigureSpec, Heatmaps, ImageGrid
+from talkgen.render import style
+
+matplotlib.use("Agg", force=False)
+
+
+def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = min(max_cols, n)
+    return math.ceil(n / cols), cols
+
+
+def _symmetric_norm(values: np.ndarray) -> TwoSlopeNorm:
+    finite = values[np.isfinite(values)]
+    lim = float(np.abs(finite).max()) if finite.size else 1.0
+    lim = lim or 1.0
+    return TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+
+
+def _heatmaps(spec: Heatmaps, arrays: Mapping[str, np.ndarray]) -> Figure:
+    rows, cols = _grid(len(spec.arrays))
+    fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    sizes = spec.sizes or tuple(np.shape(arrays[k])[:2] for k in spec.arrays)
+    for ax, key, title, (n_rows, n_cols) in zip(axes.flat, spec.arrays, spec.panel_titles, sizes):
+        a = np.asarray(arrays[key], dtype=np.float64)
+        extent = (-0.5, n_cols - 0.5, n_rows - 0.5, -0.5)  # true indices even when subsampled
+        if spec.signed:
+            im = ax.imshow(a, cmap=style.DIVERGING, norm=_symmetric_norm(a), aspect="auto",
+                           interpolation="nearest", extent=extent)
+        else:
+            im = ax.imshow(a, cmap=style.SEQUENTIAL, aspect="auto", interpolation="nearest", extent=extent)
+        ax.set_title(title)
+        ax.set_xlabel(spec.xlabel)
+        ax.set_ylabel(spec.ylabel)
+        fig.colorbar(im, ax=ax, label=spec.colorbar, shrink=0.85)
+    for ax in list(axes.flat)[len(spec.arrays):]:
+        ax.set_axis_off()
+    return fig
+
+
+def _image_grid(spec: ImageGrid, arrays: Mapping[str, np.ndarray]) -> Figure:
+    a = np.asarray(arrays[spec.array], dtype=np.float64)[: spec.max_images]
+    n = a.shape[0]
+    rows, cols = _grid(n, max_cols=min(8, max(4, math.ceil(math.sqrt(n * 2)))))
+    fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    colour = a.ndim == 4
+    norm = _symmetric_norm(a) if spec.signed and not colour else None
+    im = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        if colour:  # (3, H, W) -> (H, W, 3), each image stretched to [0, 1]
+            img = np.moveaxis(a[i], 0, -1)
+            lo, hi = img.min(), img.max()
+            ax.imshow((img - lo) / (hi - lo + 1e-12), interpolation="nearest")
+        else:
+            im = ax.imshow(a[i], cmap=style.DIVERGING if spec.signed else style.SEQUENTIAL,
+                           norm=norm, interpolation="nearest")
+        if spec.panel_titles:
+            ax.set_title(spec.panel_titles[i], fontsize=9)
+    if im is not None:
+        fig.colorbar(im, ax=axes, label=spec.colorbar, shrink=0.8)
+    return fig
+
+
+def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
+    fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
+    ax = fig.subplots()
+    for i, (xk, yk, label) in enumerate(zip(spec.x, spec.y, spec.labels)):
+        ax.plot(arrays[xk], arrays[yk], label=label, color=style.PALETTE[i % len(style.PALETTE)],
+                marker="o" if spec.markers else None, markersize=3, linewidth=1.8)
+    if spec.logx:
+        ax.set_xscale("log")
+    if spec.logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(spec.xlabel)
+    ax.set_ylabel(spec.ylabel)
+    ax.grid(True, alpha=0.3)
+    if len(spec.labels) > 1:
+        ax.legend(loc="best")
+    return fig
+
+
+def _bars(spec: Bars, arrays: Mapping[str, np.ndarray]) -> Figure:
+    fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
+    ax = fig.subplots()
+    n_series = len(spec.values)
+    width = 0.8 / n_series
+    x = np.arange(len(spec.categories))
+    for i, (key, label) in enumerate(zip(spec.values, spec.series)):
+        ax.bar(x + (i - (n_series - 1) / 2) * width, arrays[key], width, label=label,
+               color=style.PALETTE[i % len(style.PALETTE)])
+    ax.set_xticks(x, spec.categories, rotation=30 if len(spec.categories) > 6 else 0, ha="right"
+                  if len(spec.categories) > 6 else "center")
+    ax.set_ylabel(spec.ylabel)
+    if spec.logy:
+        ax.set_yscale("log")
+    if n_series > 1:
+        ax.legend()
+    return fig
+
+
+DRAWERS: dict[str, Callable[..., Figure]] = {
+    Heatmaps.kind: _heatmaps,
+    ImageGrid.kind: _image_grid,
+    Curves.kind: _curves,
+    Bars.kind: _bars,
+}
+
+
+def draw(spec: FigureSpec, arrays: Mapping[str, np.ndarray]) -> Figure:
+    """The matplotlib Figure for ``spec``, in the house style."""
+    with matplotlib.rc_context(style.RC):
+        fig = DRAWERS[spec.kind](spec, arrays)
+        fig.suptitle(spec.title, fontsize=13, fontweight="bold")
+    return fig
+
+
+def to_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    with matplotlib.rc_context(style.RC):
+        fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()

@@ -1,0 +1,74 @@
+"""A Subject: the model under study, its data, its task kind and where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Mapping
+
+import torch
+
+from talkgen.hashing import hash_module, hash_tensors
+
+TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier")
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """Train/test tensors and the names of the classes (or tokens)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+    source: str
+
+    @cached_property
+    def hash(self) -> str:
+        return hash_tensors(
+            [("x_train", self.x_train), ("y_train", self.y_train),
+             ("x_test", self.x_test), ("y_test", self.y_test)],
+            salt="\x1f".join(self.classes),
+        )
+
+
+@dataclass(eq=False)
+class Subject:
+    """The model (an ``nn.Module``), its data and what kind of task it solves.
+
+    ``layers`` names the modules worth looking at (found by introspection when not given);
+    ``recipe`` retrains the architecture from scratch when an analysis needs dynamics.
+    """
+
+    name: str
+    model: torch.nn.Module
+    task: str
+    data: SubjectData
+    source: str
+    layers: tuple[str, ...] = ()
+    card: Mapping[str, Any] = field(default_factory=dict)
+    recipe: Callable[..., Any] | None = None
+    input_kind: str = "image"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        self.model.eval()
+
+    @cached_property
+    def model_hash(self) -> str:
+        return hash_module(self.model)
+
+    @property
+    def data_hash(self) -> str:
+        return self.data.hash
+
+    def nonfinite_parameters(self) -> dict[str, int]:
+        """Parameter name -> count of NaN/inf entries, for those that have any."""
+        bad = {}
+        for name, p in self.model.named_parameters():
+            n = int((~torch.isfinite(p.detach())).sum())
+            if n:
+                bad[name] = n
+        return bad

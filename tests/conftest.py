@@ -1,0 +1,121 @@
+"""Shared fixtures: tiny models for unit tests, one real quick build reused by the e2e tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from talkgen.subject import Subject, SubjectData
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class TinyCNN(nn.Module):
+    """A 1-conv, 1-linear model on 4x4 images: fast enough for table-driven tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def tiny_data(classes=("a", "b", "c")) -> SubjectData:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(24, 1, 4, 4, generator=g)
+    y = torch.arange(24) % len(classes)
+    return SubjectData(x[:16], y[:16], x[16:], y[16:], tuple(classes), "random test data")
+
+
+@pytest.fixture
+def tiny_subject() -> Subject:
+    torch.manual_seed(0)
+    return Subject(name="tiny", model=TinyCNN(), task="image-classifier", data=tiny_data(), source="test")
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m talkgen ARGS`` in a subprocess (as a user would)."""
+    proc = subprocess.run([sys.executable, "-m", "talkgen", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"talkgen {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def quick_build(tmp_path_factory) -> Path:
+    """One real `talkgen build --profile quick` on the built-in talk, shared by the e2e tests."""
+    out = tmp_path_factory.mktemp("build")
+    run_cli("build", "--profile", "quick", "--out", str(out), check=True)
+    return out
+
+
+@pytest.fixture
+def user_model_dir(tmp_path) -> Path:
+    """A user's project: models.py with a factory, weights.safetensors, data.npz."""
+    (tmp_path / "models.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 3, 3, padding=1)\n"
+        "        self.fc = nn.Linear(3 * 4 * 4, 3)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.relu(self.conv(x)).flatten(1))\n\n"
+        "def make_model():\n"
+        "    return Net()\n", encoding="utf-8")
+    torch.manual_seed(1)
+    save_file(TinyCNN().state_dict(), str(tmp_path / "weights.safetensors"))
+    d = tiny_data()
+    np.savez(tmp_path / "data.npz", x=torch.cat([d.x_train, d.x_test]).numpy(),
+             y=torch.cat([d.y_train, d.y_test]).numpy(), classes=np.array(d.classes))
+    return tmp_path
+
+
+def chromium_path() -> str | None:
+    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(p):
+            return p
+    return shutil.which("chromium")
+
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="session")
+def hostile_build(tmp_path_factory) -> Path:
+    """A build whose model name and class labels are HTML: they must come out as text."""
+    d = tmp_path_factory.mktemp("hostile")
+    torch.manual_seed(1)
+    save_file(TinyCNN().state_dict(), str(d / "weights.safetensors"))
+    (d / "models.py").write_text(
+        "from torch import nn\nimport torch\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 3, 3, padding=1)\n"
+        "        self.fc = nn.Linear(3 * 4 * 4, 3)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.relu(self.conv(x)).flatten(1))\n\n"
+        "def make_model():\n"
+        "    return Net()\n", encoding="utf-8")
+    data = tiny_data(classes=(HOSTILE, "b|c", "d"))
+    np.savez(d / "data.npz", x=torch.cat([data.x_train, data.x_test]).numpy(),
+             y=torch.cat([data.y_train, data.y_test]).numpy(), classes=np.array(data.classes))
+    (d / "talk.toml").write_text(
+        f'title = "Audit {HOSTILE}"\n[[subjects]]\nname = "{HOSTILE}"\nmodel = "models.py:make_model"\n'
+        'weights = "weights.safetensors"\ndata = "data.npz"\n', encoding="utf-8")
+    run_cli("build", "--config", str(d / "talk.toml"), "--out", str(d / "build"), check=True)
+    return d / "build"

@@ -1,0 +1,98 @@
+"""Real browser: Debian's Chromium opens the outputs from file:// with the network cut off."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import ARTIFACTS, chromium_path
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("TALKGEN_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is required (TALKGEN_REQUIRE_BROWSER) but /usr/bin/chromium is missing")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_offline(browser, path):
+    """Open ``path`` with every non-file request aborted and recorded; collect console errors."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    blocked, errors, dialogs = [], [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:", "blob:", "about:")):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return page, blocked, errors, dialogs
+
+
+def assert_images_loaded(page):
+    widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert widths and all(w > 0 for w in widths), widths
+
+
+def test_slides_offline_keyboard_and_images(browser, quick_build):
+    page, blocked, errors, dialogs = open_offline(browser, quick_build / "slides.html")
+    page.wait_for_function("() => window.Reveal && Reveal.isReady()")
+    total = page.evaluate("() => Reveal.getTotalSlides()")
+    assert total >= 6
+    seen = []
+    for _ in range(total - 1):
+        seen.append(page.evaluate("() => Reveal.getIndices().h"))
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(40)
+    seen.append(page.evaluate("() => Reveal.getIndices().h"))
+    assert seen == list(range(total)), seen
+    assert page.evaluate("() => Reveal.isLastSlide()")
+    assert page.evaluate("() => !!Reveal.getPlugin('notes')")
+    assert_images_loaded(page)
+    # a content slide with a figure, saved as a test artifact (and looked at by a person)
+    page.evaluate("() => Reveal.slide([...document.querySelectorAll('.slides > section')]"
+                  ".findIndex(s => s.querySelector('img')))")
+    page.wait_for_timeout(200)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "slide-content.png"))
+    assert blocked == [] and errors == [] and dialogs == []
+
+
+def test_report_offline_and_images(browser, quick_build):
+    page, blocked, errors, dialogs = open_offline(browser, quick_build / "report.html")
+    assert_images_loaded(page)
+    assert page.locator("#findings").count() == 1 and page.locator("#provenance").count() == 1
+    captions = page.eval_on_selector_all("figcaption", "els => els.map(e => e.textContent)")
+    assert captions and all(c.startswith(f"Figure {i}.") for i, c in enumerate(captions, 1))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=False)
+    assert blocked == [] and errors == [] and dialogs == []
+
+
+def test_hostile_names_render_as_text_in_a_browser(browser, hostile_build):
+    for name in ("slides.html", "report.html"):
+        page, blocked, errors, dialogs = open_offline(browser, hostile_build / name)
+        page.wait_for_timeout(300)
+        assert dialogs == [], f"script ran in {name}"
+        assert "<script>alert(1)</script>" in page.inner_text("body"), name
+        assert blocked == [] and errors == []

@@ -1,0 +1,126 @@
+"""The cache: proved by counting analysis calls, never by timing."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from talkgen.analyses.base import Analysis, Result, Scalar, _REGISTRY, register
+from talkgen.build import build
+from talkgen.config import SubjectConfig, TalkConfig, load_config
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count run() calls of every registered analysis."""
+    from talkgen.analyses.base import registry
+
+    calls: Counter = Counter()
+    for name, cls in registry().items():
+        original = cls.run
+
+        def run(self, ctx, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, ctx)
+
+        monkeypatch.setattr(cls, "run", run)
+    return calls
+
+
+def _config(d, **kw) -> TalkConfig:
+    subject = SubjectConfig(name="net", model=f"{d}/models.py:make_model", weights=f"{d}/weights.safetensors",
+                            data=f"{d}/data.npz")
+    return TalkConfig(subjects=(subject,), formats=("slides", "report", "notebook"), **kw)
+
+
+def test_second_build_runs_nothing_and_params_rerun_only_their_analysis(user_model_dir, tmp_path, counted):
+    out = tmp_path / "b"
+    build(_config(user_model_dir), out)
+    first = dict(counted)
+    assert first == {"model-card": 1, "weights": 1}
+    counted.clear()
+    report = build(_config(user_model_dir), out)
+    assert sum(counted.values()) == 0
+    assert all(o.cached for o in report.outcomes if o.status == "ok")
+    build(_config(user_model_dir, params={"weights": {"max_side": 7}}), out)
+    assert dict(counted) == {"weights": 1}
+
+
+def test_template_change_rerenders_without_rerunning(user_model_dir, tmp_path, counted, monkeypatch):
+    from talkgen import build as build_mod
+    from talkgen.resources import templates_dir
+
+    out = tmp_path / "b"
+    build(_config(user_model_dir), out)
+    counted.clear()
+    templates = tmp_path / "templates"
+    shutil.copytree(templates_dir(), templates)
+    path = templates / "commentary" / "weights.md.j2"
+    path.write_text(path.read_text().replace("weight matrices,", "weight matrices (edited template),"))
+    monkeypatch.setattr(build_mod, "templates_dir", lambda: templates)
+    build(_config(user_model_dir), out)
+    assert sum(counted.values()) == 0
+    assert "edited template" in (out / "slides.html").read_text()
+    assert "edited template" in (out / "report.html").read_text()
+
+
+def test_one_weight_byte_reruns_that_models_analyses(user_model_dir, tmp_path, counted):
+    out = tmp_path / "b"
+    build(_config(user_model_dir), out)
+    counted.clear()
+    weights = user_model_dir / "weights.safetensors"
+    state = load_file(str(weights))
+    raw = state["fc.bias"].view(torch.uint8).clone()
+    raw[0] ^= 1  # flip one bit of one byte
+    state["fc.bias"] = raw.view(torch.float32)
+    save_file(state, str(weights))
+    build(_config(user_model_dir), out)
+    assert dict(counted) == {"model-card": 1, "weights": 1}
+
+
+def test_a_new_analysis_plugs_in_and_caches(user_model_dir, tmp_path):
+    calls = []
+
+    @register
+    class ParamCount(Analysis):
+        name = "test-param-count"
+        title = "Parameter count"
+        section = "summaries"
+        params = {"scale": 1}
+
+        def run(self, ctx):
+            calls.append(1)
+            n = sum(p.numel() for p in ctx.subject.model.parameters())
+            return Result(analysis=self.name, subject=ctx.subject.name,
+                          summaries={"n": Scalar(float(n * ctx.params["scale"]), "count", "parameters")})
+
+    try:
+        out = tmp_path / "b"
+        report = build(_config(user_model_dir, only=("test-param-count",)), out)
+        outcome = report.outcomes[0]
+        assert outcome.result.summaries["n"].value == 3 * 9 + 3 + 48 * 3 + 3
+        build(_config(user_model_dir, only=("test-param-count",)), out)
+        assert len(calls) == 1
+    finally:
+        _REGISTRY.pop("test-param-count")
+
+
+def test_force_ignores_the_cache(user_model_dir, tmp_path, counted):
+    out = tmp_path / "b"
+    build(_config(user_model_dir), out)
+    counted.clear()
+    build(_config(user_model_dir), out, force=True)
+    assert dict(counted) == {"model-card": 1, "weights": 1}
+
+
+def test_config_file_params_reach_the_analysis(user_model_dir, tmp_path):
+    toml = user_model_dir / "talk.toml"
+    toml.write_text('[[subjects]]\nname = "n"\nmodel = "models.py:make_model"\nweights = "weights.safetensors"\n'
+                    'data = "data.npz"\n[analyses]\nonly = ["weights"]\n[analyses.params.weights]\nmax_side = 2\n')
+    report = build(load_config(toml), tmp_path / "b")
+    result = report.outcomes[-1].result
+    assert result.arrays["matrix:fc.weight"].shape == (2, 2)

@@ -1,0 +1,96 @@
+"""End to end: the CLI builds slides, report, notebook and summary.json from nothing."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+
+from conftest import run_cli
+
+
+def test_quick_build_writes_every_output(quick_build):
+    for name in ("slides.html", "report.html", "talk.ipynb", "summary.json"):
+        assert (quick_build / name).is_file(), name
+    nb = nbformat.read(quick_build / "talk.ipynb", as_version=4)
+    nbformat.validate(nb)
+    kinds = [c.metadata["slideshow"]["slide_type"] for c in nb.cells]
+    assert kinds.count("slide") >= 6 and "notes" in kinds
+    figure_cells = [c for c in nb.cells if c.metadata["talkgen"].get("part") == "figure"]
+    assert figure_cells, "every figure is a code cell with its image as output"
+    for c in figure_cells:
+        assert c.source.startswith("talkgen.figure(TALK")
+        assert c.outputs[0]["data"]["image/png"] and c.metadata["talkgen"]["alt"]
+    assert sorted(p.suffix for p in (quick_build / "figures").iterdir()) == [".png"] * len(figure_cells)
+
+
+def test_summary_json_shape(quick_build):
+    summary = json.loads((quick_build / "summary.json").read_text())
+    assert summary["exit_status"] == 0
+    entry = summary["subjects"]["digits-cnn"]["analyses"]["weights"]
+    assert entry["status"] == "ok"
+    sr = entry["summaries"]["fc1.weight.stable_rank"]
+    assert 1.0 <= sr["value"] <= 64 and sr["unit"] == ""
+    assert entry["cost"]["wall_s"] > 0
+    assert summary["findings"] == []  # the clean sample raises nothing
+
+
+def test_notebook_figure_cell_recomputes_the_same_image(quick_build):
+    nb = nbformat.read(quick_build / "talk.ipynb", as_version=4)
+    namespace: dict = {}
+    exec(nb.cells[0].source, namespace)  # the setup cell: import talkgen, TALK = {...}
+    cell = next(c for c in nb.cells if c.metadata["talkgen"].get("part") == "figure")
+    image = eval(cell.source, namespace)
+    import base64
+
+    assert image.png == base64.b64decode(cell.outputs[0]["data"]["image/png"])
+
+
+def test_audit_on_the_digits_model(tmp_path):
+    proc = run_cli("audit", "digits-cnn", "--out", str(tmp_path), check=True)
+    assert "report" in proc.stdout
+    nbformat.validate(nbformat.read(tmp_path / "talk.ipynb", as_version=4))
+    html = (tmp_path / "report.html").read_text()
+    assert html.index('id="findings"') < html.index('id="provenance"')
+    assert not (tmp_path / "slides.html").exists()  # audit is report-first
+
+
+def test_audit_of_a_user_model(user_model_dir, tmp_path):
+    d = user_model_dir
+    proc = run_cli("audit", f"{d}/models.py:make_model", "--weights", f"{d}/weights.safetensors",
+                   "--data", f"{d}/data.npz", "--out", str(tmp_path / "out"), check=True)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["subjects"]["models"]["analyses"]["weights"]["status"] == "ok", proc.stdout
+
+
+def test_every_command_has_help_with_an_example():
+    for args in (["build"], ["audit"], ["analyses"], ["samples"], ["samples", "list"],
+                 ["samples", "train"], ["init"], ["clean"]):
+        proc = run_cli(*args, "--help", check=True)
+        assert "Example" in proc.stdout, args
+
+
+def test_analyses_lists_the_registry():
+    from talkgen.analyses.base import registry
+
+    out = run_cli("analyses", check=True).stdout
+    for name in registry():
+        assert name in out
+
+
+def test_init_writes_a_config_that_builds(tmp_path):
+    run_cli("init", cwd=tmp_path, check=True)
+    from talkgen.config import load_config
+
+    config = load_config(tmp_path / "talk.toml")
+    assert config.subjects[0].sample == "digits-cnn"
+    assert run_cli("init", cwd=tmp_path).returncode == 2  # refuses to overwrite
+
+
+def test_clean_keeps_cache_when_asked(quick_build, tmp_path):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(quick_build, copy)
+    run_cli("clean", "--out", str(copy), "--keep-cache", check=True)
+    assert [p.name for p in copy.iterdir()] == ["cache"]

@@ -1,0 +1,102 @@
+"""No side effects: after every registered analysis, also one forced to fail midway, the model
+keeps no hooks and its mode, requires_grad flags and weights are unchanged. Table-driven over
+the registry, so a new analysis is covered by adding it to the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from talkgen.analyses.base import Context, registry
+from talkgen.analyses.hooks import capture_outputs
+from talkgen.hashing import hash_module
+from talkgen.pipeline.runner import model_state
+
+
+class FailAfter(TorchFunctionMode):
+    """Raise on the n-th torch function call: a failure in the middle of any analysis."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.n -= 1
+        if self.n == 0:
+            raise RuntimeError("forced failure")
+        return func(*args, **(kwargs or {}))
+
+
+def _subjects(tiny):
+    from talkgen.models.samples import load_sample
+
+    return [tiny, load_sample("digits-cnn")]
+
+
+def _snapshot(model):
+    return model_state(model), hash_module(model)
+
+
+CASES = [(name, fail) for name in registry() for fail in (None, 2, 25)]
+
+
+@pytest.mark.parametrize("name,fail_after", CASES, ids=[f"{n}-fail{f}" for n, f in CASES])
+@pytest.mark.parametrize("train_mode", [False, True], ids=["eval", "train"])
+def test_analysis_leaves_model_as_found(name, fail_after, train_mode, tiny_subject):
+    for subject in _subjects(tiny_subject):
+        analysis = registry()[name]()
+        if analysis.applies_to(subject) is not True:
+            continue
+        model = subject.model
+        model.train(train_mode)
+        first = next(model.parameters())
+        first.requires_grad_(False)  # a mixed state must also survive
+        before = _snapshot(model)
+        ctx = Context(subject=subject, params=analysis.resolve_params("quick"), seed=0,
+                      device=torch.device("cpu"), profile="quick")
+        if fail_after is None:
+            analysis.run(ctx)
+        else:
+            try:
+                with FailAfter(fail_after):
+                    analysis.run(ctx)
+            except RuntimeError:
+                pass
+        assert _snapshot(model) == before, f"{name} changed {subject.name}"
+        first.requires_grad_(True)
+        model.eval()
+
+
+def test_capture_outputs_removes_hooks_on_error(tiny_subject):
+    model = tiny_subject.model
+    before = _snapshot(model)
+    with pytest.raises(ZeroDivisionError):
+        with capture_outputs(model, ["conv", "fc"]) as outs:
+            model(tiny_subject.data.x_test)
+            assert outs["conv"][0].shape == (8, 3, 4, 4)
+            1 / 0
+    assert _snapshot(model) == before
+
+
+def test_runner_rejects_an_analysis_that_leaves_a_hook(tiny_subject, tmp_path):
+    from talkgen.analyses.base import Analysis, Result, _REGISTRY, register
+    from talkgen.pipeline import Cache, make_plan, run_plan
+
+    @register
+    class Leaky(Analysis):
+        name = "test-leaky"
+        title = "leaks a hook"
+        section = "looking-in"
+
+        def run(self, ctx):
+            ctx.subject.model.register_forward_hook(lambda *a: None)
+            return Result(analysis=self.name, subject=ctx.subject.name)
+
+    try:
+        plan = make_plan([tiny_subject], ["test-leaky"], "quick")
+        (outcome,) = run_plan(plan, Cache(tmp_path))
+        assert outcome.status == "failed" and "left the model changed" in outcome.message
+    finally:
+        _REGISTRY.pop("test-leaky")
+        tiny_subject.model._forward_hooks.clear()
