@@ -18,12 +18,16 @@ if TYPE_CHECKING:
 class FigureImage:
     """A drawn figure: ``figure`` (matplotlib) and ``png`` (bytes); shows itself in Jupyter."""
 
-    figure: "Figure"
+    figure: "Figure | None"
     png: bytes
     alt: str
+    html: str = ""  # coloured-text figures are HTML, not images
 
-    def _repr_png_(self) -> bytes:
-        return self.png
+    def _repr_png_(self) -> bytes | None:
+        return self.png or None
+
+    def _repr_html_(self) -> str | None:
+        return self.html or None
 
 
 def result(talk: Mapping[str, Any], subject: str, analysis: str) -> Result:
@@ -54,6 +58,10 @@ def figure(talk: Mapping[str, Any], subject: str, analysis: str, figure_id: str)
 
     res = result(talk, subject, analysis)
     for spec in res.figures:
+        if spec.id == figure_id and spec.kind == "coloured_text":
+            from talkgen.render.figures import coloured_text_html
+
+            return FigureImage(figure=None, png=b"", alt=spec.alt, html=coloured_text_html(spec, res.arrays))
         if spec.id == figure_id:
             fig = draw(spec, res.arrays)
             return FigureImage(figure=fig, png=to_png(fig), alt=spec.alt)

@@ -42,17 +42,27 @@ def load_subject(sc: SubjectConfig) -> Subject:
 
     if sc.sample:
         subject = load_sample(sc.sample)
-        if sc.name != sc.sample:
-            subject = replace(subject, name=sc.name)
+        if sc.name != sc.sample or sc.layers:
+            subject = replace(subject, name=sc.name, layers=sc.layers or subject.layers)
+        _check_layers(subject)
         return subject
     assert sc.model is not None
     model, source = load_model(sc.model, sc.weights)
     if sc.data is None:
         raise TalkgenError(f"subject {sc.name!r}: no data given (--data FILE.npz or a bundled name)")
     data = load_bundled(sc.data) if sc.data in BUNDLED else load_user_data(sc.data)
-    subject = Subject(name=sc.name, model=model, task=sc.task, data=data, source=source)
+    subject = Subject(name=sc.name, model=model, task=sc.task, data=data, source=source, layers=sc.layers)
+    _check_layers(subject)
     _check_shapes(subject)
     return subject
+
+
+def _check_layers(subject: Subject) -> None:
+    modules = {n for n, _ in subject.model.named_modules() if n}
+    missing = [n for n in subject.layers if n not in modules]
+    if missing:
+        raise TalkgenError(f"subject {subject.name!r}: no layer {', '.join(map(repr, missing))} in the model; "
+                           f"layers: {', '.join(sorted(modules)[:40])}")
 
 
 def _check_shapes(subject: Subject) -> None:
@@ -198,7 +208,11 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
         outputs["report"] = out / "report.html"
         _write_atomic(outputs["report"], render_report(nb, templates))
     for fig in deck.figures():
-        _write_atomic(out / "figures" / f"{fig.number:02d}-{_safe(fig.subject)}-{fig.analysis}-{fig.spec_id}.png", fig.png)
+        stem = f"{fig.number:02d}-{_safe(fig.subject)}-{fig.analysis}-{fig.spec_id}"
+        if fig.html:
+            _write_atomic(out / "figures" / f"{stem}.html", fig.html)
+        else:
+            _write_atomic(out / "figures" / f"{stem}.png", fig.png)
     outputs["summary"] = out / "summary.json"
     summary = summary_json(config, subjects, outcomes, deck.findings, exit_code, outputs, versions)
     _write_atomic(outputs["summary"], json.dumps(summary, indent=1, allow_nan=False) + "\n")

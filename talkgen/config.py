@@ -20,6 +20,7 @@ A talk.toml (see ``talkgen init``)::
     weights = "weights.safetensors"
     data = "data.npz"            # or a bundled data set's name, e.g. "digits"
     task = "image-classifier"
+    layers = ["conv1", "fc1"]    # optional: the modules to look at
 
     [analyses]
     only = []
@@ -57,6 +58,7 @@ class SubjectConfig:
     weights: str | None = None
     data: str | None = None
     task: str = "image-classifier"
+    layers: tuple[str, ...] = ()  # modules to look at (default: found by introspection)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class TalkConfig:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "TalkConfig":
         d = dict(d)
-        d["subjects"] = tuple(SubjectConfig(**s) for s in d.get("subjects", ()))
+        d["subjects"] = tuple(SubjectConfig(**(s | {"layers": tuple(s.get("layers", ()))}))
+                              for s in d.get("subjects", ()))
         for key in ("formats", "only", "skip"):
             d[key] = tuple(d.get(key, ()))
         return cls(**d)
@@ -169,7 +172,7 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     names = set()
     for i, s in enumerate(raw_subjects):
         where = f"subjects[{i}]."
-        check.known_keys(s, {"name", "sample", "model", "weights", "data", "task"}, where)
+        check.known_keys(s, {"name", "sample", "model", "weights", "data", "task", "layers"}, where)
         name = check.str_(s, "name", where)
         if not name:
             raise check.fail(f"{where}name", "is required")
@@ -190,7 +193,8 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
         subjects.append(SubjectConfig(
             name=name, sample=sample, model=_resolve(base, model),
             weights=_resolve(base, check.str_(s, "weights", where)),
-            data=_resolve(base, check.str_(s, "data", where)), task=task))
+            data=_resolve(base, check.str_(s, "data", where)), task=task,
+            layers=check.list_of_str(s, "layers", where)))
     analyses = raw.get("analyses", {})
     if not isinstance(analyses, dict):
         raise check.fail("analyses", "must be a table")
@@ -242,6 +246,7 @@ sample = "digits-cnn"
 # weights = "weights.safetensors"
 # data = "data.npz"
 # task = "image-classifier"
+# layers = ["conv1", "fc1"]  # optional: the modules to look at (default: every conv, linear, recurrent)
 
 [analyses]
 only = []                    # e.g. ["weights"]; `talkgen analyses` lists the names

@@ -49,7 +49,10 @@ class Subject:
     layers: tuple[str, ...] = ()
     card: Mapping[str, Any] = field(default_factory=dict)
     recipe: Callable[..., Any] | None = None
-    input_kind: str = "image"
+    checkpoints: tuple[int, ...] = ()
+    load_checkpoints: Callable[[], list[tuple[int, dict[str, torch.Tensor]]]] | None = None
+    # For character models: per-character ground-truth labels aligned with data.x_test.flatten().
+    text_labels: Callable[[], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -119,3 +119,35 @@ def hostile_build(tmp_path_factory) -> Path:
         'weights = "weights.safetensors"\ndata = "data.npz"\n', encoding="utf-8")
     run_cli("build", "--config", str(d / "talk.toml"), "--out", str(d / "build"), check=True)
     return d / "build"
+
+
+PY_SNIPPET = '''def f(a, b=(1, [2, 3])):
+    """Docstring without brackets."""
+    x = {"k": [a, (b, {c})]}  # a comment
+    if x:
+        return g(h(i(j(1))), k[(2)])
+    return [(((a)))]
+'''
+
+
+def tiny_char_subject(model: nn.Module | None = None, window: int = 64) -> Subject:
+    """A character model on a Python snippet, with tokenize labels: enough for rnn-cells."""
+    from talkgen.data.pysource import VOCAB, char_labels, encode
+    from talkgen.models.architectures import CharLSTM
+
+    text = PY_SNIPPET * 4
+    tokens = torch.from_numpy(encode(text))
+    n = (len(tokens) - 1) // window
+    x = tokens[: n * window].view(n, window)
+    y = tokens[1: n * window + 1].view(n, window)
+    labels = char_labels(text)
+
+    def text_labels():
+        return {"text": text[: n * window], **{k: v[: n * window] for k, v in labels.items()}}
+
+    if model is None:
+        torch.manual_seed(0)
+        model = CharLSTM(hidden=8)
+    return Subject(name="tiny-char", model=model, task="char-lm",
+                   data=SubjectData(x, y, x, y, tuple(VOCAB) + ("?",), "snippet"), source="test",
+                   text_labels=text_labels)

@@ -44,3 +44,18 @@ def test_errors_name_the_key(tmp_path, text, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(TalkgenError, match="config file not found"):
         load_config(tmp_path / "none.toml")
+
+
+def test_layers_key_reaches_the_subject_and_is_checked(user_model_dir):
+    from talkgen.build import load_subject
+
+    (user_model_dir / "talk.toml").write_text(
+        '[[subjects]]\nname = "n"\nmodel = "models.py:make_model"\nweights = "weights.safetensors"\n'
+        'data = "data.npz"\nlayers = ["fc"]\n')
+    config = load_config(user_model_dir / "talk.toml")
+    assert load_subject(config.subjects[0]).layers == ("fc",)
+    (user_model_dir / "talk.toml").write_text(
+        '[[subjects]]\nname = "n"\nmodel = "models.py:make_model"\nweights = "weights.safetensors"\n'
+        'data = "data.npz"\nlayers = ["fc9"]\n')
+    with pytest.raises(TalkgenError, match="no layer 'fc9'.*conv, fc"):
+        load_subject(load_config(user_model_dir / "talk.toml").subjects[0])

@@ -20,8 +20,25 @@ def test_quick_build_writes_every_output(quick_build):
     assert figure_cells, "every figure is a code cell with its image as output"
     for c in figure_cells:
         assert c.source.startswith("talkgen.figure(TALK")
-        assert c.outputs[0]["data"]["image/png"] and c.metadata["talkgen"]["alt"]
-    assert sorted(p.suffix for p in (quick_build / "figures").iterdir()) == [".png"] * len(figure_cells)
+        data = c.outputs[0]["data"]
+        assert (data.get("image/png") or data.get("text/html")) and c.metadata["talkgen"]["alt"]
+    assert len(list((quick_build / "figures").iterdir())) == len(figure_cells)
+
+
+def test_built_in_talk_covers_every_sample_and_analysis(quick_build):
+    from talkgen.analyses.base import registry
+    from talkgen.models.samples import SAMPLES
+
+    summary = json.loads((quick_build / "summary.json").read_text())
+    assert set(summary["subjects"]) == set(SAMPLES)
+    for subject, entry in summary["subjects"].items():
+        assert set(entry["analyses"]) == set(registry())
+        for name, a in entry["analyses"].items():
+            assert a["status"] in ("ok", "skipped"), (subject, name, a)
+            if a["status"] == "skipped":
+                assert a["reason"]
+    assert summary["subjects"]["python-charlstm"]["analyses"]["rnn-cells"]["status"] == "ok"
+    assert summary["subjects"]["digits-cnn"]["analyses"]["rnn-cells"]["status"] == "skipped"
 
 
 def test_summary_json_shape(quick_build):

@@ -66,3 +66,21 @@ def test_same_seed_same_bytes(tiny_subject, tmp_path):
         assert x.key == y.key
         for k in x.result.arrays:
             assert x.result.arrays[k].tobytes() == y.result.arrays[k].tobytes()
+
+
+def test_cost_meter_counts_forward_and_backward_and_survives_deepcopy(tiny_subject):
+    import copy
+
+    from talkgen.pipeline.costs import CostMeter
+
+    model = tiny_subject.model
+    x = tiny_subject.data.x_test
+    with CostMeter(model) as meter:
+        model(x).sum().backward()
+        twin = copy.deepcopy(model)  # analyses may copy the model while it is metered
+        with torch.no_grad():
+            twin(x)
+    assert meter.cost.forward_passes == 2 and meter.cost.backward_passes == 1
+    assert meter.cost.examples_forward == 2 * len(x)
+    assert len(model._forward_hooks) == 0
+    model.zero_grad(set_to_none=True)

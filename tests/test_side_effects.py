@@ -29,13 +29,27 @@ class FailAfter(TorchFunctionMode):
 
 
 def _subjects(tiny):
+    from conftest import tiny_char_subject
     from talkgen.models.samples import load_sample
 
-    return [tiny, load_sample("digits-cnn")]
+    return [tiny, load_sample("digits-cnn"), tiny_char_subject()]
+
+
+def test_every_analysis_is_exercised_by_the_table(tiny_subject):
+    for name, cls in registry().items():
+        assert any(cls().applies_to(s) is True for s in _subjects(tiny_subject)), name
 
 
 def _snapshot(model):
     return model_state(model), hash_module(model)
+
+
+# Smaller settings where an analysis has them: this test is about state, not numbers.
+FAST = {"tsne_points": 40, "n_inputs": 80, "n_chars": 2000, "max_sequences": 20, "tsne_iterations": 250}
+
+
+def _params(analysis):
+    return analysis.resolve_params("quick", {k: v for k, v in FAST.items() if k in analysis.params})
 
 
 CASES = [(name, fail) for name in registry() for fail in (None, 2, 25)]
@@ -53,7 +67,7 @@ def test_analysis_leaves_model_as_found(name, fail_after, train_mode, tiny_subje
         first = next(model.parameters())
         first.requires_grad_(False)  # a mixed state must also survive
         before = _snapshot(model)
-        ctx = Context(subject=subject, params=analysis.resolve_params("quick"), seed=0,
+        ctx = Context(subject=subject, params=_params(analysis), seed=0,
                       device=torch.device("cpu"), profile="quick")
         if fail_after is None:
             analysis.run(ctx)

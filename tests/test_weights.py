@@ -61,3 +61,44 @@ def test_heatmap_is_subsampled_to_max_side():
     r = _run(nn.Sequential(nn.Linear(300, 200)))
     assert r.arrays["matrix:0.weight"].shape == (128, 128)
     assert r.figures[0].sizes == ((200, 300),)
+
+
+def test_power_law_fit_recovers_a_known_exponent():
+    from talkgen.analyses.spectral import fit_power_law
+
+    rng = np.random.default_rng(0)
+    for alpha in (2.5, 4.0):
+        samples = (1 - rng.random(4000)) ** (-1 / (alpha - 1))  # Pareto with density ~ x^-alpha
+        fit = fit_power_law(samples)
+        assert abs(fit.alpha - alpha) < 4 * fit.alpha_stderr + 0.05, (alpha, fit)
+        assert fit.ks_distance < 0.05
+
+
+def test_too_few_eigenvalues_gives_a_reason_not_a_number():
+    from talkgen.analyses.spectral import fit_power_law
+
+    fit = fit_power_law(np.arange(1.0, 6.0))
+    assert math.isnan(fit.alpha) and "need" in fit.reason
+
+
+def test_planted_heavy_tail_differs_from_its_shuffle():
+    rng = np.random.default_rng(1)
+    # W = U diag(s) V^T with power-law singular values: a heavy-tailed ESD by construction
+    n = 200
+    s = (np.arange(1, n + 1) ** -0.8) * 10
+    u, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    v, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    lin = nn.Linear(n, n, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy((u * s) @ v.T))
+    r = _run(nn.Sequential(lin))
+    trained, shuffled = r.summaries["0.weight.alpha"].value, r.summaries["0.weight.alpha_shuffled"].value
+    assert trained < 3.5 and shuffled > trained + 1.5, (trained, shuffled)
+    assert {"esd", "alpha"} <= {f.id for f in r.figures}
+
+
+def test_lstm_gates_are_split_into_blocks():
+    lstm = nn.LSTM(12, 16)
+    r = _run(nn.ModuleDict({"lstm": lstm}))
+    labels = [f["label"] for f in r.data["fits"]]
+    assert "lstm.weight_hh_l0 [forget gate]" in labels and len(labels) == 8

@@ -17,7 +17,8 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
         model: the model; its hooks are the same after the block as before, even on error.
         layers: module names as in ``model.named_modules()``.
     Returns:
-        A dict layer name -> list of outputs, one per forward pass, filled as the block runs.
+        A dict layer name -> list of outputs, one per forward pass, filled as the block runs
+        (for a module returning a tuple, such as an LSTM's (output, state), its first element).
     """
     modules = dict(model.named_modules())
     missing = [n for n in layers if n not in modules]
@@ -28,6 +29,8 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
     try:
         for name in layers:
             def hook(_m: nn.Module, _inp: object, out: object, name: str = name) -> None:
+                if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+                    out = out[0]  # recurrent layers return (output, state)
                 if isinstance(out, torch.Tensor):
                     captured[name].append(out.detach())
             handles.append(modules[name].register_forward_hook(hook))
@@ -35,3 +38,16 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
     finally:
         for h in handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def capture_inputs(model: nn.Module, layer: str) -> Iterator[list[tuple]]:
+    """Record the positional inputs of module ``layer`` on every forward pass in the block."""
+    module = dict(model.named_modules())[layer]
+    seen: list[tuple] = []
+    handle = module.register_forward_pre_hook(lambda _m, args: seen.append(tuple(
+        a.detach() if isinstance(a, torch.Tensor) else a for a in args)))
+    try:
+        yield seen
+    finally:
+        handle.remove()

@@ -1,9 +1,11 @@
-"""Meet the model: size, classes, measured accuracy with a confidence interval, confusions.
+"""Meet the model: size, data, and how well it does its job, measured on held-out data.
 
-What it measures: parameter count; train and test accuracy on the subject's data, with a
-95% Wilson score interval for the test accuracy (Wilson 1927); per-class test accuracy;
-the test confusion matrix. Assumptions: a classifier whose output's argmax over dim 1 is
-the predicted class.
+What it measures. Classifiers: parameter count; train and test accuracy, with a 95% Wilson
+score interval for the test accuracy (Wilson 1927); per-class test accuracy; the test
+confusion matrix. Sequence models and character language models: next-token accuracy and
+cross-entropy in bits per token on the test sequences, and both per position in the sequence
+(how much the model gains from context). Assumptions: a classifier's output is (B, classes);
+a sequence model's output is (B, T, vocab) logits for the next token.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.specs import Bars, Heatmaps, Table
+from talkgen.analyses.specs import Bars, Curves, Heatmaps, Table
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -39,18 +41,16 @@ class ModelCard(Analysis):
     title = "Meet the model"
     section = "title"
     version = 1
-    applies_text = "classifiers (image or tabular)"
-    params = {"batch_size": 512}
-
-    def applies_to(self, subject) -> bool | str:
-        if not subject.task.endswith("classifier"):
-            return f"needs a classifier; {subject.name} is a {subject.task}"
-        return True
+    applies_text = "classifiers, sequence models and character language models"
+    params = {"batch_size": 512, "max_sequences": 2000}
+    quick = {"max_sequences": 200}
 
     def run(self, ctx: Context) -> Result:
         s, dev, bs = ctx.subject, ctx.device, ctx.params["batch_size"]
         if dev.type != "cpu":
             raise RuntimeError("model-card runs on the CPU copy of the model; use --device cpu")
+        if s.task in ("char-lm", "sequence-model"):
+            return self._sequence(ctx)
         classes = s.data.classes
         k = len(classes)
         test_pred = predict(s.model, s.data.x_test, dev, bs)
@@ -101,4 +101,58 @@ class ModelCard(Analysis):
             tables=(Table(id="card", title="Model card", columns=("item", "value"), rows=rows),),
             data={"classes": list(classes), "worst_class": classes[worst] if k else "",
                   "n_test": n, "correct": correct},
+        )
+
+    def _sequence(self, ctx: Context) -> Result:
+        s = ctx.subject
+        n = min(len(s.data.x_test), ctx.params["max_sequences"])
+        x, y = s.data.x_test[:n], s.data.y_test[:n]  # (N, T) inputs and next-token targets
+        losses, hits = [], []
+        with torch.no_grad():
+            for i in range(0, n, 64):
+                logits = s.model(x[i:i + 64])  # (b, T, V)
+                losses.append(torch.nn.functional.cross_entropy(
+                    logits.transpose(1, 2), y[i:i + 64], reduction="none") / math.log(2))  # (b, T) bits
+                hits.append((logits.argmax(-1) == y[i:i + 64]).float())
+        bits = torch.cat(losses).numpy()  # (N, T)
+        acc = torch.cat(hits).numpy()
+        per_pos_bits, per_pos_acc = bits.mean(0), acc.mean(0)
+        position = np.arange(1, bits.shape[1] + 1, dtype=np.float64)
+        unit = "character" if s.task == "char-lm" else "token"
+        n_params = sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
+        summaries = {
+            "parameters": Scalar(float(n_params), "count", "parameters (tied counted once)"),
+            "test_bits_per_token": Scalar(float(bits.mean()), f"bits/{unit}",
+                                          f"cross-entropy of the next {unit} on held-out sequences"),
+            "test_next_token_accuracy": Scalar(float(acc.mean()), "fraction",
+                                               f"share of next {unit}s predicted exactly"),
+            "chance_accuracy": Scalar(1.0 / len(s.data.classes), "fraction", "one over the vocabulary size"),
+        }
+        rows = (("parameters", f"{n_params:,}"), ("task", s.task), ("source", s.source), ("data", s.data.source),
+                ("vocabulary", f"{len(s.data.classes)} {unit}s"),
+                ("test sequences used", f"{n:,} of {len(s.data.x_test):,}, length {bits.shape[1]}"),
+                (f"bits per {unit}", f"{bits.mean():.4f}"), ("next-token accuracy", f"{acc.mean():.4f}"))
+        return Result(
+            analysis=self.name, subject=s.name,
+            arrays={"position": position, "bits": per_pos_bits, "accuracy": per_pos_acc},
+            summaries=summaries,
+            figures=(
+                Curves(id="by-position", title=f"How well the next {unit} is predicted, by position",
+                       caption=f"Mean next-{unit} accuracy at each position of the held-out sequences "
+                               f"({n} sequences).",
+                       alt=f"Line plot of next-{unit} accuracy against position in the sequence.",
+                       x=("position",), y=("accuracy",), labels=("accuracy",),
+                       xlabel="position in sequence", ylabel="next-token accuracy (fraction)"),
+                Curves(id="bits-by-position", title=f"Bits per {unit}, by position",
+                       caption=f"Mean cross-entropy (bits) of the next {unit} at each position: "
+                               "lower means the context helps more.",
+                       alt=f"Line plot of bits per {unit} against position in the sequence.",
+                       x=("position",), y=("bits",), labels=("bits",),
+                       xlabel="position in sequence", ylabel=f"bits per {unit}"),
+            ),
+            tables=(Table(id="card", title="Model card", columns=("item", "value"), rows=rows),),
+            data={"unit": unit, "n_sequences": n, "length": int(bits.shape[1]),
+                  "vocabulary": len(s.data.classes),
+                  "early_bits": float(per_pos_bits[: max(1, len(per_pos_bits) // 10)].mean()),
+                  "late_bits": float(per_pos_bits[-max(1, len(per_pos_bits) // 10):].mean())},
         )

@@ -76,6 +76,11 @@ class Curves(FigureSpec):
     logx: bool = False
     logy: bool = False
     markers: bool = False
+    # Optional: the panel (subplot) of each curve, and each panel's title; one axis when empty.
+    panels: tuple[int, ...] = ()
+    panel_titles: tuple[str, ...] = ()
+    # Optional: matplotlib line styles per curve ("-", "--", ":"), e.g. a fit drawn dashed.
+    styles: tuple[str, ...] = ()
     kind: ClassVar[str] = "curves"
 
     def array_keys(self) -> tuple[str, ...]:
@@ -95,6 +100,39 @@ class Bars(FigureSpec):
 
     def array_keys(self) -> tuple[str, ...]:
         return self.values
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scatter(FigureSpec):
+    """Panels of 2-D points coloured by an integer label array (one x, y, label triple per panel)."""
+
+    x: tuple[str, ...]
+    y: tuple[str, ...]
+    labels: tuple[str, ...]
+    panel_titles: tuple[str, ...]
+    label_names: tuple[str, ...]
+    xlabel: str
+    ylabel: str
+    kind: ClassVar[str] = "scatter"
+
+    def array_keys(self) -> tuple[str, ...]:
+        return self.x + self.y + self.labels
+
+
+@dataclass(frozen=True, kw_only=True)
+class ColouredText(FigureSpec):
+    """Text with each character's background coloured by a value (Karpathy's cell visualisation).
+
+    Rendered as escaped HTML spans, not as an image. ``values`` has one entry per character.
+    """
+
+    text: str
+    values: str
+    signed: bool = True
+    kind: ClassVar[str] = "coloured_text"
+
+    def array_keys(self) -> tuple[str, ...]:
+        return (self.values,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,7 +160,7 @@ def _tuples(v: Any) -> Any:
 
 
 SPEC_KINDS: dict[str, type[FigureSpec]] = {
-    cls.kind: cls for cls in (Heatmaps, ImageGrid, Curves, Bars)
+    cls.kind: cls for cls in (Heatmaps, ImageGrid, Curves, Bars, Scatter, ColouredText)
 }
 
 
@@ -137,4 +175,4 @@ def spec_from_json(d: dict[str, Any]) -> FigureSpec:
     return cls(**kwargs)
 
 
-__all__ = ["FigureSpec", "Heatmaps", "ImageGrid", "Curves", "Bars", "Table", "spec_from_json"]
+__all__ = ["FigureSpec", "Heatmaps", "ImageGrid", "Curves", "Bars", "Scatter", "ColouredText", "Table", "spec_from_json"]

@@ -1,13 +1,17 @@
-"""Weight matrices: heatmaps, first-layer filters, singular value spectra and norms.
+"""Weight matrices: heatmaps, first-layer filters, singular value spectra, norms, and the
+heavy-tailed spectral density of each matrix against the same matrix shuffled.
 
 What it measures: every weight matrix of the model (conv kernels unfolded to
-(out, in * kh * kw), the im2col convention; tied parameters counted once), its singular
-values, Frobenius norm ||W||_F, spectral norm ||W||_2 = sigma_max, and stable rank
-||W||_F^2 / ||W||_2^2 (Rudelson & Vershynin 2007): how many directions carry the
-matrix's energy. Karpathy's "visualise the matrices" is the heatmap; the spectrum is
-the compact summary of what training put into it.
-Assumptions: weights are finite; a layer with NaN/inf entries is reported as a
-high-severity finding and left out of the spectra.
+(out, in * kh * kw), the im2col convention, so one row is one output channel's whole receptive
+field; tied parameters counted once), its singular values, Frobenius norm ||W||_F, spectral
+norm ||W||_2 = sigma_max, stable rank ||W||_F^2 / ||W||_2^2 (how many directions carry the
+energy), and, per meaningful block (LSTM gates and packed q/k/v split apart), the empirical
+spectral density of W^T W / N with a power-law fit of its tail (alpha, Martin & Mahoney 2021;
+fit as in Clauset et al. 2009, with its KS distance and standard error). The same block with
+its entries randomly permuted keeps every entry but loses all structure: the difference in
+alpha is what training put into the matrix's correlations.
+Assumptions: weights are finite; a layer with NaN/inf entries is reported as a high-severity
+finding and left out of the spectra.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Finding, Result, Scalar, register
-from talkgen.analyses.specs import Curves, Heatmaps, ImageGrid, Table
-from talkgen.models.introspect import first_conv, weight_matrices
+from talkgen.analyses.spectral import ccdf, esd, fit_power_law, fitted_ccdf, verdict
+from talkgen.analyses.specs import Bars, Curves, Heatmaps, ImageGrid, Table
+from talkgen.models.introspect import blocks, first_conv, weight_matrices
 
 
 def _shown(matrix: np.ndarray, max_side: int) -> np.ndarray:
@@ -29,14 +34,18 @@ def _shown(matrix: np.ndarray, max_side: int) -> np.ndarray:
     return matrix[np.ix_(rows, cols)]
 
 
+def _fmt(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.3g}"
+
+
 @register
 class Weights(Analysis):
     name = "weights"
     title = "Weight matrices"
     section = "looking-in"
-    version = 1
+    version = 2
     applies_text = "any model with a weight matrix (a parameter of 2+ dims)"
-    params = {"max_side": 128, "max_panels": 8}
+    params = {"max_side": 128, "max_panels": 8, "max_spectra": 8}
     quick = {"max_side": 64}
 
     def applies_to(self, subject) -> bool | str:
@@ -47,20 +56,21 @@ class Weights(Analysis):
     def run(self, ctx: Context) -> Result:
         model = ctx.subject.model
         mats = weight_matrices(model)
+        rng = ctx.rng()
         arrays: dict[str, np.ndarray] = {}
         summaries: dict[str, Scalar] = {}
         findings: list[Finding] = []
         rows: list[tuple[str, ...]] = []
+        alpha_rows: list[tuple[str, ...]] = []
         sv_keys: list[str] = []
         layers: list[dict] = []
+        fits: list[dict] = []
         nonfinite_total = 0
         for m in mats:
             w = m.matrix  # (out, fan_in) float64
-            finite = bool(torch.isfinite(w).all())
             n_bad = int((~torch.isfinite(w)).sum())
+            finite = n_bad == 0
             nonfinite_total += n_bad
-            layer = {"name": m.name, "kind": m.kind, "shape": list(m.shape),
-                     "matrix_shape": list(w.shape), "finite": finite}
             fro = float(torch.linalg.matrix_norm(w, "fro")) if finite else math.nan
             if finite:
                 sv = torch.linalg.svdvals(w).numpy()  # (min(out, fan_in),) descending
@@ -69,6 +79,8 @@ class Weights(Analysis):
                 arrays[f"sv:{m.name}"] = sv
                 arrays[f"rank:{m.name}"] = np.arange(1, len(sv) + 1, dtype=np.float64)
                 sv_keys.append(m.name)
+                for block_name, block in blocks(m):
+                    fits.append(self._fit_block(m.name, block_name, block.numpy(), rng, arrays))
             else:
                 spectral = stable = math.nan
                 findings.append(Finding(
@@ -78,14 +90,25 @@ class Weights(Analysis):
                     value=float(n_bad), threshold=0.0))
             arrays[f"matrix:{m.name}"] = _shown(w.numpy(), ctx.params["max_side"]).astype(np.float32)
             summaries[f"{m.name}.frobenius_norm"] = Scalar(fro, "", f"Frobenius norm of {m.name}")
+            summaries[f"{m.name}.log10_frobenius_norm"] = Scalar(
+                math.log10(fro) if fro > 0 else math.nan, "log10", f"log10 of the Frobenius norm of {m.name}")
             summaries[f"{m.name}.spectral_norm"] = Scalar(spectral, "", f"largest singular value of {m.name}")
             summaries[f"{m.name}.stable_rank"] = Scalar(
                 stable, "", f"stable rank ||W||_F^2/||W||_2^2 of {m.name} (of at most {min(w.shape)})")
-            layer |= {"frobenius_norm": fro, "spectral_norm": spectral, "stable_rank": stable,
-                      "max_rank": min(w.shape), "nonfinite": n_bad}
-            layers.append(layer)
+            layers.append({"name": m.name, "kind": m.kind, "shape": list(m.shape), "matrix_shape": list(w.shape),
+                           "finite": finite, "frobenius_norm": fro, "spectral_norm": spectral,
+                           "stable_rank": stable, "max_rank": min(w.shape), "nonfinite": n_bad})
             rows.append((m.name, m.kind, "x".join(map(str, m.shape)), f"{w.numel():,}",
                          _fmt(fro), _fmt(spectral), _fmt(stable) + f" / {min(w.shape)}"))
+        for f in fits:
+            key = f["key"]
+            summaries[f"{key}.alpha"] = Scalar(f["alpha"], "", f"power-law exponent of the ESD tail of {f['label']}")
+            summaries[f"{key}.alpha_shuffled"] = Scalar(
+                f["alpha_shuffled"], "", f"the same for {f['label']} with its entries shuffled")
+            summaries[f"{key}.alpha_ks"] = Scalar(f["ks"], "", f"KS distance of the tail fit of {f['label']}")
+            alpha_rows.append((f["label"], str(f["n_eigen"]),
+                               f"{_fmt(f['alpha'])} ± {_fmt(f['stderr'])}" if math.isfinite(f["alpha"]) else f["reason"],
+                               _fmt(f["ks"]), str(f["n_tail"]), _fmt(f["alpha_shuffled"]), f["verdict"]))
 
         summaries["matrices"] = Scalar(float(len(mats)), "count", "weight matrices (tied ones counted once)")
         summaries["nonfinite_weights"] = Scalar(float(nonfinite_total), "count", "NaN or infinite weight entries")
@@ -94,13 +117,62 @@ class Weights(Analysis):
             rel = [l["stable_rank"] / l["max_rank"] for l in finite_layers]
             summaries["mean_relative_stable_rank"] = Scalar(
                 float(np.mean(rel)), "fraction", "mean over layers of stable rank / full rank")
+        fitted = [f for f in fits if math.isfinite(f["alpha"])]
+        if fitted:
+            summaries["mean_alpha"] = Scalar(float(np.mean([f["alpha"] for f in fitted])), "",
+                                             "mean power-law alpha over fitted blocks")
+            both = [f for f in fitted if math.isfinite(f["alpha_shuffled"])]
+            if both:
+                summaries["mean_alpha_shuffled"] = Scalar(float(np.mean([f["alpha_shuffled"] for f in both])), "",
+                                                          "mean alpha of the same blocks shuffled")
 
-        shown = [m for m in mats][: ctx.params["max_panels"]]
-        figures = [Heatmaps(
+        figures = self._figures(model, mats, arrays, sv_keys, fits, ctx.params)
+        tables = (
+            Table(id="norms", title="Norms per weight matrix",
+                  columns=("matrix", "module", "shape", "entries", "||W||_F", "||W||_2", "stable rank / max"),
+                  rows=tuple(rows), caption="Frobenius norm, spectral norm and stable rank per matrix."),
+            Table(id="alpha", title="Power-law fits of each block's spectral density",
+                  columns=("block", "eigenvalues", "alpha ± s.e.", "KS D", "tail size", "alpha shuffled", "reading"),
+                  rows=tuple(alpha_rows),
+                  caption="alpha of the ESD tail of W^T W / N, fitted by maximum likelihood with xmin "
+                          "chosen by the smallest KS distance; the same block with its entries shuffled."),
+        )
+        return Result(analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries,
+                      figures=figures, tables=tables, findings=tuple(findings),
+                      data={"layers": layers, "fits": fits, "shown": [m.name for m in mats][: ctx.params["max_panels"]],
+                            "total": len(mats), "convention": "conv kernels unfolded to (out, in*kh*kw)"})
+
+    @staticmethod
+    def _fit_block(name: str, block_name: str, block: np.ndarray, rng: np.random.Generator,
+                   arrays: dict[str, np.ndarray]) -> dict:
+        label = f"{name} [{block_name}]" if block_name else name
+        key = name + (":" + block_name.replace(" ", "_") if block_name else "")
+        lam = esd(block)
+        fit = fit_power_law(lam)
+        shuffled = rng.permutation(block.reshape(-1)).reshape(block.shape)
+        lam_s = esd(shuffled)
+        fit_s = fit_power_law(lam_s)
+        x, y = ccdf(lam)
+        xs, ys = ccdf(lam_s)
+        arrays[f"ccdf_x:{key}"], arrays[f"ccdf_y:{key}"] = x, y
+        arrays[f"ccdf_xs:{key}"], arrays[f"ccdf_ys:{key}"] = xs, ys
+        if math.isfinite(fit.alpha):
+            tail_x = x[x >= fit.xmin]
+            arrays[f"fit_x:{key}"] = tail_x
+            arrays[f"fit_y:{key}"] = fitted_ccdf(fit, tail_x, fit.n_tail / len(x))
+        return {"key": key, "label": label, "n_eigen": int(len(lam)), "alpha": fit.alpha, "stderr": fit.alpha_stderr,
+                "ks": fit.ks_distance, "n_tail": fit.n_tail, "xmin": fit.xmin, "reason": fit.reason,
+                "alpha_shuffled": fit_s.alpha, "ks_shuffled": fit_s.ks_distance, "verdict": verdict(fit.alpha),
+                "verdict_shuffled": verdict(fit_s.alpha)}
+
+    @staticmethod
+    def _figures(model, mats, arrays, sv_keys, fits, params) -> tuple:
+        shown = mats[: params["max_panels"]]
+        figures: list = [Heatmaps(
             id="matrices", title="The weight matrices, as pictures",
             caption="Each weight matrix as a heatmap (rows: output units; columns: inputs, conv kernels "
                     "unfolded); red positive, blue negative, white zero.",
-            alt="Heatmaps of " + ", ".join(f"{m.name} ({m.shape[0]}x{m.matrix.shape[1]})" for m in shown)
+            alt="Heatmaps of " + ", ".join(f"{m.name} ({m.matrix.shape[0]}x{m.matrix.shape[1]})" for m in shown)
                 + ", coloured by sign and size of each weight.",
             arrays=tuple(f"matrix:{m.name}" for m in shown),
             panel_titles=tuple(f"{m.name} {m.matrix.shape[0]}x{m.matrix.shape[1]}" for m in shown),
@@ -125,13 +197,35 @@ class Weights(Analysis):
                 alt="Line plot of singular value against rank for " + ", ".join(sv_keys) + ".",
                 x=tuple(f"rank:{n}" for n in sv_keys), y=tuple(f"sv:{n}" for n in sv_keys),
                 labels=tuple(sv_keys), xlabel="rank (1 = largest)", ylabel="singular value", logy=True))
-        table = Table(id="norms", title="Norms per weight matrix",
-                      columns=("matrix", "module", "shape", "entries", "||W||_F", "||W||_2", "stable rank / max"),
-                      rows=tuple(rows), caption="Frobenius norm, spectral norm and stable rank per matrix.")
-        return Result(analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries,
-                      figures=tuple(figures), tables=(table,), findings=tuple(findings),
-                      data={"layers": layers, "shown": [m.name for m in shown], "total": len(mats)})
-
-
-def _fmt(x: float) -> str:
-    return "nan" if not math.isfinite(x) else f"{x:.3g}"
+        fitted = [f for f in fits if math.isfinite(f["alpha"])]
+        if fitted:
+            chosen = sorted(fitted, key=lambda f: -f["n_eigen"])[: params["max_spectra"]]
+            chosen = [f for f in fits if f in chosen]
+            xs, ys, labels, panels, styles = [], [], [], [], []
+            for p, f in enumerate(chosen):
+                k = f["key"]
+                for xk, yk, lab, st in ((f"ccdf_x:{k}", f"ccdf_y:{k}", "trained", "-"),
+                                        (f"ccdf_xs:{k}", f"ccdf_ys:{k}", "shuffled", ":"),
+                                        (f"fit_x:{k}", f"fit_y:{k}", f"fit alpha={f['alpha']:.2f}", "--")):
+                    xs.append(xk), ys.append(yk), labels.append(lab), panels.append(p), styles.append(st)
+            figures.append(Curves(
+                id="esd", title="Eigenvalue tails: trained vs shuffled",
+                caption="Complementary CDF of the eigenvalues of W^T W / N on log-log axes (a power law is a "
+                        "straight line), the fitted tail (dashed) and the same block with shuffled entries (dotted).",
+                alt="Log-log plots, one per weight block, of the eigenvalue CCDF of the trained block, its "
+                    "power-law fit and its shuffled twin.",
+                x=tuple(xs), y=tuple(ys), labels=tuple(labels), panels=tuple(panels), styles=tuple(styles),
+                panel_titles=tuple(f["label"] for f in chosen), xlabel="eigenvalue", ylabel="P(λ ≥ x)",
+                logx=True, logy=True))
+            both = [f for f in fitted if math.isfinite(f["alpha_shuffled"])][:24]
+            if both:
+                arrays["alpha_trained"] = np.array([f["alpha"] for f in both])
+                arrays["alpha_shuffled"] = np.array([f["alpha_shuffled"] for f in both])
+                figures.append(Bars(
+                    id="alpha", title="Power-law alpha per block: trained vs shuffled",
+                    caption="alpha of each block's eigenvalue tail, trained and with its entries shuffled; "
+                            "2 to 6 is the range typical of well-trained layers.",
+                    alt="Grouped bar chart of alpha per weight block, trained next to shuffled.",
+                    categories=tuple(f["label"] for f in both), values=("alpha_trained", "alpha_shuffled"),
+                    series=("trained", "shuffled"), ylabel="alpha (power-law exponent)"))
+        return tuple(figures)

@@ -32,3 +32,132 @@ class DigitsCNN(nn.Module):
 def digits_cnn() -> DigitsCNN:
     """Factory used by the ``digits-cnn`` sample (``talkgen.models.architectures:digits_cnn``)."""
     return DigitsCNN()
+
+
+class CharLSTM(nn.Module):
+    """Character-level language model: embedding -> LSTM -> linear decoder over the vocabulary.
+
+    (B, T) token ids -> (B, T, vocab) next-character logits. ``forward_states`` also returns the
+    hidden and cell state of every step, the "cells" of Karpathy, Johnson & Fei-Fei (2015).
+    """
+
+    def __init__(self, vocab: int = 98, embed: int = 64, hidden: int = 256, layers: int = 1) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True)
+        self.decoder = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(tokens))  # (B, T, H)
+        return self.decoder(out)                # (B, T, vocab)
+
+    def forward_states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits (B, T, V), hidden h_t (B, T, H), cell c_t (B, T, H)) of the last layer, step by step."""
+        x = self.embed(tokens)
+        lstm = self.lstm
+        B = tokens.shape[0]
+        for layer in range(lstm.num_layers):
+            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+            b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            h = x.new_zeros(B, lstm.hidden_size)
+            c = x.new_zeros(B, lstm.hidden_size)
+            hs, cs = [], []
+            pre_in = x @ w_ih.T + b  # (B, T, 4H), gates in PyTorch's order i, f, g, o
+            for t in range(x.shape[1]):
+                i, f, g, o = (pre_in[:, t] + h @ w_hh.T).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                hs.append(h)
+                cs.append(c)
+            x = torch.stack(hs, 1)
+        return self.decoder(x), x, torch.stack(cs, 1)
+
+
+def python_charlstm() -> CharLSTM:
+    return CharLSTM()
+
+
+class ExplicitAttention(nn.Module):
+    """Causal multi-head self-attention with the softmax matrix computed explicitly.
+
+    The attention pattern passes through ``self.pattern`` (an identity) so that a forward hook
+    on it sees every (B, heads, T, T) matrix; no fused kernel hides it.
+    """
+
+    def __init__(self, d_model: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.d_head = heads, d_model // heads
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.k = nn.Linear(d_model, d_model, bias=False)
+        self.v = nn.Linear(d_model, d_model, bias=False)
+        self.o = nn.Linear(d_model, d_model, bias=False)
+        self.pattern = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(B, T, self.heads, self.d_head).transpose(1, 2)  # (B, heads, T, d_head)
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        scores = q @ k.transpose(-1, -2) / self.d_head**0.5             # (B, heads, T, T)
+        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        attn = self.pattern(scores.masked_fill(mask, float("-inf")).softmax(-1))
+        out = (attn @ v).transpose(1, 2).reshape(B, T, D)               # (B, T, D)
+        return self.o(out)
+
+
+class AttnOnlyBlock(nn.Module):
+    def __init__(self, d_model: int, heads: int) -> None:
+        super().__init__()
+        self.attn = ExplicitAttention(d_model, heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(x)  # residual stream
+
+
+class AttentionOnlyTransformer(nn.Module):
+    """A 2-layer attention-only transformer (no MLPs, no layer norm): the smallest model in which
+    an induction head can form (Olsson et al. 2022). (B, T) tokens -> (B, T, vocab) logits."""
+
+    def __init__(self, vocab: int = 32, d_model: int = 64, heads: int = 4, layers: int = 2,
+                 max_len: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(AttnOnlyBlock(d_model, heads) for _ in range(layers))
+        self.unembed = nn.Linear(d_model, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        T = tokens.shape[1]
+        x = self.embed(tokens) + self.pos(torch.arange(T, device=tokens.device))  # (B, T, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.unembed(x)
+
+
+def induction_transformer() -> AttentionOnlyTransformer:
+    return AttentionOnlyTransformer()
+
+
+class IBNet(nn.Module):
+    """The 12-10-7-5-4-3-2 network of the information-bottleneck experiments
+    (Shwartz-Ziv & Tishby 2017; Saxe et al. 2018). ``activation``: "tanh" or "relu"."""
+
+    WIDTHS = (12, 10, 7, 5, 4, 3, 2)
+
+    def __init__(self, activation: str = "tanh") -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(self.WIDTHS[:-1], self.WIDTHS[1:]))
+        self.act = nn.Tanh() if activation == "tanh" else nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = self.act(layer(x))
+        return self.layers[-1](x)  # (B, 2) logits
+
+
+def ib_tanh() -> IBNet:
+    return IBNet("tanh")
+
+
+def ib_relu() -> IBNet:
+    return IBNet("relu")

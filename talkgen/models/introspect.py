@@ -43,8 +43,42 @@ def weight_matrices(model: nn.Module) -> list[WeightMatrix]:
     return out
 
 
+def blocks(m: WeightMatrix) -> list[tuple[str, torch.Tensor]]:
+    """The meaningful sub-matrices of a weight: LSTM/GRU gate blocks and packed q/k/v projections.
+
+    PyTorch stacks an LSTM's gates as rows (i, f, g, o), a GRU's as (r, z, n), and
+    ``nn.MultiheadAttention.in_proj_weight`` as (q, k, v). Anything else is one block.
+    """
+    leaf = m.name.rsplit(".", 1)[-1]
+    if m.kind == "LSTM" and leaf.startswith(("weight_ih", "weight_hh")):
+        names = ("input gate", "forget gate", "cell candidate", "output gate")
+    elif m.kind == "GRU" and leaf.startswith(("weight_ih", "weight_hh")):
+        names = ("reset gate", "update gate", "new gate")
+    elif m.kind == "MultiheadAttention" and leaf == "in_proj_weight":
+        names = ("query", "key", "value")
+    else:
+        return [("", m.matrix)]
+    parts = m.matrix.chunk(len(names), dim=0)
+    return [(n, p) for n, p in zip(names, parts)]
+
+
 def first_conv(model: nn.Module) -> tuple[str, nn.Module] | None:
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return name, module
     return None
+
+
+LOOKABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LSTM, nn.GRU, nn.RNN, nn.MultiheadAttention)
+
+
+def default_layers(model: nn.Module, named: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Layers worth looking at: the ones named (checked to exist), else every conv, linear,
+    recurrent and attention module in definition order."""
+    modules = dict(model.named_modules())
+    if named:
+        missing = [n for n in named if n not in modules]
+        if missing:
+            raise KeyError(f"no such layer(s) in the model: {', '.join(missing)}")
+        return tuple(named)
+    return tuple(n for n, m in model.named_modules() if n and isinstance(m, LOOKABLE))

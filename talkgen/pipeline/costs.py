@@ -45,16 +45,23 @@ class CostMeter:
         self._proc = psutil.Process()
         self._handle = None
 
-    def _on_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.cost.forward_passes += 1
-        first = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
-        if isinstance(first, torch.Tensor) and first.ndim:
-            self.cost.examples_forward += int(first.shape[0])
-        if isinstance(output, torch.Tensor) and output.requires_grad:
-            output.register_hook(self._on_backward)
+    def _make_hook(self) -> Any:
+        # A plain closure over the Cost record, not a bound method: an analysis may deep-copy the
+        # model (hooks included), and the copy's passes are then counted too.
+        cost = self.cost
 
-    def _on_backward(self, grad: torch.Tensor) -> None:
-        self.cost.backward_passes += 1
+        def on_backward(grad: torch.Tensor) -> None:
+            cost.backward_passes += 1
+
+        def on_forward(module: nn.Module, inputs: Any, output: Any) -> None:
+            cost.forward_passes += 1
+            first = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
+            if isinstance(first, torch.Tensor) and first.ndim:
+                cost.examples_forward += int(first.shape[0])
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(on_backward)
+
+        return on_forward
 
     def _sample(self) -> None:
         peak = self._base
@@ -67,7 +74,7 @@ class CostMeter:
         self._base = self._proc.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
-        self._handle = self.model.register_forward_hook(self._on_forward)
+        self._handle = self.model.register_forward_hook(self._make_hook())
         self._t0 = time.perf_counter()
         return self
 

@@ -2,7 +2,8 @@
 
 A commentary template is ``<analysis>.md.j2`` and defines macros, each taking ``r``
 (a :class:`ResultView`): ``overview(r)`` and ``notes(r)`` for the analysis's first slide,
-``fig_<id>(r)`` and ``notes_<id>(r)`` for the slide of figure ``<id>``. A missing macro
+``fig_<id>(r)`` and ``notes_<id>(r)`` for the slide of figure ``<id>`` (dashes in the id
+become underscores), and ``headline(r)``, one line for the closing slide. A missing macro
 falls back to the figure's caption. Autoescape is on and undefined names are errors.
 """
 
@@ -86,7 +87,7 @@ class Commentary:
 
     def render(self, analysis: str, macro: str, view: ResultView, fallback: str = "") -> Markup:
         module = self._module(analysis)
-        fn = getattr(module, macro, None) if module is not None else None
+        fn = getattr(module, macro.replace("-", "_"), None) if module is not None else None
         if fn is None:
             return escape(fallback)
         return Markup(str(fn(view)).strip())

@@ -35,6 +35,7 @@ class FigureRef:
     caption: str
     alt: str
     png: bytes
+    html: str = ""  # set instead of png for figures that are HTML (coloured text)
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,14 @@ def _content_slides(o: Outcome, section: str, commentary: Commentary, figure_cac
         tables=result.tables, subject=o.subject, analysis=o.analysis)]
     for spec in result.figures:
         counter[0] += 1
+        if spec.kind == "coloured_text":
+            from talkgen.render.figures import coloured_text_html
+
+            png, html = b"", coloured_text_html(spec, result.arrays)
+        else:
+            png, html = figure_cache.png(spec, result), ""
         ref = FigureRef(number=counter[0], subject=o.subject, analysis=o.analysis, spec_id=spec.id,
-                        title=spec.title, caption=spec.caption, alt=spec.alt,
-                        png=figure_cache.png(spec, result))
+                        title=spec.title, caption=spec.caption, alt=spec.alt, png=png, html=html)
         out.append(Slide(
             id=_slug(o.subject, o.analysis, spec.id), kind="figure", section=section,
             title=f"{spec.title} ({o.subject})",

@@ -11,7 +11,9 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from talkgen.analyses.specs import Bars, Curves, FigureSpec, Heatmaps, ImageGrid
+import matplotlib.lines
+
+from talkgen.analyses.specs import Bars, ColouredText, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter
 from talkgen.render import style
 
 matplotlib.use("Agg", force=False)
@@ -82,19 +84,34 @@ def _image_grid(spec: ImageGrid, arrays: Mapping[str, np.ndarray]) -> Figure:
 
 def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
     fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
-    ax = fig.subplots()
+    n_panels = max(spec.panels) + 1 if spec.panels else 1
+    rows, cols = _grid(n_panels)
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    colour_index: dict[int, int] = {}
     for i, (xk, yk, label) in enumerate(zip(spec.x, spec.y, spec.labels)):
-        ax.plot(arrays[xk], arrays[yk], label=label, color=style.PALETTE[i % len(style.PALETTE)],
+        panel = spec.panels[i] if spec.panels else 0
+        ax = axes[panel]
+        c = colour_index.setdefault(panel, 0)
+        ls = spec.styles[i] if spec.styles else "-"
+        ax.plot(arrays[xk], arrays[yk], label=label, linestyle=ls,
+                color=style.PALETTE[c % len(style.PALETTE)],
                 marker="o" if spec.markers else None, markersize=3, linewidth=1.8)
-    if spec.logx:
-        ax.set_xscale("log")
-    if spec.logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(spec.xlabel)
-    ax.set_ylabel(spec.ylabel)
-    ax.grid(True, alpha=0.3)
-    if len(spec.labels) > 1:
-        ax.legend(loc="best")
+        colour_index[panel] = c + 1
+    for p, ax in enumerate(axes):
+        if p >= n_panels:
+            ax.set_axis_off()
+            continue
+        if spec.logx:
+            ax.set_xscale("log")
+        if spec.logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(spec.xlabel)
+        ax.set_ylabel(spec.ylabel)
+        ax.grid(True, alpha=0.3)
+        if spec.panel_titles:
+            ax.set_title(spec.panel_titles[p], fontsize=10)
+        if colour_index.get(p, 0) > 1:
+            ax.legend(loc="best", fontsize=8 if n_panels > 1 else 10)
     return fig
 
 
@@ -117,12 +134,53 @@ def _bars(spec: Bars, arrays: Mapping[str, np.ndarray]) -> Figure:
     return fig
 
 
+def _scatter(spec: Scatter, arrays: Mapping[str, np.ndarray]) -> Figure:
+    rows, cols = _grid(len(spec.x))
+    fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    cmap = matplotlib.colormaps["tab10" if len(spec.label_names) <= 10 else "tab20"]
+    for ax, xk, yk, lk, title in zip(axes.flat, spec.x, spec.y, spec.labels, spec.panel_titles):
+        lab = np.asarray(arrays[lk]).astype(int)
+        ax.scatter(arrays[xk], arrays[yk], c=[cmap(i % cmap.N) for i in lab], s=6, alpha=0.8, linewidths=0)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(spec.xlabel)
+        ax.set_ylabel(spec.ylabel)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(spec.x):]:
+        ax.set_axis_off()
+    handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", color=cmap(i % cmap.N), label=name)
+               for i, name in enumerate(spec.label_names[:20])]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="class")
+    return fig
+
+
 DRAWERS: dict[str, Callable[..., Figure]] = {
     Heatmaps.kind: _heatmaps,
     ImageGrid.kind: _image_grid,
     Curves.kind: _curves,
     Bars.kind: _bars,
+    Scatter.kind: _scatter,
 }
+
+
+def coloured_text_html(spec: ColouredText, arrays: Mapping[str, np.ndarray]) -> str:
+    """One line of HTML: each character escaped, in a span whose background shows its value
+    (red positive, blue negative for signed values; white to green for magnitudes)."""
+    from html import escape
+
+    values = np.asarray(arrays[spec.values], dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    scale = float(np.abs(finite).max()) if finite.size else 1.0
+    scale = scale or 1.0
+    parts = ['<div class="ctext" role="img" aria-label="', escape(spec.alt), '">']
+    for ch, v in zip(spec.text, values):
+        a = 0.0 if not np.isfinite(v) else min(1.0, abs(v) / scale)
+        rgb = ("214,39,40" if v >= 0 else "31,119,180") if spec.signed else "44,160,44"
+        shown = "&#10;" if ch == "\n" else escape(ch)
+        parts.append(f'<span style="background:rgba({rgb},{a:.2f})">{shown}</span>')
+    parts.append("</div>")
+    return "".join(parts)
 
 
 def draw(spec: FigureSpec, arrays: Mapping[str, np.ndarray]) -> Figure:

@@ -99,9 +99,9 @@ def deck_to_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNo
                          section=slide.section, subject=slide.subject, analysis=slide.analysis,
                          report=slide.kind not in ("title", "agenda")))
         for fig in slide.figures:
-            out = new_output("display_data", data={
-                "image/png": base64.b64encode(fig.png).decode("ascii"), "text/plain": fig.alt},
-                metadata={"alt": fig.alt})
+            payload = ({"text/html": fig.html} if fig.html else
+                       {"image/png": base64.b64encode(fig.png).decode("ascii")})
+            out = new_output("display_data", data=payload | {"text/plain": fig.alt}, metadata={"alt": fig.alt})
             cells.append(new_code_cell(
                 f"talkgen.figure(TALK, {fig.subject!r}, {fig.analysis!r}, {fig.spec_id!r})",
                 outputs=[out],

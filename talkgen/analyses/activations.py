@@ -1,0 +1,184 @@
+"""Activations: what each layer computes on a fixed set of test inputs, and where classes separate.
+
+What it measures: for each looked-at layer (the subject's named layers, else every conv, linear
+and recurrent module), its output on the first ``n_inputs`` test examples. Dead units: outputs
+never positive on any of them (a following ReLU never lets them through). Saturated units:
+|output| > 2.65 (tanh beyond +-0.99) on more than 99% of inputs. The representation of each
+layer (flattened per example) is projected to 2-D with PCA and t-SNE (van der Maaten & Hinton
+2008, scikit-learn), and its class separability is the 5-fold cross-validated accuracy of a
+5-nearest-neighbour classifier on it: 1.0 when classes sit in separate clusters. The input
+itself is layer 0, the baseline. Sequence models get unit x time maps and the same unit counts.
+Assumptions: a classifier's test labels are its classes; for sequence models no projection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.hooks import capture_outputs
+from talkgen.analyses.specs import Bars, Heatmaps, ImageGrid, Scatter, Table
+from talkgen.models.introspect import default_layers
+
+SATURATION = 2.65  # atanh(0.99)
+
+
+def knn_separability(features: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> float:
+    """5-fold cross-validated k-NN accuracy of ``labels`` from ``features`` (N, D)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    counts = np.bincount(labels)
+    folds = int(min(5, counts[counts > 0].min()))
+    if folds < 2:
+        return float("nan")
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    smallest_train_fold = len(labels) - -(-len(labels) // folds)
+    neighbours = max(1, min(k, smallest_train_fold))
+    return float(cross_val_score(KNeighborsClassifier(n_neighbors=neighbours), features, labels, cv=cv).mean())
+
+
+@register
+class Activations(Analysis):
+    name = "activations"
+    title = "Activations, layer by layer"
+    section = "looking-in"
+    version = 1
+    applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
+    params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
+              "max_units_shown": 64}
+    quick = {"n_inputs": 300, "tsne_points": 200, "tsne_iterations": 300}
+
+    def run(self, ctx: Context) -> Result:
+        s = ctx.subject
+        layers = default_layers(s.model, s.layers)
+        n = min(ctx.params["n_inputs"], len(s.data.x_test))
+        x, y = s.data.x_test[:n], s.data.y_test[:n]
+        with torch.no_grad(), capture_outputs(s.model, layers) as outs:
+            for i in range(0, n, 256):
+                s.model(x[i:i + 256])
+        acts = {name: torch.cat(outs[name]).float() for name in layers}
+        classifier = s.task.endswith("classifier")
+        arrays: dict[str, np.ndarray] = {}
+        summaries: dict[str, Scalar] = {}
+        rows = []
+        dead_frac, sat_frac, per_layer = [], [], []
+        for name, a in acts.items():
+            # units: channels for conv maps (B, C, ...), last dim for sequences (B, T, H), else features
+            if a.ndim >= 3 and not (s.task in ("char-lm", "sequence-model")):
+                per_unit = a.transpose(0, 1).reshape(a.shape[1], -1)       # (C, B*spatial)
+            else:
+                per_unit = a.reshape(-1, a.shape[-1]).T                      # (H, B*T) or (F, B)
+            dead = int((per_unit.max(1).values <= 0).sum())
+            sat = int(((per_unit.abs() > SATURATION).float().mean(1) > 0.99).sum())
+            units = per_unit.shape[0]
+            dead_frac.append(dead / units)
+            sat_frac.append(sat / units)
+            summaries[f"{name}.dead_fraction"] = Scalar(dead / units, "fraction",
+                                                        f"units of {name} never positive on {n} test inputs")
+            summaries[f"{name}.saturated_fraction"] = Scalar(sat / units, "fraction",
+                                                             f"units of {name} beyond tanh +-0.99 on >99% of inputs")
+            per_layer.append({"name": name, "units": units, "dead": dead, "saturated": sat,
+                              "shape": list(a.shape[1:])})
+        arrays["dead_fraction"] = np.array(dead_frac)
+        arrays["saturated_fraction"] = np.array(sat_frac)
+        figures: list = [Bars(
+            id="dead", title="Dead and saturated units per layer",
+            caption=f"Share of each layer's units that are never positive (dead) or stuck beyond tanh's "
+                    f"+-0.99 (saturated) on {n} test inputs.",
+            alt="Grouped bars of dead and saturated unit fractions for " + ", ".join(layers) + ".",
+            categories=tuple(layers), values=("dead_fraction", "saturated_fraction"),
+            series=("dead", "saturated"), ylabel="fraction of units")]
+        data = {"layers": per_layer, "n_inputs": n}
+        if classifier:
+            figures += self._classifier_views(ctx, x, y.numpy(), acts, arrays, summaries, data)
+        else:
+            first = acts[layers[-1]][0]  # (T, H) of the first sequence
+            shown = first[:, : ctx.params["max_units_shown"]].T.numpy()
+            arrays["unit_time"] = shown
+            figures.append(Heatmaps(
+                id="unit-time", title=f"{layers[-1]}: units over time",
+                caption=f"Output of the first {shown.shape[0]} units of {layers[-1]} at each step of one "
+                        "held-out sequence.",
+                alt=f"Heatmap of {shown.shape[0]} units by {shown.shape[1]} time steps.",
+                arrays=("unit_time",), panel_titles=(f"{layers[-1]}, sequence 0",),
+                xlabel="time step", ylabel="unit", colorbar="activation", signed=True))
+        rows = [(l["name"], "x".join(map(str, l["shape"])), str(l["units"]), str(l["dead"]), str(l["saturated"]),
+                 f"{data['separability'][i + 1]:.3f}" if "separability" in data else "")
+                for i, l in enumerate(per_layer)]
+        table = Table(id="units", title="Units per layer",
+                      columns=("layer", "output shape", "units", "dead", "saturated", "k-NN separability"),
+                      rows=tuple(rows))
+        return Result(analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries,
+                      figures=tuple(figures), tables=(table,), data=data)
+
+    def _classifier_views(self, ctx, x, y, acts, arrays, summaries, data) -> list:
+        from sklearn.decomposition import PCA
+        from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
+
+        s = ctx.subject
+        names = ["input", *acts]
+        feats = [x.reshape(len(x), -1).float().numpy()] + [a.reshape(len(a), -1).numpy() for a in acts.values()]
+        sep = [knn_separability(f, y, seed=ctx.seed) for f in feats]
+        data["separability"] = sep
+        data["layer_names"] = names
+        arrays["separability"] = np.array(sep)
+        for name, v in zip(names, sep):
+            summaries[f"{name}.knn_separability"] = Scalar(v, "fraction",
+                                                           f"5-NN cross-validated class accuracy from {name}")
+        rises = all(b >= a - 0.01 for a, b in zip(sep, sep[1:]))
+        summaries["separability_rises_with_depth"] = Scalar(float(rises), "bool",
+                                                            "1 if k-NN separability never drops by more than 0.01 with depth")
+        out = [Bars(id="separability", title="Where the classes come apart",
+                    caption="5-fold cross-validated 5-nearest-neighbour accuracy of the class from each "
+                            "layer's representation; the input is the baseline.",
+                    alt="Bar chart of k-NN class separability from the input through " + ", ".join(acts) + ".",
+                    categories=tuple(names), values=("separability",), series=("k-NN accuracy",),
+                    ylabel="class separability (accuracy)")]
+        m = min(ctx.params["tsne_points"], len(y))
+        pick = np.random.default_rng(ctx.seed).permutation(len(y))[:m]
+        arrays["proj_labels"] = y[pick]
+        # t-SNE is the expensive part: on a subsample, and on evenly spaced layers (input and last included)
+        tsne_at = set(np.unique(np.linspace(0, len(names) - 1, ctx.params["tsne_layers"]).round().astype(int)).tolist())
+        panels: dict[str, list[str]] = {"pca": [], "tsne": []}
+        for i, (name, f) in enumerate(zip(names, feats)):
+            sub = f[pick]
+            flat = sub.shape[1] < 2
+            z = np.column_stack([sub[:, 0], np.zeros(m)]) if flat else PCA(2, random_state=ctx.seed).fit_transform(sub)
+            arrays[f"pca_x:{name}"], arrays[f"pca_y:{name}"] = z[:, 0], z[:, 1]
+            panels["pca"].append(name)
+            if i in tsne_at:
+                if not flat:
+                    # one OpenMP thread: the Barnes-Hut loop is tiny per iteration, and spinning
+                    # threads cost far more than they save (and than any other work on the machine)
+                    with threadpool_limits(limits=1, user_api="openmp"):
+                        z = TSNE(n_components=2, perplexity=min(30, (m - 1) / 3), random_state=ctx.seed,
+                                 init="pca", max_iter=ctx.params["tsne_iterations"]).fit_transform(sub)
+                arrays[f"tsne_x:{name}"], arrays[f"tsne_y:{name}"] = z[:, 0], z[:, 1]
+                panels["tsne"].append(name)
+        for kind, label in (("pca", "PCA"), ("tsne", "t-SNE")):
+            xs = panels[kind]
+            out.append(Scatter(
+                id=f"{kind}", title=f"Each layer's representation, {label} to 2-D",
+                caption=f"{m} of {len(y)} test examples (a random subsample) projected to two dimensions with "
+                        f"{label}, coloured by true class; one panel per layer"
+                        + (f" ({len(xs)} of {len(names)} layers, evenly spaced)." if len(xs) < len(names) else "."),
+                alt=f"{label} scatter plots, one per layer from the input to the output, points coloured by class.",
+                x=tuple(f"{kind}_x:{n}" for n in xs), y=tuple(f"{kind}_y:{n}" for n in xs),
+                labels=tuple("proj_labels" for _ in xs), panel_titles=tuple(xs),
+                label_names=tuple(s.data.classes), xlabel=f"{label} 1", ylabel=f"{label} 2"))
+        data["tsne_points"] = m
+        data["tsne_layers"] = panels["tsne"]
+        conv = [(n, a) for n, a in acts.items() if a.ndim == 4]
+        if conv:
+            name, a = conv[0]
+            arrays["feature_maps"] = a[0].numpy()  # (C, H, W) for the first test input
+            out.insert(0, ImageGrid(
+                id="maps", title=f"Feature maps of {name} for one digit",
+                caption=f"The {a.shape[1]} channels of {name} on the first test example (class "
+                        f"{s.data.classes[int(y[0])]}); red positive, blue negative.",
+                alt=f"A grid of {a.shape[1]} small feature-map images from {name}.",
+                array="feature_maps", colorbar="activation", signed=True))
+        return out
