@@ -133,3 +133,35 @@ def test_config_file_params_reach_the_analysis(user_model_dir, tmp_path):
     report = build(load_config(toml), tmp_path / "b")
     result = report.outcomes[-1].result
     assert result.arrays["matrix:fc.weight"].shape == (2, 2)
+
+
+def test_a_failing_analysis_becomes_an_error_slide_and_exit_1(user_model_dir, tmp_path):
+    from talkgen.pipeline.runner import AnalysisFailed
+
+    @register
+    class Broken(Analysis):
+        name = "test-broken"
+        title = "Always fails"
+        section = "looking-in"
+
+        def run(self, ctx):
+            raise ValueError("the <b>maths</b> went wrong")
+
+    try:
+        out = tmp_path / "b"
+        report = build(_config(user_model_dir, only=("test-broken", "weights")), out)
+        assert report.exit_code == 1
+        statuses = {o.analysis: o.status for o in report.outcomes}
+        assert statuses == {"test-broken": "failed", "weights": "ok"}
+        slides, html = (out / "slides.html").read_text(), (out / "report.html").read_text()
+        assert "test-broken failed on net" in slides and "the &lt;b&gt;maths&lt;/b&gt; went wrong" in slides
+        assert "failed: <strong>test-broken</strong>" in html
+        import json
+
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["subjects"]["net"]["analyses"]["test-broken"]["message"].startswith("ValueError")
+        assert summary["exit_status"] == 1
+        with pytest.raises(AnalysisFailed, match="test-broken failed on net"):
+            build(_config(user_model_dir, only=("test-broken",)), tmp_path / "strict", strict=True)
+    finally:
+        _REGISTRY.pop("test-broken")

@@ -29,10 +29,17 @@ class FailAfter(TorchFunctionMode):
 
 
 def _subjects(tiny):
-    from conftest import tiny_char_subject
+    import dataclasses
+
+    from conftest import TinyCNN, tiny_char_subject
     from talkgen.models.samples import load_sample
 
-    return [tiny, load_sample("digits-cnn"), tiny_char_subject()]
+    torch.manual_seed(5)
+    early = TinyCNN().state_dict()
+    late = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    with_checkpoints = dataclasses.replace(tiny, name="tiny-ckpt", checkpoints=(0, 1),
+                                           load_checkpoints=lambda: [(0, early), (1, late)])
+    return [tiny, load_sample("digits-cnn"), tiny_char_subject(), with_checkpoints]
 
 
 def test_every_analysis_is_exercised_by_the_table(tiny_subject):

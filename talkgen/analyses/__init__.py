@@ -1,10 +1,11 @@
 """Every analysis module, imported once so that its ``@register`` runs.
 
 The import order is the default order of the talk within each section: the model card first,
-then matrices (weights, activations, cells) before anything that builds on them.
+then matrices (weights, activations, cells), then information flow.
 """
 
 from talkgen.analyses import model_card  # noqa: F401  isort: skip
 from talkgen.analyses import weights  # noqa: F401  isort: skip
 from talkgen.analyses import activations  # noqa: F401  isort: skip
 from talkgen.analyses import rnn_cells  # noqa: F401  isort: skip
+from talkgen.analyses import information_plane  # noqa: F401  isort: skip

@@ -44,7 +44,7 @@ class Activations(Analysis):
     name = "activations"
     title = "Activations, layer by layer"
     section = "looking-in"
-    version = 1
+    version = 3
     applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
               "max_units_shown": 64}
@@ -60,6 +60,7 @@ class Activations(Analysis):
                 s.model(x[i:i + 256])
         acts = {name: torch.cat(outs[name]).float() for name in layers}
         classifier = s.task.endswith("classifier")
+        modules = dict(s.model.named_modules())
         arrays: dict[str, np.ndarray] = {}
         summaries: dict[str, Scalar] = {}
         rows = []
@@ -71,7 +72,14 @@ class Activations(Analysis):
             else:
                 per_unit = a.reshape(-1, a.shape[-1]).T                      # (H, B*T) or (F, B)
             dead = int((per_unit.max(1).values <= 0).sum())
-            sat = int(((per_unit.abs() > SATURATION).float().mean(1) > 0.99).sum())
+            module = modules[name]
+            if isinstance(module, torch.nn.Tanh):  # outputs already squashed: saturated beyond +-0.99
+                stuck = per_unit.abs() > 0.99
+            elif isinstance(module, torch.nn.Sigmoid):
+                stuck = (per_unit < 0.01) | (per_unit > 0.99)
+            else:  # a pre-activation: beyond what tanh maps to +-0.99
+                stuck = per_unit.abs() > SATURATION
+            sat = int((stuck.float().mean(1) > 0.99).sum())
             units = per_unit.shape[0]
             dead_frac.append(dead / units)
             sat_frac.append(sat / units)
@@ -168,7 +176,7 @@ class Activations(Analysis):
                 alt=f"{label} scatter plots, one per layer from the input to the output, points coloured by class.",
                 x=tuple(f"{kind}_x:{n}" for n in xs), y=tuple(f"{kind}_y:{n}" for n in xs),
                 labels=tuple("proj_labels" for _ in xs), panel_titles=tuple(xs),
-                label_names=tuple(s.data.classes), xlabel=f"{label} 1", ylabel=f"{label} 2"))
+                label_names=tuple(s.data.classes), xlabel=f"{label} 1", ylabel=f"{label} 2", ticks=kind == "pca"))
         data["tsne_points"] = m
         data["tsne_layers"] = panels["tsne"]
         conv = [(n, a) for n, a in acts.items() if a.ndim == 4]

@@ -88,7 +88,7 @@ class RNNCells(Analysis):
     name = "rnn-cells"
     title = "Interpretable cells"
     section = "looking-in"
-    version = 1
+    version = 2
     applies_text = "models with an nn.LSTM and per-character labels (the char-LSTM on Python source)"
     params = {"n_chars": 50_000, "excerpt_chars": 700}
     quick = {"n_chars": 20_000}
@@ -190,7 +190,12 @@ class RNNCells(Analysis):
             ylabel="best cell score (AUROC or |r|)")]
         start = self._excerpt_start(labels, ctx.params["excerpt_chars"])
         stop = start + ctx.params["excerpt_chars"]
-        for feat in sorted(feats, key=lambda f: -scores[f]["score"])[:3]:
+        # AUROC and |r| have different chance levels: rank cells by their score over the bar they must clear
+        def strength(f: str) -> float:
+            b = scores[f]
+            return b["score"] / (FOUND_AUROC if b["metric"] == "AUROC" else FOUND_R)
+
+        for feat in sorted(feats, key=strength, reverse=True)[:3]:
             b = scores[feat]
             key = f"text:{feat}"
             arrays[key] = trained[b["state"]][start:stop, b["unit"]] * b["sign"]
@@ -198,7 +203,7 @@ class RNNCells(Analysis):
                 id=f"cell-{feat.replace('_', '-')}", title=f"Cell {b['state']}[{b['unit']}] and {feat.replace('_', ' ')}",
                 caption=f"Held-out Python source with each character's background set by {b['state']}[{b['unit']}] "
                         f"(red high, blue low{', sign flipped' if b['sign'] < 0 else ''}); its {b['metric']} for "
-                        f"{feat} is {b['score']:.2f}.",
+                        f"{feat.replace('_', ' ')} is {b['score']:.2f}.",
                 alt=f"Source code coloured character by character by the activation of the cell that best tracks {feat}.",
                 text=text[start:stop], values=key, signed=True))
         figures.append(self._saturation(trained, arrays))
@@ -239,4 +244,5 @@ class RNNCells(Analysis):
             alt="Three scatter plots of left- versus right-saturation fractions of the LSTM's gates, one dot per unit.",
             x=tuple(f"left:{g}" for g in "ifo"), y=tuple(f"right:{g}" for g in "ifo"),
             labels=("unit_label",) * 3, panel_titles=("input gate", "forget gate", "output gate"),
-            label_names=("unit",), xlabel="fraction of steps < 0.1", ylabel="fraction of steps > 0.9")
+            label_names=("unit",), xlabel="fraction of steps < 0.1", ylabel="fraction of steps > 0.9",
+            ticks=True, limits=(-0.02, 1.02))

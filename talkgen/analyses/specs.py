@@ -113,10 +113,37 @@ class Scatter(FigureSpec):
     label_names: tuple[str, ...]
     xlabel: str
     ylabel: str
+    # Axis values that mean something (PCA, fractions) keep their ticks; t-SNE's do not.
+    ticks: bool = False
+    limits: tuple[float, float] | None = None  # the same (low, high) on both axes, when given
     kind: ClassVar[str] = "scatter"
 
     def array_keys(self) -> tuple[str, ...]:
         return self.x + self.y + self.labels
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trajectories(FigureSpec):
+    """Panels of paths through a plane, each point coloured by a shared value (e.g. training step).
+
+    ``x[i]``, ``y[i]`` are one path (one layer) drawn in panel ``panels[i]``; ``colour`` is the
+    array of values along every path (same length), drawn on a log scale when ``log_colour``.
+    """
+
+    x: tuple[str, ...]
+    y: tuple[str, ...]
+    labels: tuple[str, ...]
+    panels: tuple[int, ...]
+    panel_titles: tuple[str, ...]
+    colour: str
+    colour_label: str
+    xlabel: str
+    ylabel: str
+    log_colour: bool = True
+    kind: ClassVar[str] = "trajectories"
+
+    def array_keys(self) -> tuple[str, ...]:
+        return self.x + self.y + (self.colour,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,7 +187,7 @@ def _tuples(v: Any) -> Any:
 
 
 SPEC_KINDS: dict[str, type[FigureSpec]] = {
-    cls.kind: cls for cls in (Heatmaps, ImageGrid, Curves, Bars, Scatter, ColouredText)
+    cls.kind: cls for cls in (Heatmaps, ImageGrid, Curves, Bars, Scatter, ColouredText, Trajectories)
 }
 
 
@@ -175,4 +202,4 @@ def spec_from_json(d: dict[str, Any]) -> FigureSpec:
     return cls(**kwargs)
 
 
-__all__ = ["FigureSpec", "Heatmaps", "ImageGrid", "Curves", "Bars", "Scatter", "ColouredText", "Table", "spec_from_json"]
+__all__ = ["FigureSpec", "Heatmaps", "ImageGrid", "Curves", "Bars", "Scatter", "ColouredText", "Trajectories", "Table", "spec_from_json"]

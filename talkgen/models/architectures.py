@@ -147,11 +147,13 @@ class IBNet(nn.Module):
     def __init__(self, activation: str = "tanh") -> None:
         super().__init__()
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(self.WIDTHS[:-1], self.WIDTHS[1:]))
-        self.act = nn.Tanh() if activation == "tanh" else nn.ReLU()
+        # one activation module per hidden layer, so that a hook sees each layer's output T
+        act = nn.Tanh if activation == "tanh" else nn.ReLU
+        self.acts = nn.ModuleList(act() for _ in self.WIDTHS[1:-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = self.act(layer(x))
+        for layer, act in zip(self.layers[:-1], self.acts):
+            x = act(layer(x))
         return self.layers[-1](x)  # (B, 2) logits
 
 

@@ -206,13 +206,13 @@ SAMPLES: dict[str, SampleSpec] = {
         factory=_lazy("talkgen.models.architectures:ib_tanh"), factory_path="talkgen.models.architectures:ib_tanh",
         task="tabular-classifier", data=_lazy("talkgen.models.recipes:ib_data"), train=_train_ib,
         evaluate=_eval_classifier, acceptance={"test_accuracy": (">=", 0.9)},
-        layers=tuple(f"layers.{i}" for i in range(6)), checkpoint_dtype=torch.float32),
+        layers=tuple(f"acts.{i}" for i in range(5)) + ("layers.5",), checkpoint_dtype=torch.float32),
     "ib-relu": SampleSpec(
         name="ib-relu", description="the same 12-bit network with ReLU units, same seed and recipe",
         factory=_lazy("talkgen.models.architectures:ib_relu"), factory_path="talkgen.models.architectures:ib_relu",
         task="tabular-classifier", data=_lazy("talkgen.models.recipes:ib_data"), train=_train_ib,
         evaluate=_eval_classifier, acceptance={"test_accuracy": (">=", 0.9)},
-        layers=tuple(f"layers.{i}" for i in range(6)), checkpoint_dtype=torch.float32),
+        layers=tuple(f"acts.{i}" for i in range(5)) + ("layers.5",), checkpoint_dtype=torch.float32),
 }
 
 

@@ -123,6 +123,12 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
     sections = tuple(Section(id=s["id"], number=int(s["number"]), title=s["title"], lede=s["lede"],
                              covers=s.get("covers", "")) for s in outline["sections"])
     section_of = {o.analysis: _section_of(o.analysis) for o in outcomes}
+    from talkgen.analyses.base import registry
+
+    order = {name: i for i, name in enumerate(registry())}
+    subject_order: dict[str, int] = {}
+    for o in outcomes:
+        subject_order.setdefault(o.subject, len(subject_order))
     slides: list[Slide] = []
     findings: list[tuple[str, Finding, str]] = []
     counter = [0]
@@ -143,7 +149,9 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
     for sec in sections:
         if sec.id == "close":
             continue
-        members = [o for o in outcomes if section_of[o.analysis] == sec.id]
+        # within a section: analysis by analysis (registry order), each across the subjects
+        members = sorted((o for o in outcomes if section_of[o.analysis] == sec.id),
+                         key=lambda o: (order[o.analysis], subject_order[o.subject]))
         ran = [o for o in members if o.status == "ok"]
         if sec.id != "title":  # the title section's content follows the agenda, with no divider
             slides.append(Slide(

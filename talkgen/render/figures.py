@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 
 import matplotlib.lines
 
-from talkgen.analyses.specs import Bars, ColouredText, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter
+from talkgen.analyses.specs import (Bars, ColouredText, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter,
+                                    Trajectories)
 from talkgen.render import style
 
 matplotlib.use("Agg", force=False)
@@ -109,7 +110,7 @@ def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
         ax.set_ylabel(spec.ylabel)
         ax.grid(True, alpha=0.3)
         if spec.panel_titles:
-            ax.set_title(spec.panel_titles[p], fontsize=10)
+            ax.set_title(spec.panel_titles[p], fontsize=10 if n_panels <= 4 else 8)
         if colour_index.get(p, 0) > 1:
             ax.legend(loc="best", fontsize=8 if n_panels > 1 else 10)
     return fig
@@ -145,13 +146,45 @@ def _scatter(spec: Scatter, arrays: Mapping[str, np.ndarray]) -> Figure:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(spec.xlabel)
         ax.set_ylabel(spec.ylabel)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        if spec.limits is not None:
+            ax.set_xlim(*spec.limits)
+            ax.set_ylim(*spec.limits)
+        if not spec.ticks:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(spec.x):]:
         ax.set_axis_off()
-    handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", color=cmap(i % cmap.N), label=name)
-               for i, name in enumerate(spec.label_names[:20])]
-    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="class")
+    if len(spec.label_names) > 1:
+        handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", color=cmap(i % cmap.N), label=name)
+                   for i, name in enumerate(spec.label_names[:20])]
+        fig.legend(handles=handles, loc="outside right center", fontsize=8, title="class")
+    return fig
+
+
+def _trajectories(spec: Trajectories, arrays: Mapping[str, np.ndarray]) -> Figure:
+    from matplotlib.colors import LogNorm, Normalize
+
+    n_panels = max(spec.panels) + 1
+    fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
+    axes = list(fig.subplots(1, n_panels, squeeze=False).flat)
+    c = np.asarray(arrays[spec.colour], dtype=np.float64)
+    norm = LogNorm(max(c[c > 0].min(), 1e-9), c.max()) if spec.log_colour and (c > 0).any() else Normalize(c.min(), c.max())
+    sc = None
+    for xk, yk, label, p in zip(spec.x, spec.y, spec.labels, spec.panels):
+        ax = axes[p]
+        x, y = arrays[xk], arrays[yk]
+        ax.plot(x, y, color="#999999", linewidth=0.8, zorder=1)
+        sc = ax.scatter(x, y, c=np.maximum(c, norm.vmin), cmap=style.SEQUENTIAL, norm=norm, s=14, zorder=2)
+        ax.annotate(label, (x[-1], y[-1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for p, ax in enumerate(axes):
+        ax.set_title(spec.panel_titles[p], fontsize=10)
+        ax.set_xlabel(spec.xlabel)
+        ax.set_ylabel(spec.ylabel)
+        ax.grid(True, alpha=0.3)
+    if sc is not None:
+        fig.colorbar(sc, ax=axes, label=spec.colour_label, shrink=0.85)
     return fig
 
 
@@ -161,6 +194,7 @@ DRAWERS: dict[str, Callable[..., Figure]] = {
     Curves.kind: _curves,
     Bars.kind: _bars,
     Scatter.kind: _scatter,
+    Trajectories.kind: _trajectories,
 }
 
 

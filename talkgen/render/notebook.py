@@ -64,7 +64,7 @@ def _not_run_markdown(deck: Deck) -> str:
     for o in deck.skipped:
         lines.append(f"- skipped: **{escape(o.analysis)}** on {escape(o.subject)}: {escape(o.message)}")
     for o in deck.failed:
-        lines.append(f"- failed: **{escape(o.analysis)}** on {escape(o.subject)}: `{escape(o.message)}`")
+        lines.append(f"- failed: **{escape(o.analysis)}** on {escape(o.subject)}: {escape(o.message)}")
     return "\n".join(lines)
 
 
