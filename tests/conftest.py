@@ -62,10 +62,9 @@ def quick_build(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def user_model_dir(tmp_path) -> Path:
-    """A user's project: models.py with a factory, weights.safetensors, data.npz."""
-    (tmp_path / "models.py").write_text(
+def write_user_project(d: Path, classes=("a", "b", "c")) -> Path:
+    """A user's project in ``d``: models.py with a factory (TinyCNN's twin), weights, data.npz."""
+    (d / "models.py").write_text(
         "import torch\nfrom torch import nn\n\n"
         "class Net(nn.Module):\n"
         "    def __init__(self):\n"
@@ -77,11 +76,17 @@ def user_model_dir(tmp_path) -> Path:
         "def make_model():\n"
         "    return Net()\n", encoding="utf-8")
     torch.manual_seed(1)
-    save_file(TinyCNN().state_dict(), str(tmp_path / "weights.safetensors"))
-    d = tiny_data()
-    np.savez(tmp_path / "data.npz", x=torch.cat([d.x_train, d.x_test]).numpy(),
-             y=torch.cat([d.y_train, d.y_test]).numpy(), classes=np.array(d.classes))
-    return tmp_path
+    save_file(TinyCNN().state_dict(), str(d / "weights.safetensors"))
+    data = tiny_data(classes)
+    np.savez(d / "data.npz", x=torch.cat([data.x_train, data.x_test]).numpy(),
+             y=torch.cat([data.y_train, data.y_test]).numpy(), classes=np.array(data.classes))
+    return d
+
+
+@pytest.fixture
+def user_model_dir(tmp_path) -> Path:
+    """A user's project: models.py with a factory, weights.safetensors, data.npz."""
+    return write_user_project(tmp_path)
 
 
 def chromium_path() -> str | None:
@@ -97,23 +102,7 @@ HOSTILE = "<script>alert(1)</script>"
 @pytest.fixture(scope="session")
 def hostile_build(tmp_path_factory) -> Path:
     """A build whose model name and class labels are HTML: they must come out as text."""
-    d = tmp_path_factory.mktemp("hostile")
-    torch.manual_seed(1)
-    save_file(TinyCNN().state_dict(), str(d / "weights.safetensors"))
-    (d / "models.py").write_text(
-        "from torch import nn\nimport torch\n\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.conv = nn.Conv2d(1, 3, 3, padding=1)\n"
-        "        self.fc = nn.Linear(3 * 4 * 4, 3)\n"
-        "    def forward(self, x):\n"
-        "        return self.fc(torch.relu(self.conv(x)).flatten(1))\n\n"
-        "def make_model():\n"
-        "    return Net()\n", encoding="utf-8")
-    data = tiny_data(classes=(HOSTILE, "b|c", "d"))
-    np.savez(d / "data.npz", x=torch.cat([data.x_train, data.x_test]).numpy(),
-             y=torch.cat([data.y_train, data.y_test]).numpy(), classes=np.array(data.classes))
+    d = write_user_project(tmp_path_factory.mktemp("hostile"), classes=(HOSTILE, "b|c", "d"))
     (d / "talk.toml").write_text(
         f'title = "Audit {HOSTILE}"\n[[subjects]]\nname = "{HOSTILE}"\nmodel = "models.py:make_model"\n'
         'weights = "weights.safetensors"\ndata = "data.npz"\n', encoding="utf-8")

@@ -1,7 +1,7 @@
 """Every analysis module, imported once so that its ``@register`` runs.
 
 The import order is the default order of the talk within each section: the model card first,
-then matrices (weights, activations, cells), then information flow.
+then matrices (weights, activations, cells), then information flow and gradient topology.
 """
 
 from talkgen.analyses import model_card  # noqa: F401  isort: skip
@@ -9,3 +9,5 @@ from talkgen.analyses import weights  # noqa: F401  isort: skip
 from talkgen.analyses import activations  # noqa: F401  isort: skip
 from talkgen.analyses import rnn_cells  # noqa: F401  isort: skip
 from talkgen.analyses import information_plane  # noqa: F401  isort: skip
+from talkgen.analyses import curvature  # noqa: F401  isort: skip
+from talkgen.analyses import gradient_flow  # noqa: F401  isort: skip

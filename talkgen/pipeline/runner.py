@@ -65,10 +65,14 @@ def _side_effects(subject: Subject, before: dict[str, Any]) -> str | None:
 
 def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
     before = model_state(item.subject.model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed)
-        with CostMeter(item.subject.model) as meter:
-            result = item.analysis.run(ctx)
+    grad_mode = torch.is_grad_enabled()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            with CostMeter(item.subject.model) as meter:
+                result = item.analysis.run(ctx)
+    finally:
+        torch.set_grad_enabled(grad_mode)  # a global switch no analysis may leave flipped
     problem = _side_effects(item.subject, before)
     if problem:
         raise RuntimeError(f"analysis {item.analysis.name!r} {problem}")
