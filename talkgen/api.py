@@ -59,7 +59,7 @@ def figure(talk: Mapping[str, Any], subject: str, analysis: str, figure_id: str)
     res = result(talk, subject, analysis)
     for spec in res.figures:
         if spec.id == figure_id and spec.kind == "coloured_text":
-            from talkgen.render.figures import coloured_text_html
+            from talkgen.render.html import coloured_text_html
 
             return FigureImage(figure=None, png=b"", alt=spec.alt, html=coloured_text_html(spec, res.arrays))
         if spec.id == figure_id:

@@ -144,11 +144,6 @@ def summary_json(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequ
 def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = False,
           progress: Callable[[str], None] | None = None) -> BuildReport:
     """Run the talk described by ``config`` into ``out``; returns the exit code and outputs."""
-    from talkgen.render.deck import FigureCache, build_deck
-    from talkgen.render.export import render_report, render_slides
-    from talkgen.render.notebook import deck_to_notebook
-    import nbformat
-
     names = select_names(config.only, config.skip)
     subjects = [load_subject(sc) for sc in config.subjects]
     plan = make_plan(subjects, names, config.profile, config.params)  # validates params too
@@ -188,15 +183,25 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
                "forward_passes": o.cost.get("forward_passes", ""),
                "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached} for o in outcomes]
     templates = templates_dir()
+    exit_code = 1 if any(o.status == "failed" for o in outcomes) else 0
+    if warnings:
+        exit_code = 2
+    key = _render_key(config, subjects, outcomes, templates, versions)
+    fresh = None if force else _up_to_date(out, key, config.formats)
+    if fresh is not None:  # nothing that the outputs depend on has changed: keep them as they are
+        return BuildReport(exit_code=exit_code, outputs=fresh, outcomes=list(outcomes), warnings=warnings)
+    import nbformat
+
+    from talkgen.render.deck import FigureCache, build_deck
+    from talkgen.render.export import render_report, render_slides
+    from talkgen.render.notebook import deck_to_notebook
+
     deck = build_deck(title=config.title, subtitle=config.subtitle, speaker=config.speaker,
                       outcomes=outcomes, templates=templates, figure_cache=FigureCache(out / "cache" / "figures"),
                       provenance={"facts": facts, "ledger": ledger}, subject_notes=input_findings)
     talk = config.to_json() | {"cache": str((out / "cache").resolve())}
     nb = deck_to_notebook(deck, talk)
 
-    exit_code = 1 if any(o.status == "failed" for o in outcomes) else 0
-    if warnings:
-        exit_code = 2
     outputs: dict[str, Path] = {}
     if "notebook" in config.formats:
         outputs["notebook"] = out / "talk.ipynb"
@@ -216,7 +221,45 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     outputs["summary"] = out / "summary.json"
     summary = summary_json(config, subjects, outcomes, deck.findings, exit_code, outputs, versions)
     _write_atomic(outputs["summary"], json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    _write_atomic(out / RENDER_KEY, json.dumps({"key": key, "outputs": {k: v.name for k, v in outputs.items()}}))
     return BuildReport(exit_code=exit_code, outputs=outputs, outcomes=list(outcomes), warnings=warnings)
+
+
+RENDER_KEY = ".render-key.json"
+
+
+def _render_key(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome],
+                templates: Path, versions: dict[str, str]) -> str:
+    """A hash of everything the rendered outputs depend on: results (by cache key), statuses,
+    the config, the subjects, the templates' bytes, the house style and talkgen's version."""
+    import hashlib
+
+    from talkgen.hashing import canonical_json
+    from talkgen.render.style import STYLE_VERSION
+
+    h = hashlib.sha256(canonical_json({
+        "config": config.to_json(), "talkgen": versions.get("talkgen"), "style": STYLE_VERSION,
+        "subjects": [[s.name, s.model_hash, s.data_hash, s.source] for s in subjects],
+        "outcomes": [[o.subject, o.analysis, o.status, o.key, o.message] for o in outcomes],
+    }).encode())
+    for path in sorted(templates.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(templates)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _up_to_date(out: Path, key: str, formats: Sequence[str]) -> dict[str, Path] | None:
+    """The previous outputs, when they were rendered from the same key and all still exist."""
+    try:
+        record = json.loads((out / RENDER_KEY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    names = {"notebook": "talk.ipynb", "slides": "slides.html", "report": "report.html"}
+    wanted = {f: out / names[f] for f in formats} | {"summary": out / "summary.json"}
+    if record.get("key") != key or not all(p.is_file() for p in wanted.values()):
+        return None
+    return wanted
 
 
 def _safe(name: str) -> str:

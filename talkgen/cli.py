@@ -64,7 +64,7 @@ def _report_build(report, out: Path) -> None:
               help="Output folder (slides.html, report.html, talk.ipynb, summary.json, figures/, cache/).")
 @click.option("--only", default=None, help="Comma-separated analyses to run (see `talkgen analyses`).")
 @click.option("--skip", default=None, help="Comma-separated analyses to leave out.")
-@click.option("--force", is_flag=True, help="Ignore the cache and re-run every analysis.")
+@click.option("--force", is_flag=True, help="Ignore the cache: re-run every analysis and re-render everything.")
 @click.option("--profile", type=click.Choice(["quick", "full"]), default=None,
               help="quick: small settings for rehearsal and tests; full: the real talk.")
 @click.option("--format", "formats", default=None, help="Comma-separated: slides,report,notebook.")

@@ -165,3 +165,14 @@ def test_a_failing_analysis_becomes_an_error_slide_and_exit_1(user_model_dir, tm
             build(_config(user_model_dir, only=("test-broken",)), tmp_path / "strict", strict=True)
     finally:
         _REGISTRY.pop("test-broken")
+
+
+def test_unchanged_rebuild_leaves_outputs_untouched_and_a_config_change_rerenders(user_model_dir, tmp_path):
+    out = tmp_path / "b"
+    build(_config(user_model_dir), out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    report = build(_config(user_model_dir), out)
+    assert report.exit_code == 0 and set(report.outputs) == {"notebook", "slides", "report", "summary"}
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
+    build(_config(user_model_dir, title="A new title"), out)
+    assert "A new title" in (out / "slides.html").read_text()

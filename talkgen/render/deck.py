@@ -219,7 +219,7 @@ def _content_slides(o: Outcome, section: str, commentary: Commentary, figure_cac
     for spec in result.figures:
         counter[0] += 1
         if spec.kind == "coloured_text":
-            from talkgen.render.figures import coloured_text_html
+            from talkgen.render.html import coloured_text_html
 
             png, html = b"", coloured_text_html(spec, result.arrays)
         else:

@@ -22,6 +22,9 @@ from talkgen.render.assets import reveal_assets
 
 class _TalkgenExporter(TemplateExporter):
     output_mimetype = "text/html"
+    # The notebook is built and validated by talkgen: none of nbconvert's default preprocessors
+    # (execute, clear outputs, extract outputs, ...) apply, and each would re-validate it.
+    default_preprocessors = []
 
     @default("file_extension")
     def _file_extension_default(self) -> str:
