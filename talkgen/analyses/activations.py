@@ -44,7 +44,7 @@ class Activations(Analysis):
     name = "activations"
     title = "Activations, layer by layer"
     section = "looking-in"
-    version = 3
+    version = 4
     applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
               "max_units_shown": 64}
@@ -79,7 +79,8 @@ class Activations(Analysis):
                 stuck = (per_unit < 0.01) | (per_unit > 0.99)
             else:  # a pre-activation: beyond what tanh maps to +-0.99
                 stuck = per_unit.abs() > SATURATION
-            sat = int((stuck.float().mean(1) > 0.99).sum())
+            # the model's last layer gives logits, which nothing squashes: saturation does not apply
+            sat = 0 if name == layers[-1] else int((stuck.float().mean(1) > 0.99).sum())
             units = per_unit.shape[0]
             dead_frac.append(dead / units)
             sat_frac.append(sat / units)
@@ -94,7 +95,8 @@ class Activations(Analysis):
         figures: list = [Bars(
             id="dead", title="Dead and saturated units per layer",
             caption=f"Share of each layer's units that are never positive (dead) or stuck beyond tanh's "
-                    f"+-0.99 (saturated) on {n} test inputs.",
+                    f"+-0.99 (saturated) on {n} test inputs; the last layer's logits are not squashed, so "
+                    "saturation is not counted there.",
             alt="Grouped bars of dead and saturated unit fractions for " + ", ".join(layers) + ".",
             categories=tuple(layers), values=("dead_fraction", "saturated_fraction"),
             series=("dead", "saturated"), ylabel="fraction of units")]
