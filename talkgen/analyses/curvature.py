@@ -72,7 +72,7 @@ def hutchinson_trace(loss, params: Params, probes: int, seed: int) -> tuple[floa
 @register
 class Curvature(Analysis):
     name = "curvature"
-    title = "How sharp is the minimum?"
+    title = "Sharpness of the minimum"
     section = "looking-in"
     version = 1
     applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
