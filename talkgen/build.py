@@ -23,6 +23,7 @@ from talkgen.errors import TalkgenError
 from talkgen.pipeline import Cache, make_plan, run_plan
 from talkgen.pipeline.plan import select_names
 from talkgen.pipeline.runner import Outcome
+from talkgen.render.assets import reveal_version
 from talkgen.resources import templates_dir
 from talkgen.subject import Subject
 
@@ -172,7 +173,8 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     versions = _versions()
     facts = {"talkgen": versions["talkgen"], "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
              "config": config.source, "profile": config.profile, "seed": config.seed, "device": config.device,
-             "built (UTC)": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+             "built (UTC)": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+             "reveal.js": reveal_version()}
     for s in subjects:
         facts[f"{s.name}: model"] = s.source
         facts[f"{s.name}: model sha256"] = s.model_hash

@@ -145,6 +145,13 @@ class Context:
         return np.random.default_rng(self.seed)
 
 
+def evenly_spaced(items: list, n: int) -> list:
+    """At most ``n`` items, evenly spaced, the first and the last always included."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))]
+
+
 class Analysis:
     """Base class. Subclasses set the class attributes and implement :meth:`run`.
 

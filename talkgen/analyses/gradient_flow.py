@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, evenly_spaced, register
 from talkgen.analyses.loss import loss_batch, make_loss, parameter_copy
 from talkgen.analyses.specs import Curves, Heatmaps, Table
 
@@ -46,8 +46,7 @@ class GradientFlow(Analysis):
         n = ctx.params["batch"] if s.task.endswith("classifier") else max(1, ctx.params["batch"] // 128)
         x, y = loss_batch(s, n, ctx.seed)
         ckpts = s.load_checkpoints()
-        pick = np.unique(np.linspace(0, len(ckpts) - 1, min(len(ckpts), ctx.params["max_checkpoints"])).round().astype(int))
-        ckpts = [ckpts[i] for i in pick]
+        ckpts = evenly_spaced(ckpts, ctx.params["max_checkpoints"])
         model = copy.deepcopy(s.model)
         layers: list[str] = []
         norms = []  # (checkpoints, layers)

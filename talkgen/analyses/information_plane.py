@@ -17,7 +17,7 @@ import copy
 import numpy as np
 import torch
 
-from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, evenly_spaced, register
 from talkgen.analyses.hooks import capture_outputs
 from talkgen.analyses.specs import Table, Trajectories
 from talkgen.information import binned_mi, discretise, kde_plane
@@ -52,8 +52,7 @@ class InformationPlane(Analysis):
         layers = [n for n in default_layers(s.model, s.layers)]
         hidden = layers[:-1] if len(layers) > 1 else layers  # the last named layer is the output
         ckpts = s.load_checkpoints()
-        pick = np.unique(np.linspace(0, len(ckpts) - 1, min(len(ckpts), ctx.params["max_checkpoints"])).round().astype(int))
-        ckpts = [ckpts[i] for i in pick]
+        ckpts = evenly_spaced(ckpts, ctx.params["max_checkpoints"])
         steps = np.array([max(step, 0) for step, _ in ckpts], dtype=np.float64)
         model = copy.deepcopy(s.model)  # checkpoints load into a copy; the subject stays as it is
         reps: dict[str, list[np.ndarray]] = {n: [] for n in hidden}

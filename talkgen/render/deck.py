@@ -7,7 +7,6 @@ what goes on which slide, in which order, with which figure number, is made here
 from __future__ import annotations
 
 import hashlib
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,7 +249,3 @@ def table_markdown(table: Table) -> str:
     rule = "|" + "|".join(" --- " for _ in table.columns) + "|"
     rows = ["| " + " | ".join(cell(c) for c in r) + " |" for r in table.rows]
     return "\n".join([head, rule, *rows])
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
