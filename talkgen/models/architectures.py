@@ -37,8 +37,8 @@ def digits_cnn() -> DigitsCNN:
 class CharLSTM(nn.Module):
     """Character-level language model: embedding -> LSTM -> linear decoder over the vocabulary.
 
-    (B, T) token ids -> (B, T, vocab) next-character logits. ``forward_states`` also returns the
-    hidden and cell state of every step, the "cells" of Karpathy, Johnson & Fei-Fei (2015).
+    (B, T) token ids -> (B, T, vocab) next-character logits. Its cells' states, step by step, come
+    from ``talkgen.analyses.rnn_cells.lstm_states`` (Karpathy, Johnson & Fei-Fei 2015).
     """
 
     def __init__(self, vocab: int = 98, embed: int = 64, hidden: int = 256, layers: int = 1) -> None:
@@ -50,27 +50,6 @@ class CharLSTM(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(self.embed(tokens))  # (B, T, H)
         return self.decoder(out)                # (B, T, vocab)
-
-    def forward_states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits (B, T, V), hidden h_t (B, T, H), cell c_t (B, T, H)) of the last layer, step by step."""
-        x = self.embed(tokens)
-        lstm = self.lstm
-        B = tokens.shape[0]
-        for layer in range(lstm.num_layers):
-            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
-            b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-            h = x.new_zeros(B, lstm.hidden_size)
-            c = x.new_zeros(B, lstm.hidden_size)
-            hs, cs = [], []
-            pre_in = x @ w_ih.T + b  # (B, T, 4H), gates in PyTorch's order i, f, g, o
-            for t in range(x.shape[1]):
-                i, f, g, o = (pre_in[:, t] + h @ w_hh.T).chunk(4, dim=1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                hs.append(h)
-                cs.append(c)
-            x = torch.stack(hs, 1)
-        return self.decoder(x), x, torch.stack(cs, 1)
 
 
 def python_charlstm() -> CharLSTM:
