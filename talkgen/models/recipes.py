@@ -102,15 +102,44 @@ def train_lm(model: nn.Module, data: SubjectData, *, steps: int, batch: int, lr:
 # --------------------------------------------------------------------------- induction task
 
 INDUCTION_VOCAB = 32
-INDUCTION_HALF = 20
+INDUCTION_LENGTH = 40
+INDUCTION_PERIODS = (6, 19)
 
 
-def induction_batch(n: int, gen: torch.Generator, half: int = INDUCTION_HALF,
+def induction_batch(n: int, gen: torch.Generator, length: int = INDUCTION_LENGTH,
+                    periods: tuple[int, int] = INDUCTION_PERIODS,
                     vocab: int = INDUCTION_VOCAB) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random tokens whose second half repeats the first: (inputs (n, 2*half-1), targets)."""
-    first = torch.randint(0, vocab, (n, half), generator=gen)
-    seq = torch.cat([first, first], dim=1)  # (n, 2*half)
+    """Random tokens ending in a random segment of random length L (6 to 19) and its repeat:
+    ``filler (length - 2L) | segment | segment``; (inputs (n, length - 1), next-token targets).
+
+    The repeat starts at a different offset in every sequence, so no fixed positional rule can
+    predict it: only copying what followed the previous occurrence of the current token can.
+    """
+    seq = torch.randint(0, vocab, (n, length), generator=gen)
+    period = torch.randint(periods[0], periods[1] + 1, (n,), generator=gen)
+    for i, p in enumerate(period.tolist()):
+        start = length - 2 * p
+        seq[i, start + p:] = seq[i, start:start + p]
     return seq[:, :-1], seq[:, 1:]
+
+
+def previous_occurrence(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T): the position of the most recent earlier occurrence of each token, or -1."""
+    b, t = tokens.shape
+    prev = torch.full((b, t), -1, dtype=torch.long)
+    for j in range(1, t):
+        idx = torch.arange(j).expand(b, j)
+        prev[:, j] = torch.where(tokens[:, :j] == tokens[:, j:j + 1], idx, torch.full_like(idx, -1)).max(1).values
+    return prev
+
+
+def induction_masks(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(copyable, unseen): targets that copying "what followed the previous occurrence of the
+    current token" gets right, and targets whose current token has not occurred before."""
+    prev = previous_occurrence(x)
+    after = torch.gather(x, 1, (prev + 1).clamp(max=x.shape[1] - 1))
+    copyable = (prev >= 0) & (prev + 1 < x.shape[1]) & (after == y)
+    return copyable, prev < 0
 
 
 def induction_data() -> SubjectData:
@@ -118,19 +147,20 @@ def induction_data() -> SubjectData:
     x_tr, y_tr = induction_batch(4096, gen)
     x_te, y_te = induction_batch(1024, gen)
     return SubjectData(x_tr, y_tr, x_te, y_te, tuple(f"t{i}" for i in range(INDUCTION_VOCAB)),
-                       source=f"random sequences of {INDUCTION_HALF} tokens (vocabulary {INDUCTION_VOCAB}) "
-                              f"repeated once; fresh batches in training, seed 1234 for the stored sets")
+                       source=f"{INDUCTION_LENGTH} random tokens (vocabulary {INDUCTION_VOCAB}) ending in a segment "
+                              f"of {INDUCTION_PERIODS[0]} to {INDUCTION_PERIODS[1]} tokens and its repeat; fresh "
+                              f"batches in training, seed 1234 for the stored sets")
 
 
 def induction_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Next-token accuracy on the first half (unpredictable: chance 1/vocab) and the repeated half."""
+    """Next-token accuracy where copying works (chance without it: 1/vocab) and where the current
+    token is new (unpredictable: chance 1/vocab)."""
     with torch.no_grad():
         pred = model(x).argmax(-1)
     correct = (pred == y).float()
-    half = INDUCTION_HALF
-    # target position j predicts token j+1; targets j >= half-1 are copies of earlier tokens
-    return {"first_half_accuracy": float(correct[:, : half - 1].mean()),
-            "repeated_half_accuracy": float(correct[:, half - 1:].mean())}
+    copyable, unseen = induction_masks(x, y)
+    return {"copyable_accuracy": float(correct[copyable].mean()),
+            "unseen_accuracy": float(correct[unseen].mean())}
 
 
 def train_induction(model: nn.Module, *, steps: int, batch: int, lr: float, seed: int) -> dict[str, Any]:
@@ -145,7 +175,7 @@ def train_induction(model: nn.Module, *, steps: int, batch: int, lr: float, seed
         opt.step()
     model.eval()
     return {"optimizer": "AdamW", "lr": lr, "weight_decay": 0.01, "steps": steps, "batch_size": batch,
-            "seed": seed, "task": "fresh random repeated sequences each step"}
+            "seed": seed, "task": "fresh random sequences each step, repeat at a random offset"}
 
 
 # --------------------------------------------------------------------------- 12-bit task

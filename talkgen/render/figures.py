@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 import matplotlib.lines
 
-from talkgen.analyses.specs import (Bars, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter,
+from talkgen.analyses.specs import (Bars, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter, Surface,
                                     Trajectories)
 from talkgen.render import style
 
@@ -57,7 +57,10 @@ def _heatmaps(spec: Heatmaps, arrays: Mapping[str, np.ndarray]) -> Figure:
 def _image_grid(spec: ImageGrid, arrays: Mapping[str, np.ndarray]) -> Figure:
     a = np.asarray(arrays[spec.array], dtype=np.float64)[: spec.max_images]
     n = a.shape[0]
-    rows, cols = _grid(n, max_cols=min(8, max(4, math.ceil(math.sqrt(n * 2)))))
+    if spec.columns:
+        rows, cols = math.ceil(n / spec.columns), spec.columns
+    else:
+        rows, cols = _grid(n, max_cols=min(8, max(4, math.ceil(math.sqrt(n * 2)))))
     fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     colour = a.ndim == 4
@@ -76,8 +79,10 @@ def _image_grid(spec: ImageGrid, arrays: Mapping[str, np.ndarray]) -> Figure:
         else:
             im = ax.imshow(a[i], cmap=style.DIVERGING if spec.signed else style.SEQUENTIAL,
                            norm=norm, interpolation="nearest")
-        if spec.panel_titles:
+        if spec.panel_titles and i < len(spec.panel_titles) and spec.panel_titles[i]:
             ax.set_title(spec.panel_titles[i], fontsize=9)
+        if spec.row_labels and i % cols == 0 and i // cols < len(spec.row_labels):
+            ax.set_ylabel(spec.row_labels[i // cols], fontsize=8, rotation=0, ha="right", va="center")
     if im is not None:
         fig.colorbar(im, ax=axes, label=spec.colorbar, shrink=0.8)
     return fig
@@ -107,7 +112,7 @@ def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
         if spec.logy:
             ax.set_yscale("log")
         ax.set_xlabel(spec.xlabel)
-        ax.set_ylabel(spec.ylabel)
+        ax.set_ylabel(spec.panel_ylabels[p] if spec.panel_ylabels else spec.ylabel)
         ax.grid(True, alpha=0.3)
         if spec.panel_titles:
             ax.set_title(spec.panel_titles[p], fontsize=10 if n_panels <= 4 else 8)
@@ -188,7 +193,46 @@ def _trajectories(spec: Trajectories, arrays: Mapping[str, np.ndarray]) -> Figur
     return fig
 
 
+def _surface(spec: Surface, arrays: Mapping[str, np.ndarray]) -> Figure:
+    from matplotlib.colors import LogNorm, Normalize
+
+    x = np.asarray(arrays[spec.x], dtype=np.float64)
+    y = np.asarray(arrays[spec.y], dtype=np.float64)
+    z = np.asarray(arrays[spec.z], dtype=np.float64)
+    finite = z[np.isfinite(z)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    log = spec.log and lo > 0 and hi > lo
+    if hi <= lo:
+        hi = lo + 1.0
+    levels = np.geomspace(lo, hi, 16) if log else np.linspace(lo, hi, 16)
+    norm = LogNorm(lo, hi) if log else Normalize(lo, hi)
+    zc = np.clip(np.where(np.isfinite(z), z, hi), lo, hi)
+    fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
+    ax = fig.add_subplot(1, 2, 1)
+    cs = ax.contourf(x, y, zc, levels=levels, cmap=style.SEQUENTIAL, norm=norm)
+    ax.contour(x, y, zc, levels=levels, colors="white", linewidths=0.4, alpha=0.6)
+    if spec.mark is not None:
+        ax.plot(*spec.mark, marker="*", color="#d62728", markersize=12, linestyle="", label=spec.mark_label)
+        if spec.mark_label:
+            ax.legend(loc="lower left", fontsize=8, framealpha=0.8, frameon=True)
+    ax.set_xlabel(spec.xlabel)
+    ax.set_ylabel(spec.ylabel)
+    ax.set_aspect("equal")
+    fig.colorbar(cs, ax=ax, label=spec.zlabel, shrink=0.85, format="%.3g")
+    ax3 = fig.add_subplot(1, 2, 2, projection="3d")
+    xx, yy = np.meshgrid(x, y)
+    shown = np.log10(zc) if log else zc
+    ax3.plot_surface(xx, yy, shown, cmap=style.SEQUENTIAL, norm=Normalize(shown.min(), shown.max()),
+                     linewidth=0, antialiased=True, rcount=min(len(y), 64), ccount=min(len(x), 64))
+    ax3.set_xlabel(spec.xlabel, fontsize=9)
+    ax3.set_ylabel(spec.ylabel, fontsize=9)
+    ax3.set_title(f"log10 {spec.zlabel}" if log else spec.zlabel, fontsize=10)
+    ax3.view_init(elev=35, azim=-60)
+    return fig
+
+
 DRAWERS: dict[str, Callable[..., Figure]] = {
+    Surface.kind: _surface,
     Heatmaps.kind: _heatmaps,
     ImageGrid.kind: _image_grid,
     Curves.kind: _curves,

@@ -1,0 +1,366 @@
+"""The loss landscape: the loss along the straight line from initialisation to the trained weights,
+and on a plane through the trained weights spanned by two random, filter-normalised directions.
+
+What it measures:
+
+* **Line** (Goodfellow, Vinyals & Saxe 2015): ``L((1 - a) θ0 + a θ*)`` for ``a`` from -0.25 to
+  1.25, on training and held-out data. Whether the loss falls monotonically along it, and the
+  largest bump above the straight chord between its ends (the "barrier").
+* **Plane** (Li et al. 2018): ``L(θ* + a d1 + b d2)`` on a ``grid x grid`` lattice over
+  ``[-span, span]^2``. Each direction is Gaussian, then every filter (a row of a linear layer, an
+  output channel of a convolution) is rescaled to the norm of the same filter in θ*; directions
+  for biases and normalisation parameters (1-D tensors) are zero. ``a = 1`` therefore moves every
+  filter by its own size, which makes pictures of differently scaled networks comparable.
+* **Flatness**: along 32 rays from the centre of the plane, the radius at which the loss first
+  rises ``basin_delta`` nats above its value at θ*, averaged (rays that stay below it count as
+  ``span``, and are counted).
+
+How it is computed: a private copy of the model is moved in place from point to point (no
+autograd; convolutional models in the channels-last memory format, which oneDNN runs several
+times faster on CPU). When the first parametrised module (a linear, convolution or embedding layer) reads
+the raw input, its output is linear in its own weights, ``f(x; W* + a D1 + b D2) = f(x; W*) +
+a f(x; D1) + b f(x; D2)``, so the three terms are computed once and each grid point only adds
+them (when that layer is a sizeable share of the FLOPs); every other layer runs per point. Each grid point is evaluated once. Assumptions: a
+cross-entropy loss; a model in eval mode (batch-norm statistics are the running ones).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.loss import Params, cross_entropy, loss_batch
+from talkgen.analyses.specs import Curves, Surface, Table
+
+LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
+MIN_SHARE = 0.2  # precompute the first layer when it is at least this share of a forward pass
+
+
+def centre_params(model: nn.Module) -> Params:
+    """Detached float copies of every distinct parameter, by name (tied ones once)."""
+    return {k: p.detach().clone() for k, p in model.named_parameters()}
+
+
+def filter_normalised_direction(params: Params, generator: torch.Generator) -> Params:
+    """A Gaussian direction with each filter rescaled to the norm of the same filter in ``params``
+    (Li et al. 2018). Filters are slices along the first dimension (output units or channels);
+    1-D tensors (biases, normalisation scales and shifts) get a zero direction."""
+    out: Params = {}
+    for k, p in params.items():
+        if p.ndim <= 1:
+            out[k] = torch.zeros_like(p)
+            continue
+        d = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+        d_norm = d.flatten(1).norm(dim=1)
+        p_norm = p.flatten(1).norm(dim=1)
+        scale = torch.where(d_norm > 0, p_norm / d_norm.clamp_min(1e-30), torch.zeros_like(d_norm))
+        out[k] = d * scale.view(-1, *([1] * (p.ndim - 1)))
+    return out
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == y).float().mean())
+
+
+class PlaneEvaluator:
+    """Loss and accuracy at ``centre + sum_i c_i * directions[i]`` on fixed data (x, y).
+
+    Works on a private deep copy of ``model`` (eval mode, no autograd), whose parameters are
+    overwritten in place for each point; the caller's model is never touched. ``fast_path`` says
+    whether the first layer's output is precomputed (see the module docstring).
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, centre: Params,
+                 directions: Sequence[Params], *, linear_first_layer: bool | None = None,
+                 channels_last: bool = True) -> None:
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.channels_last = channels_last and x.ndim == 4 and any(
+            isinstance(m, nn.Conv2d) for m in self.model.modules())
+        if self.channels_last:  # oneDNN's convolutions are several times faster on NHWC tensors
+            self.model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        live = dict(self.model.named_parameters())
+        self.names = list(centre)
+        self.live = [live[k] for k in self.names]
+        self.centre = [centre[k].to(self.live[i].dtype) for i, k in enumerate(self.names)]
+        self.dirs = [[d[k].to(self.live[i].dtype) for i, k in enumerate(self.names)] for d in directions]
+        self.x, self.y = x, y
+        self.fast_path = ""
+        self._terms: list[torch.Tensor] = []
+        self._out: torch.Tensor | None = None
+        if linear_first_layer is not False:
+            self._try_linear_first_layer(always=linear_first_layer is True)
+
+    # -- moving the copy -------------------------------------------------------------------------
+    def _move(self, coeffs: Sequence[float]) -> None:
+        with torch.no_grad():
+            for i, p in enumerate(self.live):
+                p.copy_(self.centre[i])
+                for c, d in zip(coeffs, self.dirs):
+                    if c:
+                        p.add_(d[i], alpha=float(c))
+
+    # -- the first layer, once ---------------------------------------------------------------------
+    def _first_call(self) -> tuple[str, nn.Module, tuple, int] | None:
+        """(name, module, positional inputs, number of calls) of the first module with parameters of
+        its own that runs in a forward pass."""
+        calls: list[tuple[str, nn.Module, tuple]] = []
+        handles = []
+        for name, m in self.model.named_modules():
+            if any(True for _ in m.parameters(recurse=False)):
+                handles.append(m.register_forward_pre_hook(
+                    lambda mod, args, name=name: calls.append((name, mod, args))))
+        try:
+            with torch.no_grad():
+                self.model(self.x)
+        finally:
+            for h in handles:
+                h.remove()
+        if not calls:
+            return None
+        name, mod, args = calls[0]
+        return name, mod, args, sum(1 for c in calls if c[1] is mod)
+
+    def _first_layer_share(self, mod: nn.Module) -> float:
+        """The first layer's share of one forward pass's FLOPs."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            self.model(self.x)
+        total = counter.get_total_flops()
+        name = next(k for k, m in self.model.named_modules() if m is mod)
+        own = counter.get_flop_counts().get(f"{type(self.model).__name__}.{name}", {})
+        return sum(own.values()) / total if total else 0.0
+
+    def _try_linear_first_layer(self, always: bool) -> None:
+        """Precompute the first layer when it is linear in its weights and reads the raw input; by
+        default only when it is at least MIN_SHARE of the forward FLOPs (below that, adding its
+        three stored outputs costs about as much memory traffic as recomputing it)."""
+        self._move([0.0] * len(self.dirs))
+        first = self._first_call()
+        if first is None:
+            return
+        name, mod, args, n_calls = first
+        own = dict(mod.named_parameters(recurse=False))
+        if (not isinstance(mod, LINEAR_IN_WEIGHTS) or n_calls != 1 or len(args) != 1
+                or not isinstance(args[0], torch.Tensor) or set(own) - {"weight", "bias"}
+                or (isinstance(mod, nn.Embedding) and mod.max_norm is not None)):
+            return
+        # The layer's input must not depend on the parameters: check it at another point.
+        self._move([1.0] * len(self.dirs))
+        moved = self._first_call()
+        self._move([0.0] * len(self.dirs))
+        if moved is None or moved[1] is not mod or not torch.equal(moved[2][0], args[0]):
+            return
+        if not always and self._first_layer_share(mod) < MIN_SHARE:
+            return
+        inp = args[0]
+        index = {id(p): i for i, p in enumerate(self.live)}
+
+        def direction_of(p: torch.Tensor | None, d: list[torch.Tensor]) -> torch.Tensor | None:
+            return None if p is None else d[index[id(p)]]
+
+        def apply(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+            if isinstance(mod, nn.Linear):
+                return nn.functional.linear(inp, weight, bias)
+            if isinstance(mod, nn.Embedding):
+                return nn.functional.embedding(inp, weight, mod.padding_idx, None, mod.norm_type,
+                                               mod.scale_grad_by_freq, mod.sparse)
+            return mod._conv_forward(inp, weight, bias)
+
+        with torch.no_grad():
+            terms = [apply(mod.weight, getattr(mod, "bias", None))]
+            for d in self.dirs:
+                terms.append(apply(direction_of(mod.weight, d), direction_of(getattr(mod, "bias", None), d)))
+        self._terms = terms
+        self._out = torch.empty_like(terms[0])
+        out = self._out
+        mod.forward = lambda *a, **k: out  # the private copy only
+        self.fast_path = name
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def evaluate(self, coeffs: Sequence[float]) -> tuple[float, float]:
+        """(mean cross-entropy in nats, accuracy) at the point ``coeffs``."""
+        self._move(coeffs)
+        with torch.no_grad():
+            if self._out is not None:
+                torch.add(self._terms[0], self._terms[1], alpha=float(coeffs[0]), out=self._out)
+                for c, t in zip(coeffs[1:], self._terms[2:]):
+                    self._out.add_(t, alpha=float(c))
+            logits = self.model(self.x)
+            return float(cross_entropy(logits, self.y)), _accuracy(logits, self.y)
+
+    def grid(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and accuracy at every (a[j], b[i]), as (len(b), len(a)) arrays; each point once."""
+        loss = np.empty((len(b), len(a)))
+        acc = np.empty_like(loss)
+        for j, aj in enumerate(a):
+            for i, bi in enumerate(b):
+                loss[i, j], acc[i, j] = self.evaluate((aj, bi))
+        return loss, acc
+
+
+def initial_state(subject, seed: int) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights training started from, and where they came from."""
+    if subject.initial_state is not None:
+        return subject.initial_state(), "the exact initial weights (the sample's seeded initialisation)"
+    if subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0:
+        return subject.load_checkpoints()[0][1], "the checkpoint saved at step 0"
+    fresh = copy.deepcopy(subject.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in fresh.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return ({k: v.detach().clone() for k, v in fresh.state_dict().items()},
+            f"a fresh default initialisation (seed {seed}), not the weights this model started from")
+
+
+def basin_radii(loss: np.ndarray, coords: np.ndarray, delta: float, rays: int = 32) -> np.ndarray:
+    """For ``rays`` directions from the centre of the grid, the radius where the (bilinearly
+    interpolated) loss first exceeds its centre value + ``delta``; ``coords[-1]`` when it never does."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    interp = RegularGridInterpolator((coords, coords), loss)  # loss[i, j] at (b=coords[i], a=coords[j])
+    centre = float(interp([[0.0, 0.0]])[0])
+    span = float(coords[-1])
+    r = np.linspace(0.0, span, 201)
+    out = np.empty(rays)
+    for k, theta in enumerate(np.linspace(0, 2 * np.pi, rays, endpoint=False)):
+        pts = np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1)
+        above = np.nonzero(interp(pts) > centre + delta)[0]
+        out[k] = r[above[0]] if above.size else span
+    return out
+
+
+@register
+class LossLandscape(Analysis):
+    name = "loss-landscape"
+    title = "The loss landscape"
+    section = "looking-in"
+    version = 1
+    applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
+    # batch: examples for classifiers; sequence models use batch // 128 sequences of seq_len steps
+    params = {"grid": 51, "span": 1.0, "line_points": 31, "batch": 1024, "seq_len": 256, "basin_delta": 0.1}
+    quick = {"grid": 21, "batch": 256, "seq_len": 64}
+
+    def run(self, ctx: Context) -> Result:
+        s, p = ctx.subject, ctx.params
+        seq = not s.task.endswith("classifier")
+        n = max(1, p["batch"] // 128) if seq else p["batch"]
+        x, y = loss_batch(s, n, ctx.seed, p["seq_len"])
+        xt, yt = s.data.x_test, s.data.y_test
+        g = torch.Generator().manual_seed(ctx.seed + 7)
+        idx = torch.randperm(len(xt), generator=g)[: min(n, len(xt))]
+        xt, yt = xt[idx], yt[idx]
+        if seq and xt.ndim == 2:
+            xt, yt = xt[:, : p["seq_len"]], yt[:, : p["seq_len"]]
+
+        trained = centre_params(s.model)
+        init_state, init_source = initial_state(s, ctx.seed)
+        init = {k: init_state[k].to(v.dtype) for k, v in trained.items()}
+        toward = {k: trained[k] - init[k] for k in trained}
+
+        # 1-D: from initialisation (a = 0) to the trained weights (a = 1), train and test data
+        alphas = np.linspace(-0.25, 1.25, p["line_points"])
+        lines = {}
+        for split, (xs, ys) in {"train": (x, y), "test": (xt, yt)}.items():
+            ev = PlaneEvaluator(s.model, xs, ys, init, [toward])
+            vals = [ev.evaluate((float(a),)) for a in alphas]
+            lines[split] = (np.array([v[0] for v in vals]), np.array([v[1] for v in vals]))
+
+        # 2-D: the plane through the trained weights
+        d1 = filter_normalised_direction(trained, g)
+        d2 = filter_normalised_direction(trained, g)
+        ev = PlaneEvaluator(s.model, x, y, trained, [d1, d2])
+        coords = np.linspace(-p["span"], p["span"], p["grid"])
+        loss, acc = ev.grid(coords, coords)
+        centre_loss, centre_acc = ev.evaluate((0.0, 0.0))
+
+        flat1, flat2 = (torch.cat([t.reshape(-1) for t in d.values()]) for d in (d1, d2))
+        cosine = float(flat1 @ flat2 / (flat1.norm() * flat2.norm()).clamp_min(1e-30))
+        finite = np.isfinite(loss)
+        radii = basin_radii(np.nan_to_num(loss, nan=1e30, posinf=1e30), coords, p["basin_delta"])
+        censored = int((radii >= coords[-1]).sum())
+        on_path = (alphas >= 0) & (alphas <= 1)
+        a_path, l_path = alphas[on_path], lines["train"][0][on_path]
+        chord = l_path[0] + (l_path[-1] - l_path[0]) * a_path
+        barrier = float(np.max(l_path - chord))
+        monotonic = bool(np.all(np.diff(l_path) <= 1e-4 * max(1.0, abs(l_path[0]))))
+        half = np.argmin(np.abs(coords - coords[-1] / 2))
+        mid = len(coords) // 2
+        rise_half = float(np.mean([loss[mid, half], loss[mid, len(coords) - 1 - half],
+                                   loss[half, mid], loss[len(coords) - 1 - half, mid]]) - centre_loss)
+
+        summaries = {
+            "basin_radius": Scalar(float(radii.mean()), "filter-normalised units",
+                                   f"mean radius at which the loss rises {p['basin_delta']} nats above the minimum "
+                                   f"(32 rays; larger is flatter)"),
+            "loss_rise_at_half_span": Scalar(rise_half, "nats",
+                                             f"mean loss rise {coords[-1] / 2:g} units from the minimum along the axes"),
+            "loss_at_minimum": Scalar(centre_loss, "nats", "training loss at the trained weights (centre of the plane)"),
+            "accuracy_at_minimum": Scalar(centre_acc, "fraction", "accuracy on the same batch at the trained weights"),
+            "grid_points_below_minimum": Scalar(float((loss < centre_loss - 1e-6).mean()), "fraction",
+                                                "share of the plane with lower loss than the trained weights"),
+            "line_init_loss": Scalar(float(lines["train"][0][np.argmin(np.abs(alphas))]), "nats",
+                                     "training loss at the initial weights"),
+            "line_chord_gap": Scalar(barrier, "nats",
+                                   "largest rise of the loss above the straight chord from init to trained "
+                                   "(positive: the loss stays high early on the path and falls late)"),
+            "line_monotonic": Scalar(float(monotonic), "bool",
+                                     "1 if the training loss never rises on the straight path from init to trained"),
+        }
+        arrays = {
+            "alpha": alphas, "line_train_loss": lines["train"][0], "line_test_loss": lines["test"][0],
+            "line_train_acc": lines["train"][1], "line_test_acc": lines["test"][1],
+            "coords": coords, "plane_loss": loss, "plane_acc": acc, "basin_radii": radii,
+        }
+        n_params = sum(t.numel() for t in trained.values())
+        what = "sequences" if seq else "examples"
+        size = f"{len(x)} {what}" + (f" of {x.shape[1]} steps" if seq and x.ndim == 2 else "")
+        figures = (
+            Curves(id="line", title="From initialisation to the trained weights",
+                   caption=f"Loss and accuracy along the straight line (1 - a)·θ0 + a·θ*: a = 0 is the "
+                           f"initialisation ({init_source}), a = 1 the trained weights; {size}.",
+                   alt="Two panels: loss and accuracy, on training and held-out data, against the "
+                       "interpolation coefficient a.",
+                   x=("alpha",) * 4, y=("line_train_loss", "line_test_loss", "line_train_acc", "line_test_acc"),
+                   labels=("train", "held out", "train", "held out"), panels=(0, 0, 1, 1),
+                   panel_titles=("loss", "accuracy"), panel_ylabels=("cross-entropy (nats)", "accuracy"),
+                   xlabel="a (0 = initialisation, 1 = trained)", ylabel="", markers=True),
+            Surface(id="plane", title="The loss around the trained weights",
+                    caption=f"Training loss on the plane θ* + a·d1 + b·d2 through the trained weights, two "
+                            f"random filter-normalised directions (bias and normalisation directions zero), "
+                            f"{p['grid']}×{p['grid']} grid, {size}; contours (left) and surface (right).",
+                    alt="Filled contour plot and 3-D surface of the training loss over a plane of two "
+                        "random directions, with the trained weights at the centre.",
+                    x="coords", y="coords", z="plane_loss", xlabel="a (direction 1)", ylabel="b (direction 2)",
+                    zlabel="loss (nats)", mark=(0.0, 0.0), mark_label="trained weights"),
+        )
+        rows = (("initial loss (train)", f"{summaries['line_init_loss'].value:.4g} nats"),
+                ("trained loss (train)", f"{centre_loss:.4g} nats"),
+                ("monotonic on the path", "yes" if monotonic else "no"),
+                ("largest gap above the chord", f"{barrier:.3g} nats"),
+                ("basin radius", f"{radii.mean():.3g} ± {radii.std(ddof=1) / math.sqrt(len(radii)):.2g} "
+                                 f"({censored}/{len(radii)} rays stay in the basin)"),
+                ("loss rise at half span", f"{rise_half:.4g} nats"),
+                ("grid", f"{p['grid']}×{p['grid']} over ±{p['span']:g}"),
+                ("first layer precomputed", ev.fast_path or "no"),
+                ("parameters", f"{n_params:,}"))
+        return Result(
+            analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries, figures=figures,
+            tables=(Table(id="landscape", title="Loss landscape", columns=("quantity", "value"), rows=rows),),
+            data={"init_source": init_source, "batch": size, "grid": p["grid"], "span": p["span"],
+                  "delta": p["basin_delta"], "censored_rays": censored, "rays": len(radii),
+                  "direction_cosine": cosine, "fast_path": ev.fast_path, "monotonic": monotonic,
+                  "points": p["grid"] ** 2 + 2 * p["line_points"], "n_params": n_params,
+                  "nonfinite_points": int((~finite).sum()),
+                  "test_loss_trained": float(lines["test"][0][np.argmin(np.abs(alphas - 1))])})
