@@ -26,7 +26,9 @@ the gradient, gradient x input, Integrated Gradients or occlusion to the token e
 returns one score per token (B, T).
 
 ``internal_batch_size`` (where accepted) bounds how many expanded inputs (scaled, noisy or
-occluded copies) go through the model at once, so peak memory does not grow with ``n_steps``.
+occluded copies) go through the model at once, so peak memory does not grow with ``n_steps``;
+it is rounded down to whole copies of the batch (at least one), and row r of every expanded
+batch is a copy of input r % B.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def integrated_gradients(model, inputs: torch.Tensor, target: Target = None, *, 
     alphas, weights = quadrature(method, n_steps)
     b = len(x)
     total_rows = b * n_steps
-    chunk = internal_batch_size or total_rows
+    chunk = max(b, (internal_batch_size or total_rows) // b * b)  # whole copies of the batch
     acc = torch.zeros_like(x)
     alphas_t = torch.as_tensor(alphas, dtype=x.dtype)
     weights_t = torch.as_tensor(weights, dtype=x.dtype)
@@ -191,7 +193,7 @@ def smoothgrad(model, inputs: torch.Tensor, target: Target = None, *, n_samples:
         noisy = torch.cat([x + torch.randn(x.shape, generator=generator, dtype=x.dtype) * stdev
                            for _ in range(rounds)])
         ex = torch.arange(len(noisy)) % b
-        g = _gradients(model, noisy, t[ex], batch=min(chunk, len(noisy)))
+        g = _gradients(model, noisy, t[ex])
         s1.index_add_(0, ex, g)
         s2.index_add_(0, ex, g * g)
     mean, mean_sq = s1 / n_samples, s2 / n_samples
@@ -203,9 +205,11 @@ def smoothgrad(model, inputs: torch.Tensor, target: Target = None, *, n_samples:
 
 
 def occlusion(model, inputs: torch.Tensor, target: Target = None, *, window: Sequence[int] | None = None,
-              strides: Sequence[int] | int = 1, baseline: float = 0.0,
+              strides: Sequence[int] | int = 1, baseline: float | torch.Tensor = 0.0,
               internal_batch_size: int | None = None) -> torch.Tensor:
     """f(x) - f(x with a window set to ``baseline``), averaged over every window covering each element.
+
+    ``baseline`` is a number or a tensor broadcastable to ``inputs`` (the values a window takes).
 
     ``window`` has one size per feature dimension (all of ``inputs.shape[1:]``); by default the
     whole channel depth and 3 along each further dimension for images ``(C, H, W)``, 3 for
@@ -231,13 +235,14 @@ def occlusion(model, inputs: torch.Tensor, target: Target = None, *, window: Seq
     for i, corner in enumerate(itertools.product(*starts)):
         masks[(i,) + tuple(slice(c, c + w) for c, w in zip(corner, window))] = True
     n_win, b = len(masks), len(x)
+    base = torch.broadcast_to(torch.as_tensor(baseline, dtype=x.dtype), x.shape)
     with torch.no_grad():
         ref = _selected(model, x, t)
         drops = torch.empty(n_win, b, dtype=x.dtype)
         chunk = max(1, (internal_batch_size or n_win * b) // b)
         for start in range(0, n_win, chunk):
             m = masks[start:start + chunk]
-            occluded = torch.where(m[:, None], torch.as_tensor(baseline, dtype=x.dtype), x[None])  # (w, B, ...)
+            occluded = torch.where(m[:, None], base[None], x[None])  # (w, B, ...)
             scores = _selected(model, _fast_layout(occluded.flatten(0, 1)), t.repeat(len(m)))
             drops[start:start + len(m)] = ref[None] - scores.view(len(m), b)
     m = masks.to(x.dtype).flatten(1)  # (W, F)
@@ -314,18 +319,21 @@ def input_embedding(model: nn.Module, tokens: torch.Tensor) -> nn.Module:
     return found[0]
 
 
-def at_position(model: nn.Module, embedding: nn.Module, position: int, length: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function of embedded sequences (B, T, D) -> the model's scores at ``position`` (B, V): the
-    model runs with ``embedding``'s output replaced by its argument. The model must read the token
-    ids only through that embedding (positions may depend on T)."""
+def at_position(model: nn.Module, embedding: nn.Module, position: int | None,
+                tokens: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function of embedded sequences (N, T, D) -> the model's scores (N, V) at ``position``
+    (``None``: a classifier's (N, classes) output): the model runs on ``tokens`` with ``embedding``'s
+    output replaced by the argument. Row r of the argument is an expanded copy of row r % B of
+    ``tokens`` (the order every method here uses), so padding masks and positions stay right."""
 
     def f(e: torch.Tensor) -> torch.Tensor:
+        rows = tokens[torch.arange(len(e)) % len(tokens)]
         handle = embedding.register_forward_hook(lambda m, a, o: e)
         try:
-            out = model(torch.zeros(e.shape[0], length, dtype=torch.long))
+            out = model(rows)
         finally:
             handle.remove()
-        return out[:, position]
+        return out if position is None else out[:, position]
 
     return f
 
@@ -333,25 +341,34 @@ def at_position(model: nn.Module, embedding: nn.Module, position: int, length: i
 TOKEN_METHODS = ("gradient", "grad_x_input", "integrated_gradients", "occlusion")
 
 
-def token_attributions(model: nn.Module, tokens: torch.Tensor, position: int, target: Target = None, *,
-                       method: str = "grad_x_input", embedding: nn.Module | None = None, **params) -> torch.Tensor:
+def token_attributions(model: nn.Module, tokens: torch.Tensor, position: int | None, target: Target = None, *,
+                       method: str = "grad_x_input", embedding: nn.Module | None = None,
+                       baseline_token: int | None = None, **params) -> torch.Tensor:
     """How much each token of ``tokens`` (B, T) matters to the model's output at ``position``, (B, T).
 
     Methods act on the token embeddings: ``gradient`` is the L2 norm of the gradient per token;
-    ``grad_x_input`` and ``integrated_gradients`` (zero-embedding baseline) are summed over the
-    embedding dimension; ``occlusion`` is the drop of the score when one token's embedding is zeroed.
-    ``target`` defaults to the model's predicted token at ``position``.
+    ``grad_x_input`` and ``integrated_gradients`` are summed over the embedding dimension;
+    ``occlusion`` is the drop of the score when one token's embedding is replaced by the baseline.
+    The baseline (for IG and occlusion) is the embedding of ``baseline_token`` at every position
+    (e.g. a space or a padding token: an in-distribution "blank"), or zeros when it is None.
+    ``target`` defaults to the model's predicted token at ``position`` (``position=None`` for a
+    sequence classifier whose output is (B, classes)). With ``integrated_gradients`` and
+    ``return_convergence_delta=True``, returns (scores, completeness gap per row).
     """
     if method not in TOKEN_METHODS:
         raise ValueError(f"unknown token attribution method {method!r}; use one of {', '.join(TOKEN_METHODS)}")
     embedding = embedding or input_embedding(model, tokens)
-    f = at_position(model, embedding, position, tokens.shape[1])
+    f = at_position(model, embedding, position, tokens)
     with torch.no_grad():
         e = embedding(tokens)
+        base = torch.zeros_like(e) if baseline_token is None else embedding(torch.full_like(tokens, baseline_token))
     if method == "gradient":
         return saliency(f, e, target, abs=False).norm(dim=-1)
     if method == "grad_x_input":
         return input_x_gradient(f, e, target).sum(-1)
     if method == "integrated_gradients":
-        return integrated_gradients(f, e, target, **params).sum(-1)
-    return occlusion(f, e, target, window=(1, e.shape[-1]), **params).sum(-1) / e.shape[-1]
+        if params.get("return_convergence_delta"):
+            attr, gap = integrated_gradients(f, e, target, baselines=base, **params)
+            return attr.sum(-1), gap
+        return integrated_gradients(f, e, target, baselines=base, **params).sum(-1)
+    return occlusion(f, e, target, window=(1, e.shape[-1]), baseline=base, **params).sum(-1) / e.shape[-1]

@@ -48,6 +48,14 @@ def load_subject(sc: SubjectConfig) -> Subject:
         _check_layers(subject)
         return subject
     assert sc.model is not None
+    from talkgen.models.hf import is_hf_dir, load_hf_subject
+
+    if is_hf_dir(sc.model):
+        subject = load_hf_subject(sc.model, sc.data, sc.name)
+        if sc.layers:
+            subject = replace(subject, layers=sc.layers)
+        _check_layers(subject)
+        return subject
     model, source = load_model(sc.model, sc.weights)
     if sc.data is None:
         raise TalkgenError(f"subject {sc.name!r}: no data given (--data FILE.npz or a bundled name)")

@@ -109,9 +109,11 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict)
 @cli.command()
 @click.argument("model")
 @click.option("--weights", default=None, help="Weights for MODEL=file.py:factory (.safetensors or a state dict).")
-@click.option("--data", default=None, help="Data: .npz with x, y (optional classes), a tensor dict, or 'digits'.")
+@click.option("--data", default=None, help="Data: .npz with x, y (optional classes), a tensor dict, or 'digits'; "
+                                            "for a Hugging Face model directory, a text file (one sentence per line).")
 @click.option("--task", default="image-classifier", show_default=True,
-              type=click.Choice(["image-classifier", "char-lm", "sequence-model", "tabular-classifier"]))
+              type=click.Choice(["image-classifier", "char-lm", "sequence-model", "tabular-classifier"]),
+              help="What MODEL does (a Hugging Face directory's task comes from its config).")
 @click.option("--name", default=None, help="Name of the model in the report (default: derived from MODEL).")
 @click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True)
 @click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
@@ -124,12 +126,14 @@ def audit(model, weights, data, task, name, out, profile, formats, only, skip, d
     """Audit one model: report.html with findings first, evidence, provenance.
 
     MODEL is a bundled sample's name, file.py:factory or package.module:factory
-    (with --weights), or a TorchScript .pt / torch.export .pt2 file.
+    (with --weights), a TorchScript .pt / torch.export .pt2 file, or a local Hugging Face
+    model directory (config.json, model.safetensors, tokenizer files; needs talkgen[hf]).
 
     \b
     Example:
       talkgen audit digits-cnn
       talkgen audit models.py:make_model --weights w.safetensors --data data.npz
+      talkgen audit ./my-bert --data sentences.txt
     """
     from talkgen.build import build as run_build
     from talkgen.config import FORMATS, SubjectConfig, TalkConfig
@@ -144,10 +148,13 @@ def audit(model, weights, data, task, name, out, profile, formats, only, skip, d
     else:
         target, sep, _ = model.rpartition(":")
         path = target if sep and target.endswith(".py") else (model if not sep else None)
-        if path is not None and not Path(path).is_file():
+        if path is not None and not Path(path).is_file() and not Path(path).is_dir():
             raise TalkgenError(f"model file not found: {path}")
+        if path is not None and Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+            raise TalkgenError(f"{path} is a folder without config.json: not a Hugging Face model directory")
         if data is None:
-            raise TalkgenError("--data is required to audit your own model (an .npz, a tensor dict or 'digits')")
+            raise TalkgenError("--data is required to audit your own model (an .npz, a tensor dict or 'digits'; "
+                               "a text file of sentences for a Hugging Face model)")
         resolved_data = data if data in ("digits",) else str(Path(data).resolve())
         model_spec = model
         target, sep, attr = model.rpartition(":")

@@ -10,7 +10,7 @@ import torch
 
 from talkgen.hashing import hash_module, hash_tensors
 
-TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier")
+TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier", "text-classifier")
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class SubjectData:
     y_test: torch.Tensor
     classes: tuple[str, ...]
     source: str
+    # False when the labels are the model's own predictions (no ground truth was given).
+    labelled: bool = True
 
     @cached_property
     def hash(self) -> str:
@@ -53,6 +55,8 @@ class Subject:
     load_checkpoints: Callable[[], list[tuple[int, dict[str, torch.Tensor]]]] | None = None
     # The weights training started from, when known exactly (e.g. a sample's seeded initialisation).
     initial_state: Callable[[], dict[str, torch.Tensor]] | None = None
+    # For token models whose classes are not the vocabulary (text classifiers): token ids -> strings.
+    token_names: Callable[[list[int]], list[str]] | None = None
     # For character models: per-character ground-truth labels aligned with data.x_test.flatten().
     text_labels: Callable[[], dict[str, Any]] | None = None
 

@@ -192,7 +192,7 @@ class Attention(Analysis):
     quick = {"n_sequences": 32, "compare_sequences": 3, "targets_per_sequence": 4, "ig_steps": 16}
 
     def applies_to(self, subject) -> bool | str:
-        if subject.task not in ("sequence-model", "char-lm") or subject.data.x_test.ndim != 2:
+        if subject.task not in ("sequence-model", "char-lm", "text-classifier") or subject.data.x_test.ndim != 2:
             return "needs a token model (inputs shaped batch x sequence)"
         names, _ = attention_maps(subject.model, subject.data.x_test[:1])
         if not names:
@@ -207,11 +207,13 @@ class Attention(Analysis):
         tokens = s.data.x_test[pick[: p["n_sequences"]]]
         names, maps = attention_maps(model, tokens)
         n_layers, heads, t = len(maps), maps[0].shape[1], maps[0].shape[-1]
-        probe = repeated_probe(len(tokens), t, len(s.data.classes), g)
+        embedding = A.input_embedding(model, tokens[:1])
+        probe = repeated_probe(len(tokens), t, embedding.num_embeddings, g)
         _, probe_maps = attention_maps(model, probe)
 
         prev_scores, ind_scores, dup_scores, entropies = [], [], [], []
-        causal_uniform = float(np.mean([math.log2(i + 1) for i in range(t)]))
+        # the entropy of a uniform row over the positions each row can see (causal or not, padding excluded)
+        causal_uniform = float(torch.log2((maps[0] > 0).sum(-1).clamp_min(1).double()).mean())
         for a, pa in zip(maps, probe_maps):
             pv, ind, dup = head_scores(pa, probe)
             prev_scores.append(pv)
@@ -232,9 +234,11 @@ class Attention(Analysis):
         last = t - 1
         flow_last = flow(averaged, last)
 
-        embedding = A.input_embedding(model, tokens[:1])
         cmp = tokens[: p["compare_sequences"]]
-        positions = sorted({int(v) for v in np.linspace(t // 2, t - 1, p["targets_per_sequence"]).round()})
+        classifier = s.task == "text-classifier"  # explain the class; attention is read from position 0
+        pad = s.card.get("pad_token_id") if isinstance(s.card, dict) else None
+        positions = [0] if classifier else sorted(
+            {int(v) for v in np.linspace(t // 2, t - 1, p["targets_per_sequence"]).round()})
         explainers = ("raw attention (last layer)", "rollout", "flow")
         attributors = ("grad_x_input", "integrated_gradients", "occlusion")
         attr_labels = {"grad_x_input": "gradient × input", "integrated_gradients": "Integrated Gradients",
@@ -244,15 +248,20 @@ class Attention(Analysis):
             attrib = {}
             for m in attributors:
                 kw = {"n_steps": p["ig_steps"]} if m == "integrated_gradients" else {}
-                attrib[m] = A.token_attributions(model, cmp, pos, method=m, embedding=embedding, **kw).abs()[:, : pos + 1]
+                attrib[m] = A.token_attributions(model, cmp, None if classifier else pos, method=m,
+                                                 embedding=embedding, **kw).abs()
             for b in range(len(cmp)):
-                seq_maps = [a[b].mean(0) for a in maps]  # the compared sequences are the first rows
-                views = {"raw attention (last layer)": seq_maps[-1][pos, : pos + 1].numpy(),
-                         "rollout": rollout(seq_maps).numpy()[pos, : pos + 1],
-                         "flow": flow(seq_maps, pos)[: pos + 1]}
+                # the compared sequences are the first rows; padding is left out of the ranking
+                span = t if classifier else pos + 1
+                keep = (cmp[b, :span] != pad).numpy() if pad is not None else np.ones(span, dtype=bool)
+                seq_maps = [a[b].mean(0) for a in maps]
+                views = {"raw attention (last layer)": seq_maps[-1][pos, :span].numpy()[keep],
+                         "rollout": rollout(seq_maps).numpy()[pos, :span][keep],
+                         "flow": flow(seq_maps, pos)[:span][keep]}
+                attrib_b = {m: attrib[m][b, :span].numpy()[keep] for m in attributors}
                 for e in explainers:
                     for m in attributors:
-                        rho[(e, m)].append(float(spearman_rows(views[e][None], attrib[m][b].numpy()[None])[0]))
+                        rho[(e, m)].append(float(spearman_rows(views[e][None], attrib_b[m][None])[0]))
         rho_mean = {k: float(np.mean(v)) for k, v in rho.items()}
 
         arrays: dict[str, np.ndarray] = {
@@ -267,12 +276,13 @@ class Attention(Analysis):
                 key = f"map:{l}:{h}"
                 arrays[key] = a[0, h].numpy()
                 panel_keys.append(key)
-                panel_titles.append(f"{names[l]} head {h}  ind {ind_scores[l, h]:.2f}")
+                panel_titles.append(f"L{l}H{h} · induction {ind_scores[l, h]:.2f}")
         for e in explainers:
             arrays[f"rho:{e}"] = np.array([rho_mean[(e, m)] for m in attributors])
         figures = (
             Heatmaps(id="heads", title="Every head's attention on one sequence",
-                     caption=f"Attention weights of each layer and head on the first of {len(tokens)} held-out "
+                     caption=f"Attention weights of each layer and head ({', '.join(f'L{i} = {n}' for i, n in enumerate(names))}) "
+                             f"on the first of {len(tokens)} held-out "
                              f"sequences (rows: the position attending; columns: the position attended to); "
                              f"'ind' is the head's induction score on {len(probe)} repeated-segment probes.",
                      alt=f"A grid of {len(panel_keys)} attention matrices, one per layer and head.",
@@ -301,14 +311,16 @@ class Attention(Analysis):
         tables = (
             Table(id="attention_vs_attribution", title="Does attention agree with attribution?",
                   columns=("attention view",) + tuple(attr_labels[m] for m in attributors), rows=table_rows,
-                  caption=f"Mean Spearman rank correlation of per-token importance, over {len(cmp)} sequences × "
-                          f"{len(positions)} target positions (the model's predicted next token)."),
+                  caption=f"Mean Spearman rank correlation of per-token importance, over {len(cmp)} sequences; "
+                          + ("the predicted class, with attention read from position 0 (the classification "
+                             "token)." if classifier else
+                             f"{len(positions)} target positions (the model's predicted next token).")),
             Table(id="heads_table", title="Heads",
                   columns=("head", "previous-token", "duplicate-token", "induction", "entropy (bits)"),
                   rows=tuple((labels[i], f"{prev_scores.ravel()[i]:.2f}", f"{dup_scores.ravel()[i]:.2f}",
                               f"{ind_scores.ravel()[i]:.2f}", f"{entropies.ravel()[i]:.2f}")
                              for i in range(len(labels))),
-                  caption=f"Entropy of a uniform causal row, averaged over positions: {causal_uniform:.2f} bits."),
+                  caption=f"Entropy of a uniform row over the positions it can see, averaged: {causal_uniform:.2f} bits."),
         )
         summaries = {
             "best_induction_score": Scalar(float(ind_scores.ravel()[best]), "attention weight",
@@ -320,7 +332,7 @@ class Attention(Analysis):
             "duplicate_token_heads": Scalar(float(len(dup_heads)), "heads",
                                             f"heads with duplicate-token score ≥ {p['previous_token_threshold']}"),
             "mean_head_entropy": Scalar(float(entropies.mean()), "bits",
-                                        f"mean entropy of attention rows (uniform causal: {causal_uniform:.2f})"),
+                                        f"mean entropy of attention rows (uniform over visible positions: {causal_uniform:.2f})"),
         }
         for e in explainers:
             for m in attributors:

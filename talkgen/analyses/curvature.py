@@ -81,6 +81,11 @@ class Curvature(Analysis):
     params = {"batch": 512, "top_k": 5, "lanczos_iterations": 30, "probes": 50, "seq_len": 256}
     quick = {"batch": 128, "lanczos_iterations": 12, "probes": 10, "seq_len": 64}
 
+    def applies_to(self, subject) -> bool | str:
+        if not subject.data.labelled:
+            return "needs labelled data (the loss is measured against the labels)"
+        return True
+
     def run(self, ctx: Context) -> Result:
         s = ctx.subject
         n = ctx.params["batch"] if s.task.endswith("classifier") else max(1, ctx.params["batch"] // 128)

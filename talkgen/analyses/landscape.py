@@ -252,6 +252,11 @@ class LossLandscape(Analysis):
     params = {"grid": 51, "span": 1.0, "line_points": 31, "batch": 1024, "seq_len": 256, "basin_delta": 0.1}
     quick = {"grid": 21, "batch": 256, "seq_len": 64}
 
+    def applies_to(self, subject) -> bool | str:
+        if not subject.data.labelled:
+            return "needs labelled data (the loss is measured against the labels)"
+        return True
+
     def run(self, ctx: Context) -> Result:
         s, p = ctx.subject, ctx.params
         seq = not s.task.endswith("classifier")

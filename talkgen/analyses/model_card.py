@@ -51,6 +51,8 @@ class ModelCard(Analysis):
             raise RuntimeError("model-card runs on the CPU copy of the model; use --device cpu")
         if s.task in ("char-lm", "sequence-model"):
             return self._sequence(ctx)
+        if not s.data.labelled:
+            return self._unlabelled(ctx)
         classes = s.data.classes
         k = len(classes)
         test_pred = predict(s.model, s.data.x_test, dev, bs)
@@ -102,6 +104,31 @@ class ModelCard(Analysis):
             data={"classes": list(classes), "worst_class": classes[worst] if k else "",
                   "n_test": n, "correct": correct},
         )
+
+    def _unlabelled(self, ctx: Context) -> Result:
+        """No ground truth: what the model predicts, and nothing that pretends to be accuracy."""
+        s = ctx.subject
+        classes = s.data.classes
+        pred = predict(s.model, s.data.x_test, ctx.device, ctx.params["batch_size"])
+        share = np.bincount(pred.clamp(0, len(classes) - 1).numpy(), minlength=len(classes)) / max(1, len(pred))
+        n_params = sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
+        top = int(np.argmax(share))
+        rows = (("parameters", f"{n_params:,}"), ("task", s.task), ("source", s.source), ("data", s.data.source),
+                ("classes", ", ".join(classes)), ("inputs", f"{len(pred):,}"),
+                ("accuracy", "not measured: no labels were given"))
+        return Result(
+            analysis=self.name, subject=s.name, arrays={"share": share},
+            summaries={"parameters": Scalar(float(n_params), "count", "parameters (tied counted once)"),
+                       "top_class_share": Scalar(float(share[top]), "fraction",
+                                                 f"share of inputs predicted as the most common class ({classes[top]})")},
+            figures=(Bars(id="predicted", title="What the model predicts",
+                          caption=f"Share of the {len(pred)} given inputs predicted as each class (no labels were "
+                                  f"given, so no accuracy is reported).",
+                          alt="Bar chart of the share of inputs predicted as each class.",
+                          categories=tuple(classes), values=("share",), series=("predicted share",),
+                          ylabel="share of inputs"),),
+            tables=(Table(id="card", title="Model card", columns=("item", "value"), rows=rows),),
+            data={"classes": list(classes), "n_inputs": len(pred), "top_class": classes[top], "unlabelled": True})
 
     def _sequence(self, ctx: Context) -> Result:
         s = ctx.subject

@@ -78,14 +78,14 @@ class Saliency(Analysis):
     params = {"n_inputs": 64, "show": 6, "deletion_inputs": 256, "ig_steps": 50, "smooth_samples": 50,
               "smooth_noise": 0.15, "occlusion_window": 2, "random_orders": 8, "curve_steps": 32,
               "input_shift": 1.0, "cascade_threshold": 0.3, "invariance_tolerance": 0.01,
-              "internal_batch_size": 2048, "grad_cam_layer": ""}
+              "internal_batch_size": 2048, "grad_cam_layer": "", "ig_tolerance": 0.01, "ig_max_steps": 800}
     quick = {"n_inputs": 12, "deletion_inputs": 48, "smooth_samples": 16, "ig_steps": 32, "random_orders": 4,
-             "curve_steps": 16}
+             "curve_steps": 16, "ig_max_steps": 256}
 
     def applies_to(self, subject) -> bool | str:
         if subject.task == "image-classifier" and subject.data.x_test.ndim == 4:
             return True
-        if subject.task in ("char-lm", "sequence-model") and subject.data.x_test.ndim == 2:
+        if subject.task in ("char-lm", "sequence-model", "text-classifier") and subject.data.x_test.ndim == 2:
             try:
                 A.input_embedding(subject.model, subject.data.x_test[:1])
             except ValueError as e:

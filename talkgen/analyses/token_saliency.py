@@ -16,7 +16,8 @@ import torch
 
 from talkgen import attribution as A
 from talkgen.analyses.base import Context, Finding, Result, Scalar
-from talkgen.analyses.specs import Bars, ColouredText, Table
+from talkgen.analyses.sanity import auc, spearman_rows
+from talkgen.analyses.specs import Bars, ColouredText, Curves, Table
 from talkgen.models.recipes import previous_occurrence
 
 METHODS = {"gradient": "gradient", "grad_x_input": "gradient × input", "integrated_gradients": "Integrated Gradients",
@@ -78,7 +79,35 @@ def percentile(scores: np.ndarray, k: int) -> float:
     return float((others < scores[k]).mean() + 0.5 * (others == scores[k]).mean())
 
 
+def relative_gap(model, embedding, tokens, position, target, gap, blank: int | None) -> float:
+    """The largest IG completeness gap relative to |f(x) - f(baseline)| over the rows."""
+    f = A.at_position(model, embedding, position, tokens)
+    with torch.no_grad():
+        e = embedding(tokens)
+        base = torch.zeros_like(e) if blank is None else embedding(torch.full_like(tokens, blank))
+        t = torch.as_tensor(target).reshape(-1).expand(len(tokens)) if torch.as_tensor(target).numel() == 1 \
+            else torch.as_tensor(target)
+        span = (f(e) - f(base)).gather(1, t[:, None]).squeeze(1)
+    return float((gap.abs() / span.abs().clamp_min(1e-12)).max())
+
+
+def complete_ig(model, tokens, position, target, embedding, blank, p) -> tuple[torch.Tensor, float, int]:
+    """Token IG with ``ig_steps`` Gauss-Legendre steps, doubled (up to ``ig_max_steps``) until the
+    completeness gap is at most ``ig_tolerance`` of f(x) - f(baseline). (scores, gap, steps)."""
+    steps = p["ig_steps"]
+    while True:
+        a, gap = A.token_attributions(model, tokens, position, target, method="integrated_gradients",
+                                      embedding=embedding, baseline_token=blank, n_steps=steps,
+                                      internal_batch_size=p["internal_batch_size"], return_convergence_delta=True)
+        rel = relative_gap(model, embedding, tokens, position, target, gap, blank)
+        if rel <= p["ig_tolerance"] or steps * 2 > p["ig_max_steps"]:
+            return a, rel, steps
+        steps *= 2
+
+
 def run_tokens(name: str, ctx: Context) -> Result:
+    if ctx.subject.task == "text-classifier":  # no evidence of known position: a deletion check instead
+        return run_sentences(name, ctx)
     s, p = ctx.subject, ctx.params
     model = s.model
     chars = _chars(s.data.classes) if s.task == "char-lm" else None
@@ -96,9 +125,10 @@ def run_tokens(name: str, ctx: Context) -> Result:
                       notes=(f"No target in the held-out data has known evidence ({kind}); nothing to score.",),
                       data={"kind": kind, "n": 0})
     embedding = A.input_embedding(model, x[:1])
+    blank = chars.index(" ") if chars is not None and " " in chars else None
     ranks = {m: [] for m in METHODS}
     top3 = {m: [] for m in METHODS}
-    chance_top3, recency_pct, recency_top3 = [], [], []
+    chance_top3, recency_pct, recency_top3, ig_gaps, ig_steps = [], [], [], [], []
     examples = []
     for i, (r, j, k) in enumerate(evidence):
         start = max(0, j - context + 1)
@@ -111,9 +141,14 @@ def run_tokens(name: str, ctx: Context) -> Result:
         recency_top3.append(float(ev >= n - 3))
         per = {}
         for m in METHODS:
-            kw = {"n_steps": p["ig_steps"], "internal_batch_size": p["internal_batch_size"]} \
-                if m == "integrated_gradients" else {}
-            a = A.token_attributions(model, seq, pos, target, method=m, embedding=embedding, **kw)[0].abs().numpy()
+            if m == "integrated_gradients":
+                a, gap, steps = complete_ig(model, seq, pos, target, embedding, blank, p)
+                ig_gaps.append(gap)
+                ig_steps.append(steps)
+            else:
+                a = A.token_attributions(model, seq, pos, target, method=m, embedding=embedding,
+                                         baseline_token=blank)
+            a = a[0].abs().numpy()
             per[m] = a
             ranks[m].append(percentile(a, ev))
             top3[m].append(float(ev in np.argsort(-a)[:3]))
@@ -160,17 +195,140 @@ def run_tokens(name: str, ctx: Context) -> Result:
     summaries.update({f"evidence_top3.{m}": Scalar(hit[m], "fraction", f"{METHODS[m]}: evidence in the top 3")
                       for m in METHODS})
     summaries["evidence_top3_chance"] = Scalar(chance, "fraction", "top-3 rate of a random order")
-    findings = tuple(
-        Finding("medium", f"{METHODS[m]} does not point at the evidence better than chance",
-                f"mean percentile rank of {kind}: {pct[m]:.2f} (0.5 by chance)", value=pct[m], threshold=0.5)
-        for m in METHODS if pct[m] <= 0.5)
+    summaries["ig_completeness_gap"] = Scalar(float(np.max(ig_gaps)), "fraction",
+                                              "largest |sum of IG attributions - (f(x) - f(0))| / |f(x) - f(0)|")
+    blind = [m for m in METHODS if pct[m] <= 0.5]
+    findings = (Finding("medium", f"{len(blind)} attribution methods do not point at the evidence better than chance",
+                        "; ".join(f"{METHODS[m]}: mean percentile rank {pct[m]:.2f}" for m in blind)
+                        + f" for {kind} (0.5 by chance)", value=min(pct[m] for m in blind), threshold=0.5),) \
+        if blind else ()
     best = max(METHODS, key=lambda m: pct[m])
     return Result(
         analysis=name, subject=s.name, arrays=arrays, summaries=summaries, figures=tuple(figures),
         tables=(Table(id="evidence_table", title="Where the evidence ranks", rows=rows,
                       columns=("method", "mean percentile rank", "in top 3")),),
         findings=findings,
-        data={"kind": kind, "n": len(evidence), "context": context, "best": METHODS[best],
+        data={"kind": kind, "n": len(evidence), "context": context, "ig_gap": float(np.max(ig_gaps)),
+              "ig_steps": [int(np.min(ig_steps)), int(np.max(ig_steps))],
+              "baseline": "spaces" if blank is not None else "zero embeddings", "best": METHODS[best],
               "best_percentile": pct[best], "best_top3": hit[best], "chance_top3": chance,
               "recency_percentile": float(np.mean(recency_pct)), "labels": METHODS,
               "percentile": pct, "top3": hit})
+
+
+def run_sentences(name: str, ctx: Context) -> Result:
+    """A text classifier: per-token attributions of the predicted class, how far the methods agree,
+    and a deletion check (remove tokens in each method's order, as padding, and follow the
+    probability of the predicted class) against random orders."""
+    s, p = ctx.subject, ctx.params
+    model = s.model
+    pad = s.card.get("pad_token_id") if isinstance(s.card, dict) else None
+    pad = 0 if pad is None else int(pad)
+    g = ctx.generator()
+    x = s.data.x_test[torch.randperm(len(s.data.x_test), generator=g)[: p["n_inputs"]]]
+    real = x != pad
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    embedding = A.input_embedding(model, x[:1])
+    attr = {}
+    ig_gap = float("nan")
+    for m in METHODS:
+        if m == "integrated_gradients":
+            a, ig_gap, steps = complete_ig(model, x, None, target, embedding, pad, p)
+        else:
+            a = A.token_attributions(model, x, None, target, method=m, embedding=embedding, baseline_token=pad)
+        attr[m] = a.abs()
+    keys = list(METHODS)
+    agree = np.ones((len(keys), len(keys)))
+    for i, a in enumerate(keys):
+        for j, b in enumerate(keys):
+            if i < j:
+                rho = [float(spearman_rows(attr[a][r][real[r]].numpy()[None], attr[b][r][real[r]].numpy()[None])[0])
+                       for r in range(len(x))]
+                agree[i, j] = agree[j, i] = float(np.mean(rho))
+    steps = 10
+    fractions = np.linspace(0, 1, steps + 1)
+
+    def deletion(order_of: dict[int, np.ndarray]) -> np.ndarray:
+        curves = np.empty((len(x), steps + 1))
+        for r in range(len(x)):
+            pos = order_of[r]
+            batch = x[r].repeat(steps + 1, 1)
+            for k, f in enumerate(fractions):
+                batch[k, pos[: int(round(f * len(pos)))]] = pad
+            with torch.no_grad():
+                curves[r] = torch.softmax(model(batch), -1)[:, int(target[r])].numpy()
+        return curves
+
+    del_auc = {}
+    curves = {}
+    for m in keys:
+        order_of = {r: real[r].nonzero().squeeze(1).numpy()[np.argsort(-attr[m][r][real[r]].numpy(), kind="stable")]
+                    for r in range(len(x))}
+        curves[m] = deletion(order_of)
+        del_auc[m] = auc(curves[m])
+    rng = np.random.default_rng(ctx.seed)
+    rand = [deletion({r: rng.permutation(real[r].nonzero().squeeze(1).numpy()) for r in range(len(x))})
+            for _ in range(p["random_orders"])]
+    rand_auc = float(np.mean([auc(c) for c in rand]))
+    arrays: dict[str, np.ndarray] = {"agreement": agree, "fraction": fractions,
+                                     "del_auc": np.array([del_auc[m] for m in keys] + [rand_auc])}
+    for m in keys:
+        arrays[f"del:{m}"] = curves[m].mean(0)
+    arrays["del:random"] = np.mean([c.mean(0) for c in rand], axis=0)
+    names = s.token_names or (lambda ids: [str(i) for i in ids])
+    figures = [
+        Curves(id="deletion", title="Delete the tokens a method ranks first",
+               caption=f"Probability of the predicted class as tokens are removed (as padding) in each method's "
+                       f"order, mean over {len(x)} sentences; 'random' averages {p['random_orders']} random orders.",
+               alt="Lines of class probability against the fraction of tokens removed, per method and random.",
+               x=("fraction",) * (len(keys) + 1), y=tuple(f"del:{m}" for m in keys) + ("del:random",),
+               labels=tuple(METHODS.values()) + ("random order",), xlabel="fraction of tokens removed",
+               ylabel="probability of the predicted class", markers=True,
+               styles=("-",) * len(keys) + ("--",)),
+    ]
+    for e in range(min(3, len(x))):
+        ids = x[e][real[e]].tolist()
+        words = names(ids)
+        a = attr["integrated_gradients"][e][real[e]].numpy()
+        a = a / (a.max() or 1.0)
+        text = " ".join(words)
+        values = np.concatenate([np.full(len(w) + (1 if q < len(words) - 1 else 0), a[q])
+                                 for q, w in enumerate(words)])
+        arrays[f"text{e}"] = values
+        label = s.data.classes[int(target[e])] if int(target[e]) < len(s.data.classes) else str(int(target[e]))
+        figures.append(ColouredText(
+            id=f"text-{e}", title=f"Why {label!r}?",
+            caption=f"Integrated Gradients of the predicted class ({label}) per token, scaled to the largest.",
+            alt="A sentence with each token's background set by its attribution.", text=text,
+            values=f"text{e}", signed=False))
+    beats = {m: del_auc[m] < rand_auc for m in keys}
+    summaries = {f"deletion_auc.{m}": Scalar(del_auc[m], "", f"{METHODS[m]}: area under the deletion curve")
+                 for m in keys}
+    summaries["deletion_auc_random"] = Scalar(rand_auc, "", "the same for random orders")
+    summaries["ig_completeness_gap"] = Scalar(ig_gap, "fraction",
+                                              "largest |sum of IG attributions - (f(x) - f(0))| / |f(x) - f(0)|")
+    summaries["methods_beating_random_order"] = Scalar(float(sum(beats.values())), "methods",
+                                                       f"of {len(keys)}, deletion AUC below random")
+    off = agree[np.triu_indices(len(keys), 1)]
+    summaries["mean_method_agreement"] = Scalar(float(off.mean()), "Spearman ρ", "mean rank agreement between methods")
+    losers = [m for m in keys if not beats[m]]
+    findings = (Finding("medium", f"{len(losers)} of {len(keys)} attribution methods do not beat a random token order",
+                        "; ".join(f"{METHODS[m]}: deletion AUC {del_auc[m]:.3f}" for m in losers)
+                        + f" (random orders: {rand_auc:.3f}); their token rankings say nothing this test can see",
+                        value=max(del_auc[m] for m in losers), threshold=rand_auc),) if losers else ()
+    rows = tuple((METHODS[m], f"{del_auc[m]:.3f}", "yes" if beats[m] else "no") for m in keys) + (
+        ("random order", f"{rand_auc:.3f}", ""),)
+    agreement = Table(id="agreement", title="Do the methods agree?", columns=("",) + tuple(METHODS.values()),
+                      rows=tuple((METHODS[a],) + tuple(f"{agree[i, j]:+.2f}" for j in range(len(keys)))
+                                 for i, a in enumerate(keys)),
+                      caption=f"Mean Spearman rank correlation between the methods' token rankings over {len(x)} "
+                              f"sentences.")
+    return Result(
+        analysis=name, subject=s.name, arrays=arrays, summaries=summaries, figures=tuple(figures),
+        tables=(Table(id="deletion_table", title="Token deletion", columns=("method", "deletion AUC", "beats random"),
+                      rows=rows), agreement),
+        findings=findings,
+        data={"kind": "sentences", "n": len(x), "ig_gap": ig_gap, "ig_steps": [steps, steps], "baseline": "padding",
+              "labels": METHODS, "beats": beats, "random_auc": rand_auc,
+              "del_auc": del_auc, "agreement": float(off.mean())})

@@ -1,0 +1,133 @@
+"""Hugging Face transformers models as subjects (the optional ``hf`` extra).
+
+A local model directory (``config.json``, ``model.safetensors``, tokenizer files) loads as a
+token model: ``(B, T)`` token ids -> logits, with the attention mask derived from the padding
+token. A ``*ForSequenceClassification`` model is a ``text-classifier`` (``(B, classes)``);
+``*ForMaskedLM`` and ``*ForCausalLM`` are ``sequence-model``s (``(B, T, vocab)``). Nothing is
+downloaded (``local_files_only``) and only safetensors weights are accepted, never pickles.
+
+Data is a text file with one sentence per line; a line ``label<TAB>sentence`` carries its label
+(a class name from the config's ``id2label`` or an index). Without labels the model's own
+predictions stand in, and the subject is marked unlabelled so that nothing reports accuracy
+against them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from talkgen.errors import TalkgenError
+from talkgen.subject import Subject, SubjectData
+
+MAX_SENTENCES = 2000
+
+
+def is_hf_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file()
+
+
+class HFTokenModel(nn.Module):
+    """A transformers model behind the talkgen token-model interface: token ids in, logits out."""
+
+    def __init__(self, hf: nn.Module, pad_id: int | None) -> None:
+        super().__init__()
+        self.hf = hf
+        self.pad_id = pad_id
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != self.pad_id).long() if self.pad_id is not None else None
+        return self.hf(input_ids=tokens, attention_mask=mask).logits
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise TalkgenError("Hugging Face models need the hf extra: pip install 'talkgen[hf]'") from None
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def _read_sentences(path: Path, id2label: dict[int, str]) -> tuple[list[str], list[int] | None]:
+    if not path.is_file():
+        raise TalkgenError(f"data file not found: {path}")
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        raise TalkgenError(f"{path}: not UTF-8 text (one sentence per line)") from None
+    if not lines:
+        raise TalkgenError(f"{path}: no sentences (one sentence per line)")
+    lines = lines[:MAX_SENTENCES]
+    names = {v: k for k, v in id2label.items()}
+    if all("\t" in ln for ln in lines):
+        labels = []
+        for i, ln in enumerate(lines):
+            lab = ln.split("\t", 1)[0].strip()
+            if lab in names:
+                labels.append(names[lab])
+            elif lab.isdigit() and int(lab) in id2label:
+                labels.append(int(lab))
+            else:
+                raise TalkgenError(f"{path}:{i + 1}: unknown label {lab!r}; labels: {', '.join(id2label.values())}")
+        return [ln.split("\t", 1)[1] for ln in lines], labels
+    return lines, None
+
+
+def load_hf_subject(directory: str | Path, data: str | Path | None, name: str) -> Subject:
+    """The model in ``directory`` as a Subject, with the sentences of ``data`` as its inputs."""
+    d = Path(directory)
+    tf = _transformers()
+    if not (d / "model.safetensors").is_file() and not list(d.glob("model-*.safetensors")):
+        raise TalkgenError(f"{d}: no model.safetensors (only safetensors weights are loaded, never pickles)")
+    try:
+        config = tf.AutoConfig.from_pretrained(d, local_files_only=True)
+        tokenizer = tf.AutoTokenizer.from_pretrained(d, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise TalkgenError(f"{d}: cannot load the config or tokenizer ({' '.join(str(exc).split())[:200]})") from None
+    arch = (config.architectures or [""])[0]
+    if arch.endswith("ForSequenceClassification"):
+        auto, task = tf.AutoModelForSequenceClassification, "text-classifier"
+    elif arch.endswith("ForMaskedLM"):
+        auto, task = tf.AutoModelForMaskedLM, "sequence-model"
+    elif arch.endswith("ForCausalLM"):
+        auto, task = tf.AutoModelForCausalLM, "sequence-model"
+    else:
+        raise TalkgenError(f"{d}: architecture {arch or '(none)'} is not supported; talkgen reads "
+                           f"*ForSequenceClassification, *ForMaskedLM and *ForCausalLM models")
+    try:
+        hf = auto.from_pretrained(d, local_files_only=True, use_safetensors=True, attn_implementation="sdpa")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise TalkgenError(f"{d}: cannot load the weights ({' '.join(str(exc).split())[:200]})") from None
+    hf.eval()
+    if data is None:
+        raise TalkgenError(f"subject {name!r}: --data is required (a text file, one sentence per line)")
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    sentences, labels = _read_sentences(Path(data), id2label)
+    limit = min(getattr(config, "max_position_embeddings", 512) or 512, 128)
+    enc = tokenizer(sentences, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+    tokens = enc["input_ids"]
+    pad = tokenizer.pad_token_id
+    model = HFTokenModel(hf, pad).eval()
+    with torch.no_grad():
+        out = torch.cat([model(tokens[i:i + 64]) for i in range(0, len(tokens), 64)])
+    if task == "text-classifier":
+        classes = tuple(id2label.get(i, str(i)) for i in range(out.shape[-1]))
+        y = torch.tensor(labels) if labels is not None else out.argmax(-1)
+    else:
+        vocab = tokenizer.get_vocab()
+        inv = {i: t for t, i in vocab.items()}
+        classes = tuple(inv.get(i, f"<{i}>") for i in range(out.shape[-1]))
+        y = torch.cat([tokens[:, 1:], torch.full((len(tokens), 1), pad if pad is not None else 0)], 1)
+        labels = labels or []  # next tokens are real labels for a language model
+    labelled = labels is not None
+    source = (f"{len(sentences)} sentences from {Path(data).name}"
+              + ("" if labelled else "; no labels given: the model's own predictions stand in"))
+    sd = SubjectData(tokens, y, tokens, y, classes, source, labelled=labelled)
+    return Subject(name=name, model=model, task=task, data=sd, source=f"transformers {arch} from {d}",
+                   card={"architecture": arch, "tokenizer": type(tokenizer).__name__, "pad_token_id": pad},
+                   token_names=tokenizer.convert_ids_to_tokens)

@@ -1,0 +1,102 @@
+"""Hugging Face models (the hf extra): a tiny BERT-style classifier made from a config inside the
+test (no downloads) loads as a subject; weights, attention and per-token saliency run on it, and
+`talkgen audit DIR --data sentences.txt` writes the report. Bad model folders fail in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from conftest import run_cli  # noqa: E402
+
+WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] the a cat dog sat on mat ran fast slow good bad movie was very not "
+         "film plot").split()
+SENTENCES = ["the movie was good", "the film was very bad", "a cat sat on the mat", "the dog ran fast",
+             "the plot was not good", "a very slow film", "the cat was bad", "good movie", "the dog sat",
+             "not a good plot", "the movie was very very good", "bad"]
+
+
+def make_bert(directory: Path) -> None:
+    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)})
+    cfg = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64, num_labels=2,
+                                  id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(directory)
+    tok.save_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bert")
+    make_bert(d / "model")
+    (d / "sentences.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    (d / "labelled.txt").write_text("".join(f"{'positive' if 'good' in s else 'negative'}\t{s}\n"
+                                            for s in SENTENCES), encoding="utf-8")
+    return d
+
+
+def test_a_transformers_directory_is_a_subject(bert_dir):
+    from talkgen.analyses.attention import attention_maps
+    from talkgen.attribution import token_attributions
+    from talkgen.models.hf import load_hf_subject
+
+    s = load_hf_subject(bert_dir / "model", bert_dir / "sentences.txt", "bert")
+    assert s.task == "text-classifier" and s.data.classes == ("negative", "positive")
+    assert not s.data.labelled
+    x = s.data.x_test
+    assert x.shape[0] == len(SENTENCES)
+    names, maps = attention_maps(s.model, x[:3])
+    assert len(maps) == 2 and maps[0].shape[:2] == (3, 2)
+    pad = s.card["pad_token_id"]
+    # padding gets no attention, and every row is a distribution
+    assert float(maps[0][x[:3].unsqueeze(1).unsqueeze(2).expand_as(maps[0]) == pad].abs().max()) == 0.0
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(maps[0].shape[:-1]))
+    # IG over token embeddings is complete for the classifier's output
+    a = token_attributions(s.model, x[:2], None, method="integrated_gradients", n_steps=64)
+    with torch.no_grad():
+        emb = s.model.hf.bert.embeddings.word_embeddings
+        out = s.model(x[:2])
+        target = out.argmax(1)
+        handle = emb.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+        base = s.model(x[:2])
+        handle.remove()
+    span = (out - base).gather(1, target[:, None]).squeeze(1)
+    torch.testing.assert_close(a.sum(1), span, rtol=0.02, atol=1e-3)
+    labelled = load_hf_subject(bert_dir / "model", bert_dir / "labelled.txt", "bert")
+    assert labelled.data.labelled and labelled.data.y_test.tolist() == [int("good" in s) for s in SENTENCES]
+
+
+def test_audit_of_a_transformers_directory_writes_the_report(bert_dir, tmp_path):
+    out = tmp_path / "out"
+    run_cli("audit", str(bert_dir / "model"), "--data", str(bert_dir / "sentences.txt"), "--out", str(out),
+            check=True, timeout=600)
+    summary = json.loads((out / "summary.json").read_text())
+    analyses = summary["subjects"]["model"]["analyses"]
+    for name in ("model-card", "weights", "attention", "saliency"):
+        assert analyses[name]["status"] == "ok", (name, analyses[name])
+    assert analyses["curvature"]["status"] == "skipped"  # no labels: nothing measured against them
+    html = (out / "report.html").read_text()
+    assert "no labels were given" in html and "Attention focus" in html
+
+
+def test_bad_model_folders_fail_in_one_line(bert_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli("audit", str(empty), "--data", str(bert_dir / "sentences.txt"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "without config.json" in proc.stderr and "Traceback" not in proc.stderr
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((bert_dir / "model" / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"not really")
+    proc = run_cli("audit", str(pickled), "--data", str(bert_dir / "sentences.txt"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "only safetensors" in proc.stderr and "Traceback" not in proc.stderr
+    bad_label = tmp_path / "bad.txt"
+    bad_label.write_text("neutral\tthe cat\n")
+    proc = run_cli("audit", str(bert_dir / "model"), "--data", str(bad_label), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "unknown label 'neutral'" in proc.stderr
