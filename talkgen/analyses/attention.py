@@ -277,10 +277,13 @@ class Attention(Analysis):
                 arrays[key] = a[0, h].numpy()
                 panel_keys.append(key)
                 panel_titles.append(f"L{l}H{h} · induction {ind_scores[l, h]:.2f}")
+            arrays[f"mean:{l}"] = a[0].mean(0).numpy()
+            panel_keys.append(f"mean:{l}")
+            panel_titles.append(f"L{l}, mean of its heads")
         for e in explainers:
             arrays[f"rho:{e}"] = np.array([rho_mean[(e, m)] for m in attributors])
         figures = (
-            Heatmaps(id="heads", title="Every head's attention on one sequence",
+            Heatmaps(id="heads", title="Every head's attention on one sequence, and each layer's average",
                      caption=f"Attention weights of each layer and head ({', '.join(f'L{i} = {n}' for i, n in enumerate(names))}) "
                              f"on the first of {len(tokens)} held-out "
                              f"sequences (rows: the position attending; columns: the position attended to); "

@@ -132,10 +132,13 @@ class Context:
     device: torch.device
     profile: str
     deps: Mapping[str, Result] = field(default_factory=dict)
+    # For an analysis that gathers: the resolved parameters of every analysis in the plan.
+    plan_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         object.__setattr__(self, "deps", MappingProxyType(dict(self.deps)))
+        object.__setattr__(self, "plan_params", MappingProxyType(dict(self.plan_params)))
 
     def generator(self) -> torch.Generator:
         """A fresh torch generator seeded from the build seed (same seed, same bytes)."""
@@ -164,6 +167,9 @@ class Analysis:
     section: ClassVar[str]
     version: ClassVar[int] = 1
     deps: ClassVar[tuple[str, ...]] = ()
+    # True: ``ctx.deps`` holds every result that ran before it, of every subject, keyed
+    # "subject/analysis" (the fingerprint); register such an analysis after those it reads.
+    gathers: ClassVar[bool] = False
     applies_text: ClassVar[str] = "any model"
     params: ClassVar[Mapping[str, Any]] = {}
     quick: ClassVar[Mapping[str, Any]] = {}

@@ -86,6 +86,8 @@ class Curves(FigureSpec):
     styles: tuple[str, ...] = ()
     # Optional: a y-axis label per panel (``ylabel`` is used where this is empty).
     panel_ylabels: tuple[str, ...] = ()
+    # Optional: names for x = 0, 1, 2, ... (e.g. layers), drawn as tick labels.
+    xticks: tuple[str, ...] = ()
     kind: ClassVar[str] = "curves"
 
     def array_keys(self) -> tuple[str, ...]:
@@ -200,15 +202,17 @@ class Table:
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
+    report_only: bool = False  # too long for a slide: shown in the report (and notebook) only
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "columns": list(self.columns),
-                "rows": [list(r) for r in self.rows], "caption": self.caption}
+                "rows": [list(r) for r in self.rows], "caption": self.caption, "report_only": self.report_only}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Table":
         return cls(id=d["id"], title=d["title"], columns=tuple(d["columns"]),
-                   rows=tuple(tuple(r) for r in d["rows"]), caption=d.get("caption", ""))
+                   rows=tuple(tuple(r) for r in d["rows"]), caption=d.get("caption", ""),
+                   report_only=d.get("report_only", False))
 
 
 def _tuples(v: Any) -> Any:

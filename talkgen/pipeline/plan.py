@@ -64,10 +64,12 @@ def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
         if a not in registry():
             raise TalkgenError(f"parameters given for unknown analysis {a!r}; valid names: {', '.join(registry())}")
     items = []
-    for subject in subjects:
-        for name in names:
-            analysis = get_analysis(name)
-            params = analysis.resolve_params(profile, overrides.get(name))
+    # analysis-major: every subject's result of an analysis exists before the next analysis runs,
+    # so an analysis that gathers (the fingerprint) can compare its subject with the others
+    for name in names:
+        analysis = get_analysis(name)
+        params = analysis.resolve_params(profile, overrides.get(name))
+        for subject in subjects:
             verdict = analysis.applies_to(subject)
             reason = None if verdict is True else (verdict or "does not apply")
             items.append(PlanItem(subject, analysis, params, reason))

@@ -88,12 +88,19 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
     outcomes: list[Outcome] = []
     done: dict[tuple[str, str], Outcome] = {}
     dev = torch.device(device)
+    plan_params = {i.analysis.name: dict(i.params) for i in plan.items}
     for item in plan.items:
         s, a = item.subject.name, item.analysis.name
         if progress:
             progress(f"{s} / {a}")
         if item.skip_reason is not None:
             out = Outcome(s, a, "skipped", message=item.skip_reason)
+        elif item.analysis.gathers:
+            # every result so far, of every subject, keyed "subject/analysis"
+            gathered = {f"{ks}/{ka}": o for (ks, ka), o in done.items() if o.status == "ok"}
+            out = _execute(item, cache, seed, dev, profile, force,
+                           {k: o.result for k, o in gathered.items()},  # type: ignore[misc]
+                           {k: o.key for k, o in gathered.items()}, plan_params)
         else:
             dep_outs = {d: done.get((s, d)) for d in item.analysis.deps}
             bad = [d for d, o in dep_outs.items() if o is None or o.status != "ok"]
@@ -101,7 +108,8 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
                 out = Outcome(s, a, "skipped", message=f"needs {', '.join(bad)}, which did not run")
             else:
                 out = _execute(item, cache, seed, dev, profile, force,
-                               {d: o.result for d, o in dep_outs.items()})  # type: ignore[misc]
+                               {d: o.result for d, o in dep_outs.items()},  # type: ignore[misc]
+                               {d: o.key for d, o in dep_outs.items()})  # type: ignore[misc]
                 if out.status == "failed" and strict:
                     raise AnalysisFailed(f"{a} failed on {s}: {out.message}")
         done[(s, a)] = out
@@ -110,16 +118,19 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
 
 
 def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile: str,
-             force: bool, deps: dict[str, Result]) -> Outcome:
+             force: bool, deps: dict[str, Result], dep_keys: dict[str, str | None],
+             plan_params: dict[str, dict] | None = None) -> Outcome:
     s, a = item.subject.name, item.analysis.name
-    key = cache_key(a, item.analysis.version, item.params, seed,
-                    item.subject.model_hash, item.subject.data_hash)
+    params = dict(item.params)
+    if dep_keys:  # a result built from other results is stale when any of them changes
+        params["_inputs"] = dict(sorted(dep_keys.items()))
+    key = cache_key(a, item.analysis.version, params, seed, item.subject.model_hash, item.subject.data_hash)
     hit = None if force else cache.get(a, key)
     if hit is not None:
         result, cost = hit
         return Outcome(s, a, "ok", result=result, cost=cost, cached=True, key=key)
     ctx = Context(subject=item.subject, params=item.params, seed=seed, device=dev,
-                  profile=profile, deps=deps)
+                  profile=profile, deps=deps, plan_params=plan_params or {})
     try:
         result, cost = _run_one(item, ctx)
     except Exception as exc:  # noqa: BLE001 - failure isolation: one analysis never sinks the build

@@ -113,6 +113,8 @@ def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
             ax.set_yscale("log")
         ax.set_xlabel(spec.xlabel)
         ax.set_ylabel(spec.panel_ylabels[p] if spec.panel_ylabels else spec.ylabel)
+        if spec.xticks:
+            ax.set_xticks(range(len(spec.xticks)), spec.xticks, rotation=30, ha="right", fontsize=8)
         ax.grid(True, alpha=0.3)
         if spec.panel_titles:
             ax.set_title(spec.panel_titles[p], fontsize=10 if n_panels <= 4 else 8)

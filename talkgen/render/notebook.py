@@ -28,7 +28,8 @@ def _slide_markdown(slide: Slide) -> str:
     level = "#" if slide.kind in ("title", "divider") else "##"
     parts = [f"{level} {escape(slide.title)}", str(slide.body)]
     for table in slide.tables:
-        parts.append(f"**{escape(table.title)}**\n\n" + table_markdown(table))
+        if not table.report_only:
+            parts.append(f"**{escape(table.title)}**\n\n" + table_markdown(table))
     return "\n\n".join(p for p in parts if p.strip())
 
 
@@ -98,6 +99,10 @@ def deck_to_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNo
         cells.append(_md(_slide_markdown(slide), "slide", part="slide", anchor=slide.id, kind=slide.kind,
                          section=slide.section, subject=slide.subject, analysis=slide.analysis,
                          report=slide.kind not in ("title", "agenda")))
+        for table in slide.tables:
+            if table.report_only:  # too long for a slide: the report shows it under the slide's text
+                cells.append(_md(f"**{escape(table.title)}**\n\n" + table_markdown(table), "skip",
+                                 part="table", report=True))
         for fig in slide.figures:
             payload = ({"text/html": fig.html} if fig.html else
                        {"image/png": base64.b64encode(fig.png).decode("ascii")})

@@ -1,0 +1,135 @@
+"""The fingerprint: every analysis of a subject reduced to its named numbers, side by side with the
+same numbers for other subjects of the same architecture and for the subject at initialisation.
+
+What it measures: nothing new about the model; it gathers the headline scalar summaries (those
+without a per-layer or per-method suffix) of every analysis that ran on the subject, and runs the
+cheap analyses (weights, activations, model card) once more on the same architecture with its
+initial weights. For every summary that the subject shares with a peer (a subject with the same
+parameter count, i.e. the same architecture) or with its initialisation, the relative difference
+|a - b| / max(|a|, |b|) says how well that number separates the two; the figure shows the
+summaries that separate them most. These numbers are the features section 3's meta-networks
+learn from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, get_analysis, register
+from talkgen.analyses.specs import Bars, Table
+
+AT_INIT = ("model-card", "weights", "activations")
+
+
+def headline(results: dict) -> dict[str, tuple[float, str, str]]:
+    """'analysis: summary' -> (value, unit, meaning) for the summaries without a '.' suffix."""
+    out = {}
+    for a, r in results.items():
+        for name, sc in r.summaries.items():
+            if "." not in name and isinstance(sc.value, (int, float)) and math.isfinite(sc.value):
+                out[f"{a}: {name}"] = (float(sc.value), sc.unit, sc.meaning)
+    return out
+
+
+def separation(a: float, b: float) -> float:
+    top = max(abs(a), abs(b))
+    return 0.0 if top == 0 else abs(a - b) / top
+
+
+@register
+class Fingerprint(Analysis):
+    name = "fingerprint"
+    title = "The model's fingerprint"
+    section = "summaries"
+    version = 1
+    gathers = True
+    applies_text = "any model (gathers the summaries of the analyses that ran before it)"
+    params = {"top": 12}
+
+    def run(self, ctx: Context) -> Result:
+        s = ctx.subject
+        by_subject: dict[str, dict] = {}
+        for key, r in ctx.deps.items():
+            subj, _, analysis = key.partition("/")
+            if analysis != self.name:
+                by_subject.setdefault(subj, {})[analysis] = r
+        own = headline(by_subject.get(s.name, {}))
+        columns = {s.name: own}
+        n_params = own.get("model-card: parameters", (None,))[0]
+        peers = [t for t, res in by_subject.items()
+                 if t != s.name and n_params is not None and headline(res).get("model-card: parameters", (None,))[0]
+                 == n_params]
+        for t in peers:
+            columns[t] = headline(by_subject[t])
+        init_name = f"{s.name} at initialisation"
+        init_source = ""
+        try:
+            from talkgen.analyses.probes import initial_model
+
+            model, init_source = initial_model(s, ctx.seed)
+            init_subject = dataclasses.replace(s, name=init_name, model=model, checkpoints=(),
+                                               load_checkpoints=None, initial_state=None)
+            init_results = {}
+            for a in AT_INIT:
+                analysis = get_analysis(a)
+                if a in by_subject.get(s.name, {}) and analysis.applies_to(init_subject) is True:
+                    params = ctx.plan_params.get(a) or analysis.resolve_params(ctx.profile)
+                    init_results[a] = analysis.run(Context(
+                        subject=init_subject, params=params, seed=ctx.seed, device=torch.device("cpu"),
+                        profile=ctx.profile))
+            columns[init_name] = headline(init_results)
+        except (RuntimeError, ValueError, KeyError) as exc:  # no way to re-initialise this model
+            init_source = f"not available ({type(exc).__name__}: {exc})"
+
+        names = list(columns)
+        shared = [k for k in own if any(k in columns[c] for c in names[1:])]
+        sep = {k: max(separation(own[k][0], columns[c][k][0]) for c in names[1:] if k in columns[c]) for k in shared}
+        # half the rows for what separates the subject from its peers, the rest from its initialisation
+        peer_sep = {k: max([separation(own[k][0], columns[c][k][0]) for c in peers if k in columns[c]] or [0.0])
+                    for k in shared}
+        top = sorted(shared, key=lambda k: -peer_sep[k])[: ctx.params["top"] // 2] if peers else []
+        top += [k for k in sorted(shared, key=lambda k: -sep[k]) if k not in top][: ctx.params["top"] - len(top)]
+        arrays: dict[str, np.ndarray] = {}
+        for i, c in enumerate(names):
+            vals = []
+            for k in top:
+                row = [columns[d][k][0] for d in names if k in columns[d]]
+                scale = max(abs(v) for v in row) or 1.0
+                vals.append(columns[c][k][0] / scale if k in columns[c] else np.nan)
+            arrays[f"col{i}"] = np.array(vals)
+        best_by_column = {}
+        for c in names[1:]:
+            common = [k for k in own if k in columns[c]]
+            ranked = sorted(common, key=lambda k: -separation(own[k][0], columns[c][k][0]))[:3]
+            best_by_column[c] = [{"summary": k, "own": own[k][0], "other": columns[c][k][0],
+                                  "separation": separation(own[k][0], columns[c][k][0])} for k in ranked]
+        figures = ()
+        if top:
+            figures = (Bars(id="separating", title="The numbers that tell these models apart",
+                            caption=f"The {len(top)} headline summaries that differ most between {s.name} and "
+                                    f"{', '.join(names[1:]) or 'nothing else'}; each summary is divided by its largest "
+                                    f"absolute value across the models, so bars compare within a summary.",
+                            alt="Grouped bars, one group per summary, one bar per model.",
+                            categories=tuple(top), values=tuple(f"col{i}" for i in range(len(names))),
+                            series=tuple(names), ylabel="value / largest |value| in the group"),)
+        rows = tuple((k.split(": ")[0], k.split(": ")[1], f"{v:.4g}", unit, meaning)
+                     for k, (v, unit, meaning) in own.items())
+        sep_rows = tuple((k,) + tuple(f"{columns[c][k][0]:.4g}" if k in columns[c] else "—" for c in names)
+                         + (f"{sep[k]:.2f}",) for k in top)
+        tables = (
+            Table(id="separating_table", title="Where they differ", columns=("summary",) + tuple(names) + ("separation",),
+                  rows=sep_rows, caption="separation = the largest |a − b| / max(|a|, |b|) against any other column."),
+            Table(id="fingerprint", title=f"Fingerprint of {s.name}",
+                  columns=("analysis", "summary", "value", "unit", "meaning"), rows=rows, report_only=True),
+        )
+        return Result(
+            analysis=self.name, subject=s.name, arrays=arrays,
+            summaries={"headline_summaries": Scalar(float(len(own)), "count",
+                                                    "named numbers this subject's analyses produced")},
+            figures=figures, tables=tables,
+            data={"columns": names, "peers": peers, "init": init_name if init_name in columns else None,
+                  "init_source": init_source, "best": best_by_column, "count": len(own), "shared": len(shared)})

@@ -1,0 +1,231 @@
+"""Probes: which concepts each layer makes decodable, and how much of that is the probe's own doing.
+
+What it measures: for every layer (and the raw input as depth 0), linear and one-hidden-layer MLP
+probes (``talkgen.meta.probes``) trained on the frozen subject's representations of one split and
+scored on another; the same probes on Hewitt & Liang's control task (a random but consistent label
+per input type) give selectivity = task accuracy - control accuracy; and a linear probe on the same
+architecture at initialisation says what random weights already make decodable.
+
+Concepts: the class for classifiers (types: each exact input, so a control probe can only
+memorise); for character models, the tokenizer's labels (in string, in comment, bracket depth and
+indentation level, the last two capped at 3) over held-out text (types: the current character).
+Assumptions: layer outputs are (B, ...) per example or (B, T, D) per position; images' feature maps
+above ``max_features`` values are average-pooled; text classifiers' (B, T, D) outputs are averaged
+over the tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.hooks import capture_inputs, capture_outputs
+from talkgen.analyses.specs import Curves, Table
+from talkgen.meta.probes import control_labels, fit_probe
+from talkgen.models.introspect import default_layers
+
+CHAR_LABELS = ("in_string", "in_comment", "bracket_depth", "indent_level")
+CAP = 3  # graded labels above this are one class ("3 or more")
+
+
+def _flatten(out: torch.Tensor, max_features: int, pool_tokens: bool) -> torch.Tensor:
+    if out.ndim == 4 and out[0].numel() > max_features:  # (B, C, H, W) feature maps
+        side = max(1, int(math.sqrt(max_features / out.shape[1])))
+        out = nn.functional.adaptive_avg_pool2d(out, side)
+    if out.ndim == 3 and pool_tokens:
+        out = out.mean(1)
+    return out.reshape(len(out), -1)
+
+
+def classifier_representations(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...], max_features: int,
+                               pool_tokens: bool) -> dict[str, np.ndarray]:
+    reps: dict[str, list[torch.Tensor]] = {"input": [], **{n: [] for n in layers}}
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            xb = x[i:i + 256]
+            with capture_outputs(model, layers) as seen:
+                model(xb)
+            reps["input"].append(_flatten(xb.float(), max_features, pool_tokens))
+            for n in layers:
+                reps[n].append(_flatten(seen[n][0], max_features, pool_tokens))
+    return {k: torch.cat(v).numpy() for k, v in reps.items()}
+
+
+def char_representations(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per character: the embedding, and the LSTM's hidden and cell state (replayed step by step)."""
+    from talkgen.analyses.rnn_cells import _lstm_name, lstm_states
+
+    name = _lstm_name(model)
+    lstm = dict(model.named_modules())[name]
+    parts: dict[str, list[torch.Tensor]] = {"embedding": [], f"{name}.h": [], f"{name}.c": []}
+    with torch.no_grad():
+        for i in range(0, len(x), 64):
+            with capture_inputs(model, name) as seen:
+                model(x[i:i + 64])
+            e = seen[0][0]
+            states = lstm_states(lstm, e)
+            parts["embedding"].append(e.reshape(-1, e.shape[-1]))
+            parts[f"{name}.h"].append(states["h"].reshape(-1, states["h"].shape[-1]))
+            parts[f"{name}.c"].append(states["c"].reshape(-1, states["c"].shape[-1]))
+    return {k: torch.cat(v).numpy() for k, v in parts.items()}
+
+
+def initial_model(subject, seed: int) -> tuple[nn.Module, str]:
+    from talkgen.analyses.landscape import initial_state
+
+    state, source = initial_state(subject, seed)
+    model = copy.deepcopy(subject.model)
+    model.load_state_dict(state)
+    return model.eval(), source
+
+
+@register
+class Probes(Analysis):
+    name = "probes"
+    title = "Probes: what each layer makes decodable"
+    section = "method"
+    version = 1
+    applies_text = "labelled classifiers, and character models with per-character labels"
+    params = {"n_examples": 3000, "n_chars": 16000, "steps": 300, "hidden": 64, "max_features": 2048}
+    quick = {"n_examples": 600, "n_chars": 4000, "steps": 150}
+
+    def applies_to(self, subject) -> bool | str:
+        if subject.task == "char-lm":
+            if subject.text_labels is None:
+                return "needs per-character labels of its text (in string, in comment, brackets, ...)"
+            from talkgen.analyses.rnn_cells import _lstm_name
+
+            return True if _lstm_name(subject.model) else "needs an nn.LSTM to read states from"
+        if subject.task.endswith("classifier") and subject.data.labelled:
+            return True
+        return "needs a labelled classifier or a character model with per-character labels"
+
+    def _data(self, model: nn.Module, s, p) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+        """(representations, labels, types, is_train) for one model."""
+        if s.task == "char-lm":
+            window = s.data.x_test.shape[1]
+            x = s.data.x_test[: max(2, math.ceil(p["n_chars"] / window))]
+            n_win = len(x)
+            reps = char_representations(model, x)
+            lab = s.text_labels()
+            n = n_win * window
+            labels = {k: np.minimum(np.asarray(lab[k][:n]), CAP) for k in CHAR_LABELS}
+            types = x.reshape(-1).numpy()
+            # whole windows (no shared text), interleaved so that both splits see the same files' styles
+            win_train = np.arange(n_win) % 10 < 7
+            if win_train.all():
+                win_train[-1] = False
+            is_train = np.repeat(win_train, window)
+            return reps, labels, types, is_train
+        layers = default_layers(model, s.layers)
+        xtr, ytr = s.data.x_train[: p["n_examples"]], s.data.y_train[: p["n_examples"]]
+        xte, yte = s.data.x_test[: p["n_examples"]], s.data.y_test[: p["n_examples"]]
+        x = torch.cat([xtr, xte])
+        reps = classifier_representations(model, x, layers, p["max_features"], s.task == "text-classifier")
+        types = x.reshape(len(x), -1).numpy()
+        is_train = np.arange(len(x)) < len(xtr)
+        return reps, {"class": torch.cat([ytr, yte]).numpy()}, types, is_train
+
+    def run(self, ctx: Context) -> Result:
+        s, p = ctx.subject, ctx.params
+        reps, labels, types, tr = self._data(s.model, s, p)
+        init_model, init_source = initial_model(s, ctx.seed)
+        init_reps, _, _, _ = self._data(init_model, s, p)
+        layers = list(reps)
+        names = list(labels)
+        fit = lambda r, y, kind: fit_probe(r[tr], y[tr], r[~tr], y[~tr], kind=kind, steps=p["steps"],  # noqa: E731
+                                           hidden=p["hidden"], seed=ctx.seed)
+        acc = {k: np.zeros((len(names), len(layers))) for k in
+               ("linear", "mlp", "linear_control", "mlp_control", "linear_init")}
+        majority = np.zeros(len(names))
+        for i, lab in enumerate(names):
+            y = labels[lab]
+            ctrl = control_labels(types, y, ctx.seed + i)
+            values, counts = np.unique(y[~tr], return_counts=True)
+            majority[i] = counts.max() / counts.sum()
+            for j, layer in enumerate(layers):
+                for kind in ("linear", "mlp"):
+                    acc[kind][i, j] = fit(reps[layer], y, kind)
+                    acc[f"{kind}_control"][i, j] = fit(reps[layer], ctrl, kind)
+                acc["linear_init"][i, j] = fit(init_reps[layer], y, "linear")
+        sel = {k: acc[k] - acc[f"{k}_control"] for k in ("linear", "mlp")}
+        depth = np.arange(len(layers), dtype=np.float64)
+        arrays: dict[str, np.ndarray] = {"depth": depth, **{f"acc_{k}": v for k, v in acc.items()},
+                                         **{f"sel_{k}": v for k, v in sel.items()}}
+        xs, ys, lbs, pan, sty = [], [], [], [], []
+        xs2, ys2, lbs2, pan2, sty2 = [], [], [], [], []
+        for i, lab in enumerate(names):
+            for key, label, style in (("linear", "linear", "-"), ("mlp", "MLP", "--"),
+                                      ("linear_init", "linear, at initialisation", ":")):
+                arrays[f"{key}:{lab}"] = acc[key][i]
+                xs.append("depth"), ys.append(f"{key}:{lab}"), lbs.append(label), pan.append(i), sty.append(style)
+            for key, label, style in (("linear", "linear", "-"), ("mlp", "MLP", "--")):
+                arrays[f"sel_{key}:{lab}"] = sel[key][i]
+                xs2.append("depth"), ys2.append(f"sel_{key}:{lab}"), lbs2.append(label), pan2.append(i)
+                sty2.append(style)
+        title_of = {lab: lab.replace("_", " ") for lab in names}
+        split = "held-out text (7 of every 10 windows train the probes, the other 3 score them)" \
+            if s.task == "char-lm" else "training inputs (probe training) and test inputs (probe scores)"
+        figures = (
+            Curves(id="accuracy", title="What a probe can read from each layer",
+                   caption=f"Held-out probe accuracy per layer ({', '.join(layers)}), linear and MLP probes on the "
+                           f"trained model, and a linear probe on the same architecture at initialisation "
+                           f"({init_source}); {split}.",
+                   alt="Panels per concept: probe accuracy against layer depth for linear, MLP and untrained probes.",
+                   x=tuple(xs), y=tuple(ys), labels=tuple(lbs), panels=tuple(pan), styles=tuple(sty),
+                   panel_titles=tuple(title_of[n] for n in names), xlabel="layer (0 = input)",
+                   ylabel="probe accuracy", markers=True, xticks=tuple(layers)),
+            Curves(id="selectivity", title="How much is the representation, how much the probe",
+                   caption="Selectivity = task accuracy - control-task accuracy (Hewitt & Liang 2019), linear and "
+                           "MLP probes; a probe that memorises input types scores well on both and is not selective.",
+                   alt="Panels per concept: selectivity against depth, linear and MLP probes.",
+                   x=tuple(xs2), y=tuple(ys2), labels=tuple(lbs2), panels=tuple(pan2), styles=tuple(sty2),
+                   panel_titles=tuple(title_of[n] for n in names), xlabel="layer (0 = input)",
+                   ylabel="selectivity", markers=True, xticks=tuple(layers)),
+        )
+        rows = []
+        for i, lab in enumerate(names):
+            for j, layer in enumerate(layers):
+                rows.append((title_of[lab], layer, f"{acc['linear'][i, j]:.3f}", f"{acc['linear_control'][i, j]:.3f}",
+                             f"{sel['linear'][i, j]:+.3f}", f"{acc['mlp'][i, j]:.3f}",
+                             f"{acc['mlp_control'][i, j]:.3f}", f"{sel['mlp'][i, j]:+.3f}",
+                             f"{acc['linear_init'][i, j]:.3f}"))
+        table = Table(id="probes", title="Probe accuracy, control and selectivity",
+                      columns=("concept", "layer", "linear", "control", "selectivity", "MLP", "control",
+                               "selectivity", "linear at init"), rows=tuple(rows),
+                      caption="Majority-class accuracy: " + ", ".join(f"{title_of[n]} {majority[i]:.3f}"
+                                                                      for i, n in enumerate(names)) + ".")
+        more_selective = int((sel["linear"] > sel["mlp"]).sum())
+        summaries = {
+            "linear_more_selective": Scalar(float(more_selective), "pairs",
+                                            f"of {sel['linear'].size} (concept, layer) pairs where the linear probe "
+                                            f"is more selective than the MLP"),
+            "mean_selectivity_linear": Scalar(float(sel["linear"].mean()), "accuracy",
+                                              "mean selectivity of linear probes"),
+            "mean_selectivity_mlp": Scalar(float(sel["mlp"].mean()), "accuracy", "mean selectivity of MLP probes"),
+        }
+        best = {}
+        for i, lab in enumerate(names):
+            j = int(np.argmax(acc["linear"][i]))
+            gain = acc["linear"][i, j] - acc["linear_init"][i, j]
+            best[lab] = {"layer": layers[j], "accuracy": float(acc["linear"][i, j]),
+                         "selectivity": float(sel["linear"][i, j]), "init": float(acc["linear_init"][i, j]),
+                         "majority": float(majority[i]), "gain": float(gain),
+                         "mlp_selectivity": float(sel["mlp"][i, j])}
+            summaries[f"best_linear_accuracy.{lab}"] = Scalar(float(acc["linear"][i, j]), "accuracy",
+                                                              f"{title_of[lab]}: best linear probe ({layers[j]})")
+            summaries[f"gain_over_init.{lab}"] = Scalar(float(gain), "accuracy",
+                                                        f"{title_of[lab]}: that probe's accuracy minus the same "
+                                                        f"probe's on the untrained network")
+        return Result(
+            analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries, figures=figures,
+            tables=(table,),
+            data={"layers": layers, "concepts": names, "best": best, "init_source": init_source,
+                  "more_selective": more_selective, "pairs": int(sel["linear"].size),
+                  "n_train": int(tr.sum()), "n_test": int((~tr).sum()), "steps": p["steps"],
+                  "types": "the current character" if s.task == "char-lm" else "each exact input"})
