@@ -253,18 +253,12 @@ def occlusion(model, inputs: torch.Tensor, target: Target = None, *, window: Seq
 
 def last_conv_layer(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
     """The last ``nn.Conv2d`` to run in a forward pass of ``inputs`` (Grad-CAM's default layer)."""
-    ran: list[nn.Module] = []
-    handles = [m.register_forward_hook(lambda mod, a, o: ran.append(mod))
-               for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model(inputs[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    from talkgen.models.introspect import modules_called
+
+    ran = modules_called(model, inputs[:1], lambda m: isinstance(m, nn.Conv2d))
     if not ran:
         raise ValueError("Grad-CAM needs a convolutional layer (nn.Conv2d); the model has none that runs")
-    return ran[-1]
+    return ran[-1][1]
 
 
 def grad_cam(model: nn.Module, inputs: torch.Tensor, target: Target = None, *,
@@ -301,22 +295,12 @@ def grad_cam(model: nn.Module, inputs: torch.Tensor, target: Target = None, *,
 
 def input_embedding(model: nn.Module, tokens: torch.Tensor) -> nn.Module:
     """The ``nn.Embedding`` that reads the token ids (the first one to run with them as input)."""
-    found: list[nn.Module] = []
+    from talkgen.models.introspect import modules_called
 
-    def hook(mod, args):
-        if not found and args and args[0] is tokens:
-            found.append(mod)
-
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Embedding)]
-    try:
-        with torch.no_grad():
-            model(tokens)
-    finally:
-        for h in handles:
-            h.remove()
-    if not found:
-        raise ValueError("no nn.Embedding reads the token ids directly; token attributions need one")
-    return found[0]
+    for _, mod, args in modules_called(model, tokens, lambda m: isinstance(m, nn.Embedding)):
+        if args and args[0] is tokens:
+            return mod
+    raise ValueError("no nn.Embedding reads the token ids directly; token attributions need one")
 
 
 def at_position(model: nn.Module, embedding: nn.Module, position: int | None,

@@ -6,7 +6,7 @@ without a per-layer or per-method suffix) of every analysis that ran on the subj
 cheap analyses (weights, activations, model card) once more on the same architecture with its
 initial weights. For every summary that the subject shares with a peer (a subject with the same
 parameter count, i.e. the same architecture) or with its initialisation, the relative difference
-|a - b| / max(|a|, |b|) says how well that number separates the two; the figure shows the
+|a - b| / max(|a|, |b|, 0.001) says how well that number separates the two; the figure shows the
 summaries that separate them most. These numbers are the features section 3's meta-networks
 learn from.
 """
@@ -35,9 +35,12 @@ def headline(results: dict) -> dict[str, tuple[float, str, str]]:
     return out
 
 
+FLOOR = 1e-3  # two numbers both this close to zero do not separate anything
+
+
 def separation(a: float, b: float) -> float:
-    top = max(abs(a), abs(b))
-    return 0.0 if top == 0 else abs(a - b) / top
+    """|a - b| / max(|a|, |b|, FLOOR): 0 for equal numbers, up to 2 for opposite signs."""
+    return abs(a - b) / max(abs(a), abs(b), FLOOR)
 
 
 @register
@@ -122,7 +125,8 @@ class Fingerprint(Analysis):
                          + (f"{sep[k]:.2f}",) for k in top)
         tables = (
             Table(id="separating_table", title="Where they differ", columns=("summary",) + tuple(names) + ("separation",),
-                  rows=sep_rows, caption="separation = the largest |a − b| / max(|a|, |b|) against any other column."),
+                  rows=sep_rows, caption="separation = the largest |a − b| / max(|a|, |b|, 0.001) against any other "
+                                         "column (numbers within 0.001 of zero do not separate)."),
             Table(id="fingerprint", title=f"Fingerprint of {s.name}",
                   columns=("analysis", "summary", "value", "unit", "meaning"), rows=rows, report_only=True),
         )

@@ -37,6 +37,7 @@ from torch import nn
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.loss import Params, cross_entropy, loss_batch
 from talkgen.analyses.specs import Curves, Surface, Table
+from talkgen.models.introspect import has_own_parameters, modules_called
 
 LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 MIN_SHARE = 0.2  # precompute the first layer when it is at least this share of a forward pass
@@ -111,18 +112,7 @@ class PlaneEvaluator:
     def _first_call(self) -> tuple[str, nn.Module, tuple, int] | None:
         """(name, module, positional inputs, number of calls) of the first module with parameters of
         its own that runs in a forward pass."""
-        calls: list[tuple[str, nn.Module, tuple]] = []
-        handles = []
-        for name, m in self.model.named_modules():
-            if any(True for _ in m.parameters(recurse=False)):
-                handles.append(m.register_forward_pre_hook(
-                    lambda mod, args, name=name: calls.append((name, mod, args))))
-        try:
-            with torch.no_grad():
-                self.model(self.x)
-        finally:
-            for h in handles:
-                h.remove()
+        calls = modules_called(self.model, self.x, has_own_parameters)
         if not calls:
             return None
         name, mod, args = calls[0]

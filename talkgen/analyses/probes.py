@@ -178,14 +178,14 @@ class Probes(Analysis):
                            f"({init_source}); {split}.",
                    alt="Panels per concept: probe accuracy against layer depth for linear, MLP and untrained probes.",
                    x=tuple(xs), y=tuple(ys), labels=tuple(lbs), panels=tuple(pan), styles=tuple(sty),
-                   panel_titles=tuple(title_of[n] for n in names), xlabel="layer (0 = input)",
+                   panel_titles=tuple(title_of[n] for n in names), xlabel="layer",
                    ylabel="probe accuracy", markers=True, xticks=tuple(layers)),
             Curves(id="selectivity", title="How much is the representation, how much the probe",
                    caption="Selectivity = task accuracy - control-task accuracy (Hewitt & Liang 2019), linear and "
                            "MLP probes; a probe that memorises input types scores well on both and is not selective.",
                    alt="Panels per concept: selectivity against depth, linear and MLP probes.",
                    x=tuple(xs2), y=tuple(ys2), labels=tuple(lbs2), panels=tuple(pan2), styles=tuple(sty2),
-                   panel_titles=tuple(title_of[n] for n in names), xlabel="layer (0 = input)",
+                   panel_titles=tuple(title_of[n] for n in names), xlabel="layer",
                    ylabel="selectivity", markers=True, xticks=tuple(layers)),
         )
         rows = []

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkgen.models.introspect import has_own_parameters, modules_called
+
 LINEAR_FIRST = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -63,17 +65,7 @@ def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
 
 def parametrised_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of the modules with parameters of their own, in the order a forward pass runs them."""
-    order: list[str] = []
-    names = {id(m): n for n, m in model.named_modules()}
-    handles = [m.register_forward_pre_hook(lambda mod, a: order.append(names[id(mod)]))
-               for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    return list(dict.fromkeys(order))
+    return list(dict.fromkeys(name for name, _, _ in modules_called(model, x[:1], has_own_parameters)))
 
 
 def reinitialise(module: nn.Module, seed: int) -> None:

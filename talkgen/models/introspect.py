@@ -1,11 +1,33 @@
-"""Layer introspection: the weight matrices a model holds, each once (tied parameters deduped)."""
+"""Layer introspection: the weight matrices a model holds, each once (tied parameters deduped), and
+the modules a forward pass calls, in order."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
+
+
+def modules_called(model: nn.Module, inputs: torch.Tensor,
+                   select: Callable[[nn.Module], bool] = lambda m: True) -> list[tuple[str, nn.Module, tuple]]:
+    """(name, module, positional inputs) of every selected module, in the order one forward pass of
+    ``inputs`` calls them (a module called twice appears twice). The hooks are removed afterwards."""
+    calls: list[tuple[str, nn.Module, tuple]] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args, name=name: calls.append((name, mod, args)))
+               for name, m in model.named_modules() if select(m)]
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def has_own_parameters(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters(recurse=False))
 
 
 @dataclass(frozen=True)
