@@ -60,14 +60,14 @@ class Fingerprint(Analysis):
             subj, _, analysis = key.partition("/")
             if analysis != self.name:
                 by_subject.setdefault(subj, {})[analysis] = r
-        own = headline(by_subject.get(s.name, {}))
+        lines = {t: headline(res) for t, res in by_subject.items()}
+        own = lines.get(s.name, {})
         columns = {s.name: own}
         n_params = own.get("model-card: parameters", (None,))[0]
-        peers = [t for t, res in by_subject.items()
-                 if t != s.name and n_params is not None and headline(res).get("model-card: parameters", (None,))[0]
-                 == n_params]
+        peers = [t for t, h in lines.items()
+                 if t != s.name and n_params is not None and h.get("model-card: parameters", (None,))[0] == n_params]
         for t in peers:
-            columns[t] = headline(by_subject[t])
+            columns[t] = lines[t]
         init_name = f"{s.name} at initialisation"
         init_source = ""
         try:
