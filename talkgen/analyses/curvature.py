@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.loss import Params, hvp, loss_batch, make_loss, parameter_copy
+from talkgen.analyses.loss import Params, batch_count, hvp, loss_batch, make_loss, parameter_copy
 from talkgen.analyses.specs import Bars, Table
 
 
@@ -88,7 +88,7 @@ class Curvature(Analysis):
 
     def run(self, ctx: Context) -> Result:
         s = ctx.subject
-        n = ctx.params["batch"] if s.task.endswith("classifier") else max(1, ctx.params["batch"] // 128)
+        n = batch_count(s, ctx.params["batch"])
         x, y = loss_batch(s, n, ctx.seed, ctx.params["seq_len"])
         params = parameter_copy(s.model)
         loss = make_loss(s.model, x, y)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, evenly_spaced, register
-from talkgen.analyses.loss import loss_batch, make_loss, parameter_copy
+from talkgen.analyses.loss import batch_count, loss_batch, make_loss, parameter_copy
 from talkgen.analyses.specs import Curves, Heatmaps, Table
 
 VANISH, EXPLODE = 1e-2, 1e2
@@ -43,7 +43,7 @@ class GradientFlow(Analysis):
 
     def run(self, ctx: Context) -> Result:
         s = ctx.subject
-        n = ctx.params["batch"] if s.task.endswith("classifier") else max(1, ctx.params["batch"] // 128)
+        n = batch_count(s, ctx.params["batch"])
         x, y = loss_batch(s, n, ctx.seed)
         ckpts = s.load_checkpoints()
         ckpts = evenly_spaced(ckpts, ctx.params["max_checkpoints"])

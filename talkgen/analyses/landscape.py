@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.loss import Params, cross_entropy, loss_batch
+from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch
 from talkgen.analyses.specs import Curves, Surface, Table
 from talkgen.models.introspect import has_own_parameters, modules_called
 
@@ -250,7 +250,7 @@ class LossLandscape(Analysis):
     def run(self, ctx: Context) -> Result:
         s, p = ctx.subject, ctx.params
         seq = not s.task.endswith("classifier")
-        n = max(1, p["batch"] // 128) if seq else p["batch"]
+        n = batch_count(s, p["batch"])
         x, y = loss_batch(s, n, ctx.seed, p["seq_len"])
         xt, yt = s.data.x_test, s.data.y_test
         g = torch.Generator().manual_seed(ctx.seed + 7)

@@ -13,6 +13,12 @@ from torch.func import functional_call
 Params = dict[str, torch.Tensor]
 
 
+def batch_count(subject, batch: int) -> int:
+    """How many rows a loss batch of size ``batch`` takes: ``batch`` examples for a classifier,
+    ``batch // 128`` sequences (at least one) for a sequence model, whose rows are whole sequences."""
+    return batch if subject.task.endswith("classifier") else max(1, batch // 128)
+
+
 def loss_batch(subject, n: int, seed: int, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed, seeded batch of up to ``n`` training examples (sequences for sequence models,
     cut to their first ``seq_len`` steps when given)."""
