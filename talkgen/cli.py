@@ -240,6 +240,95 @@ def samples_train(name, out, quick) -> None:
     click.echo(f"  weights sha256 {card['weights_sha256']}")
 
 
+@cli.group()
+def zoo() -> None:
+    """The model zoo: a population of a sample's architecture, trained with varied recipes.
+
+    \b
+    Example:
+      talkgen zoo build --subject digits-cnn --n 1024
+      talkgen zoo build --subject digits-cnn --n 1024 --shard 2/4   # one of four independent jobs
+      talkgen zoo status --subject digits-cnn --n 1024
+    """
+
+
+def _zoo_builder(subject, n, seed, steps, out):
+    from talkgen.meta.zoo import ZooBuilder, ZooSpec
+
+    if n < 1:
+        raise TalkgenError(f"--n must be at least 1, got {n}")
+    try:
+        lo, hi = (int(v) for v in steps.split(","))
+    except ValueError:
+        raise TalkgenError(f"--steps must look like 30,1500, got {steps!r}") from None
+    if not 1 <= lo <= hi:
+        raise TalkgenError(f"--steps needs 1 <= low <= high, got {steps!r}")
+    spec = ZooSpec(subject=subject, n=n, seed=seed, steps=(lo, hi))
+    return ZooBuilder(spec, Path(out) / "cache" / "zoo")
+
+
+_ZOO_OPTIONS = [
+    click.option("--subject", default="digits-cnn", show_default=True, help="Sample whose architecture and data it copies."),
+    click.option("--n", "n", type=int, default=1024, show_default=True, help="Members."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--steps", default="30,1500", show_default=True, help="Range of training steps (log-uniform)."),
+    click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True,
+                 help="Build folder whose cache keeps the zoo (a later `talkgen build --out` reuses it)."),
+]
+
+
+def _zoo_options(fn):
+    for opt in reversed(_ZOO_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+@zoo.command("build")
+@_zoo_options
+@click.option("--shard", default=None, help="i/k: train only every k-th chunk starting at i (1-based).")
+@click.option("--threads", type=int, default=None, help="Torch threads (default: torch's choice).")
+def zoo_build(subject, n, seed, steps, out, shard, threads) -> None:
+    """Train the zoo (or this shard of it); resumes where a killed run stopped.
+
+    \b
+    Example:
+      talkgen zoo build --subject digits-cnn --n 1024 --out build
+    """
+    from talkgen.meta.zoo import parse_shard, zoo_source
+
+    b = _zoo_builder(subject, n, seed, steps, out)
+    zoo_source(subject)  # a clear error for a sample that cannot be zooed
+    b.threads = threads
+    b.progress = _zoo_progress()
+    complete = b.build(parse_shard(shard))
+    missing = b.missing()
+    click.echo(f"zoo {b.dir}: {b.spec.n_chunks - len(missing)} of {b.spec.n_chunks} chunks done"
+               + ("" if complete else f"; missing chunks belong to other shards: {missing[:8]}"))
+
+
+@zoo.command("status")
+@_zoo_options
+def zoo_status(subject, n, seed, steps, out) -> None:
+    """Say which chunks of a zoo exist.
+
+    \b
+    Example:
+      talkgen zoo status --subject digits-cnn --n 1024
+    """
+    b = _zoo_builder(subject, n, seed, steps, out)
+    missing = b.missing()
+    state = "complete" if not missing else f"missing {len(missing)} of {b.spec.n_chunks} chunks"
+    click.echo(f"zoo {b.dir}: {state}")
+
+
+def _zoo_progress():
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    return lambda text: click.echo(f"\r{text}   ", nl=False, err=True)
+
+
 @cli.command()
 @click.option("--path", type=click.Path(dir_okay=False), default="talk.toml", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")

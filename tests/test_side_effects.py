@@ -66,7 +66,8 @@ def _snapshot(model):
 
 
 # Smaller settings where an analysis has them: this test is about state, not numbers.
-FAST = {"tsne_points": 40, "n_inputs": 80, "n_chars": 2000, "max_sequences": 20, "tsne_iterations": 250}
+FAST = {"tsne_points": 40, "n_inputs": 80, "n_chars": 2000, "max_sequences": 20, "tsne_iterations": 250,
+        "zoo_members": 24, "zoo_steps": [30, 60], "deepsets_epochs": 10, "mntd_epochs": 3}
 
 
 def _params(analysis):

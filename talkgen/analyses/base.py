@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
@@ -134,6 +135,9 @@ class Context:
     deps: Mapping[str, Result] = field(default_factory=dict)
     # For an analysis that gathers: the resolved parameters of every analysis in the plan.
     plan_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Where an analysis may keep large build inputs it makes (the model zoo): the build's cache
+    # folder, or None (then such inputs go to a temporary folder and are not kept).
+    store: "Path | None" = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))

@@ -123,6 +123,8 @@ class Scatter(FigureSpec):
     # Axis values that mean something (PCA, fractions) keep their ticks; t-SNE's do not.
     ticks: bool = False
     limits: tuple[float, float] | None = None  # the same (low, high) on both axes, when given
+    legend_title: str = "class"
+    diagonal: bool = False  # draw y = x (predicted against measured)
     kind: ClassVar[str] = "scatter"
 
     def array_keys(self) -> tuple[str, ...]:

@@ -130,7 +130,7 @@ def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile
         result, cost = hit
         return Outcome(s, a, "ok", result=result, cost=cost, cached=True, key=key)
     ctx = Context(subject=item.subject, params=item.params, seed=seed, device=dev,
-                  profile=profile, deps=deps, plan_params=plan_params or {})
+                  profile=profile, deps=deps, plan_params=plan_params or {}, store=cache.root)
     try:
         result, cost = _run_one(item, ctx)
     except Exception as exc:  # noqa: BLE001 - failure isolation: one analysis never sinks the build

@@ -156,6 +156,8 @@ def _scatter(spec: Scatter, arrays: Mapping[str, np.ndarray]) -> Figure:
         if spec.limits is not None:
             ax.set_xlim(*spec.limits)
             ax.set_ylim(*spec.limits)
+            if spec.diagonal:
+                ax.plot(spec.limits, spec.limits, color="#999999", linewidth=0.8, linestyle=":", zorder=0)
         if not spec.ticks:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -166,7 +168,7 @@ def _scatter(spec: Scatter, arrays: Mapping[str, np.ndarray]) -> Figure:
     if len(spec.label_names) > 1:
         handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", color=cmap(i % cmap.N), label=name)
                    for i, name in enumerate(spec.label_names[:20])]
-        fig.legend(handles=handles, loc="outside right center", fontsize=8, title="class")
+        fig.legend(handles=handles, loc="outside right center", fontsize=8, title=spec.legend_title)
     return fig
 
 
