@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,6 +18,7 @@ from typing import Any, Callable, Sequence
 from talkgen.analyses.base import Finding
 from talkgen.config import SubjectConfig, TalkConfig
 from talkgen.errors import TalkgenError
+from talkgen.files import write_atomic
 from talkgen.pipeline import Cache, make_plan, run_plan
 from talkgen.pipeline.plan import select_names
 from talkgen.pipeline.runner import Outcome
@@ -89,15 +88,6 @@ def _check_shapes(subject: Subject) -> None:
             and out.shape[1] < len(subject.data.classes):
         raise TalkgenError(f"subject {subject.name!r}: the model gives {out.shape[1]} outputs but the data "
                            f"names {len(subject.data.classes)} classes")
-
-
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _finite(x: Any) -> Any:
@@ -215,23 +205,23 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     outputs: dict[str, Path] = {}
     if "notebook" in config.formats:
         outputs["notebook"] = out / "talk.ipynb"
-        _write_atomic(outputs["notebook"], nbformat.writes(nb))
+        write_atomic(outputs["notebook"], nbformat.writes(nb))
     if "slides" in config.formats:
         outputs["slides"] = out / "slides.html"
-        _write_atomic(outputs["slides"], render_slides(nb, templates))
+        write_atomic(outputs["slides"], render_slides(nb, templates))
     if "report" in config.formats:
         outputs["report"] = out / "report.html"
-        _write_atomic(outputs["report"], render_report(nb, templates))
+        write_atomic(outputs["report"], render_report(nb, templates))
     for fig in deck.figures():
         stem = f"{fig.number:02d}-{_safe(fig.subject)}-{fig.analysis}-{fig.spec_id}"
         if fig.html:
-            _write_atomic(out / "figures" / f"{stem}.html", fig.html)
+            write_atomic(out / "figures" / f"{stem}.html", fig.html)
         else:
-            _write_atomic(out / "figures" / f"{stem}.png", fig.png)
+            write_atomic(out / "figures" / f"{stem}.png", fig.png)
     outputs["summary"] = out / "summary.json"
     summary = summary_json(config, subjects, outcomes, deck.findings, exit_code, outputs, versions)
-    _write_atomic(outputs["summary"], json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    _write_atomic(out / RENDER_KEY, json.dumps({"key": key, "outputs": {k: v.name for k, v in outputs.items()}}))
+    write_atomic(outputs["summary"], json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_atomic(out / RENDER_KEY, json.dumps({"key": key, "outputs": {k: v.name for k, v in outputs.items()}}))
     return BuildReport(exit_code=exit_code, outputs=outputs, outcomes=list(outcomes), warnings=warnings)
 
 

@@ -24,7 +24,6 @@ below 0.5) are neither clean nor backdoored: trojan detection leaves them out an
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -180,8 +179,9 @@ class ModelZoo(_ZooAnalysis):
 def _fit_cached(zoo, tag: str, config: dict, fit) -> tuple[dict[str, torch.Tensor], dict]:
     """A meta-network fitted once per zoo and configuration, kept beside the zoo as safetensors
     (state) + metadata (numbers): the second subject that uses it, and the next build, load it."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
+    from talkgen.files import write_atomic
     from talkgen.hashing import hash_json
 
     d = zoo.directory / "meta"
@@ -193,10 +193,7 @@ def _fit_cached(zoo, tag: str, config: dict, fit) -> tuple[dict[str, torch.Tenso
             info = json.loads((f.metadata() or {}).get("info", "{}"))
         return load_file(str(path)), info
     state, info = fit()
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"info": json.dumps(info)})
-    tmp.replace(path)
+    write_atomic(path, save({k: v.contiguous() for k, v in state.items()}, metadata={"info": json.dumps(info)}))
     return state, info
 
 

@@ -29,12 +29,10 @@ import copy
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -42,7 +40,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from talkgen.errors import TalkgenError
-from talkgen.hashing import hash_json
+from talkgen.files import write_atomic
+from talkgen.hashing import hash_json, sha256_file
 
 ZOO_VERSION = 1
 OPTIMIZERS = ("sgd", "adam")
@@ -469,21 +468,10 @@ class Trainer:
 
 # --------------------------------------------------------------------------- files
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save
 
-    _atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
+    write_atomic(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -491,14 +479,6 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def chunk_members(spec: ZooSpec, source: ZooSource) -> list[list[dict[str, Any]]]:
@@ -518,9 +498,6 @@ class Zoo:
     params: dict[str, torch.Tensor]       # (n, ...) in member-index order
     records: list[dict[str, Any]]         # in member-index order
     train_seconds: float
-
-    def member_state(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.params.items()}
 
 
 class ZooBuilder:
@@ -550,7 +527,7 @@ class ZooBuilder:
         self.dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.dir / "spec.json"
         if not spec_file.is_file():
-            _atomic_write_bytes(spec_file, json.dumps(asdict(self.spec), indent=1).encode())
+            write_atomic(spec_file, json.dumps(asdict(self.spec), indent=1).encode())
         chunks = chunk_members(self.spec, self.source)
         mine = [c for c in self.missing() if c % shard[1] == shard[0]]
         old = torch.get_num_threads()
@@ -595,9 +572,9 @@ class ZooBuilder:
     def write_index(self) -> None:
         done = [c for c in range(self.spec.n_chunks) if self.chunk_path(c).is_file()]
         index = {"spec": asdict(self.spec), "key": self.spec.key(), "version": ZOO_VERSION,
-                 "chunks": {self.chunk_path(c).name: {"sha256": _sha256(self.chunk_path(c))} for c in done},
+                 "chunks": {self.chunk_path(c).name: {"sha256": sha256_file(str(self.chunk_path(c)))} for c in done},
                  "complete": len(done) == self.spec.n_chunks, "missing": self.missing()}
-        _atomic_write_bytes(self.dir / "index.json", json.dumps(index, indent=1).encode())
+        write_atomic(self.dir / "index.json", json.dumps(index, indent=1).encode())
 
     def load(self) -> Zoo:
         missing = self.missing()
@@ -629,8 +606,3 @@ def ensure_zoo(spec: ZooSpec, root: Path, progress: Callable[[str], None] | None
     if b.missing():
         b.build()
     return b.load()
-
-
-def members_iter(zoo: Zoo) -> Iterator[tuple[dict[str, Any], dict[str, torch.Tensor]]]:
-    for i, r in enumerate(zoo.records):
-        yield r, zoo.member_state(i)

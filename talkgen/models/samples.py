@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from torch import nn
 
 from talkgen.data.bundled import digits
 from talkgen.errors import TalkgenError
+from talkgen.files import write_atomic
 from talkgen.hashing import hash_module, sha256_file
 from talkgen.models.architectures import digits_cnn
 from talkgen.models.loading import load_state_dict, load_weights_into
@@ -298,13 +297,9 @@ def train_sample_model(name: str, quick: bool = False,
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], final: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
-    os.close(fd)
-    save_file(tensors, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, final)
+    write_atomic(final, save(tensors))
 
 
 def train_sample(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -358,7 +353,5 @@ def train_sample(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any
         card["data"]["train_files"] = list(load_split("train").files)
         card["data"]["test_files"] = list(load_split("test").files)
         card["data"]["text_sha256"] = {"train": load_split("train").sha256, "test": load_split("test").sha256}
-    tmp_card = out_dir / f".{name}.json.tmp"
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_card, out_dir / f"{name}.json")
+    write_atomic(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     return card
