@@ -15,7 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from talkgen.analyses.base import Finding
+import numpy as np
+import torch
+
+from talkgen.analyses.base import Finding, Result
 from talkgen.config import SubjectConfig, TalkConfig
 from talkgen.errors import TalkgenError
 from talkgen.files import write_atomic
@@ -168,6 +171,9 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
                 input_findings[s.name] = [Finding(severity="high", title="non-finite weights",
                                                   detail=f"{total} NaN/inf entries in {', '.join(bad)}",
                                                   value=float(total), threshold=0.0)]
+    for o in outcomes:  # fitted models an analysis hands to the user (e.g. the sparse autoencoder)
+        if o.status == "ok" and o.result is not None and "export" in o.result.data:
+            export_result(o.result, out / "models")
     versions = _versions()
     facts = {"talkgen": versions["talkgen"], "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
              "config": config.source, "profile": config.profile, "seed": config.seed, "device": config.device,
@@ -226,6 +232,20 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
 
 
 RENDER_KEY = ".render-key.json"
+
+
+def export_result(result: Result, folder: Path) -> Path:
+    """Write the arrays a result marks for export (``data["export"]``: file, prefix, metadata) as
+    ``folder/<subject>-<file>`` in safetensors, loadable without talkgen's cache."""
+    from safetensors.torch import save
+
+    spec = result.data["export"]
+    prefix = spec.get("prefix", "")
+    tensors = {k[len(prefix):]: torch.from_numpy(np.array(v, copy=True)).contiguous()
+               for k, v in result.arrays.items() if k.startswith(prefix)}
+    path = folder / f"{_safe(result.subject)}-{spec['file']}"
+    write_atomic(path, save(tensors, metadata={k: str(v) for k, v in spec.get("metadata", {}).items()}))
+    return path
 
 
 def _render_key(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome],
