@@ -146,7 +146,9 @@ def test_zoo_analyses_on_digits_cnn_and_its_trojan_twin(tmp_path):
                 draw(spec, r.arrays)
     zoos = list((tmp_path / "zoo").iterdir())
     assert len(zoos) == 1 and len(list(zoos[0].glob("chunk-*.safetensors"))) == 2  # one zoo, shared
-    assert len(list((zoos[0] / "meta").glob("*.safetensors"))) == 2  # DeepSets and MNTD, fitted once
+    # DeepSets and the quick profile's 2 MNTD detectors, each fitted once for both subjects
+    assert len(list((zoos[0] / "meta").glob("deepsets-*.safetensors"))) == 1
+    assert len(list((zoos[0] / "meta").glob("mntd-*.safetensors"))) == 2
     zoo = results[("digits-cnn", "model-zoo")]
     assert zoo.summaries["members"].value == 40
     acc = results[("digits-cnn", "meta-accuracy")]
@@ -160,6 +162,7 @@ def test_zoo_analyses_on_digits_cnn_and_its_trojan_twin(tmp_path):
     assert hyper.data["targets"]["optimizer"]["truth"] == "Adam"
     troj = results[("digits-cnn-trojan", "meta-trojan")]
     assert 0 <= troj.summaries["mntd_auc"].value <= 1
+    assert troj.data["ensemble"] == 2 and len(troj.data["single_aucs"]) == 2
     assert troj.arrays["queries"].shape == (32, 8, 8)
 
 

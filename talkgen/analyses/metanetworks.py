@@ -420,10 +420,11 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
 class MetaTrojan(_ZooAnalysis):
     name = "meta-trojan"
     title = "A trojan detector trained on the zoo"
-    version = 1
+    version = 2
     deps = ("model-zoo",)
-    params = ZOO_PARAMS | {"queries": 32, "mntd_epochs": 100, "unseen_trigger": "blend", "min_attack_success": 0.5}
-    quick = ZOO_QUICK | {"mntd_epochs": 15}
+    params = ZOO_PARAMS | {"queries": 32, "mntd_epochs": 100, "mntd_ensemble": 5, "unseen_trigger": "blend",
+                           "min_attack_success": 0.5}
+    quick = ZOO_QUICK | {"mntd_epochs": 15, "mntd_ensemble": 2}
 
     def run(self, ctx: Context) -> Result:
         from talkgen.meta import metanets as mn
@@ -455,22 +456,33 @@ class MetaTrojan(_ZooAnalysis):
 
         src = zoo_source(zoo.spec.subject)
         forward, how = stacked_forward(src.factory(), src.x_train)
-        gen = torch.Generator().manual_seed(ctx.seed)
-        init = torch.rand((p["queries"], *src.image_shape), generator=gen)  # uniform noise, as in MNTD
-        config = {"epochs": p["mntd_epochs"], "queries": p["queries"], "seed": ctx.seed, "fit": [int(i) for i in fit_idx],
-                  "unseen": unseen_kind}
+        # an ensemble of detectors that differ only in their seed (query initialisation, batch order):
+        # single detectors overfit their training members, and their held-out AUC varies with the seed
+        detectors = []
+        for j in range(int(p["mntd_ensemble"])):
+            seed_j = ctx.seed + j
+            gen = torch.Generator().manual_seed(seed_j)
+            init = torch.rand((p["queries"], *src.image_shape), generator=gen)  # uniform noise, as in MNTD
+            config = {"epochs": p["mntd_epochs"], "queries": p["queries"], "seed": seed_j,
+                      "fit": [int(i) for i in fit_idx], "unseen": unseen_kind}
 
-        def fit():
-            det = mn.train_mntd(forward, sub(fit_idx), labels[fit_idx], input_shape=src.image_shape,
-                                n_classes=src.n_classes, init_queries=init, epochs=p["mntd_epochs"], seed=ctx.seed,
-                                n_queries=p["queries"])
-            return det.state_dict(), {}
+            def fit(init=init, seed_j=seed_j):
+                det = mn.train_mntd(forward, sub(fit_idx), labels[fit_idx], input_shape=src.image_shape,
+                                    n_classes=src.n_classes, init_queries=init, epochs=p["mntd_epochs"], seed=seed_j,
+                                    n_queries=p["queries"])
+                return det.state_dict(), {}
 
-        state, _ = _fit_cached(zoo, "mntd", config, fit)
-        det = mn.MNTD(p["queries"], src.image_shape, src.n_classes)
-        det.load_state_dict(state)
-        det.eval()
-        mntd = lambda idx: mn.mntd_scores(det, forward, sub(idx))  # noqa: E731
+            state, _ = _fit_cached(zoo, "mntd", config, fit)
+            det = mn.MNTD(p["queries"], src.image_shape, src.n_classes)
+            det.load_state_dict(state)
+            detectors.append(det.eval())
+        det = detectors[0]
+
+        def mntd_params(ps: dict[str, torch.Tensor]) -> np.ndarray:
+            return np.mean([mn.mntd_scores(d, forward, ps) for d in detectors], axis=0)
+
+        singles_seen = [mn.auc(labels[test_seen], mn.mntd_scores(d, forward, sub(test_seen))) for d in detectors]
+        mntd = lambda idx: mntd_params(sub(idx))  # noqa: E731
         X, _ = mn.weight_statistics(params)
         gbm = mn.gbm_classifier(ctx.seed).fit(X[fit_idx], labels[fit_idx])
         wscore = lambda idx: gbm.predict_proba(X[idx])[:, 1]  # noqa: E731
@@ -489,7 +501,7 @@ class MetaTrojan(_ZooAnalysis):
             res[k]["fpr"] = float(pred[labels[idx] == 0].mean())
         # this subject
         sp = _subject_params(ctx.subject)
-        subject_score = float(mn.mntd_scores(det, forward, sp)[0])
+        subject_score = float(mntd_params(sp)[0])
         xs, _ = mn.weight_statistics(sp)
         subject_wscore = float(gbm.predict_proba(xs)[0, 1])
         flagged = subject_score > threshold
@@ -516,14 +528,16 @@ class MetaTrojan(_ZooAnalysis):
                    x=tuple(xs_), y=tuple(ys_), labels=tuple(lb), xlabel="false-positive rate",
                    ylabel="true-positive rate", styles=("-", "--", "-", ":")),
             ImageGrid(id="queries", title="The detector's questions: tuned query inputs",
-                      caption=f"The {p['queries']} inputs MNTD learned to show a model (started from uniform noise); "
-                              "the detector reads only the model's answers to them.",
+                      caption=f"The {p['queries']} inputs the first of {len(detectors)} MNTD detectors learned to show a "
+                              "model (started from uniform noise); it reads only the model's answers to them.",
                       alt="A grid of small grey images: the tuned query inputs.",
                       array="queries", colorbar="pixel value", signed=False, columns=8),
         )
         summaries = {
             "mntd_auc": Scalar(res["mntd"]["auc"], "AUC", "MNTD on held-out zoo members (seen trigger kinds)"),
             "mntd_auc_unseen": Scalar(res["mntd"]["auc_unseen"], "AUC", f"MNTD on held-out {unseen_kind} triggers"),
+            "mntd_auc.single_mean": Scalar(float(np.mean(singles_seen)), "AUC",
+                                           "the ensemble's detectors alone, mean held-out AUC"),
             "weights_auc": Scalar(res["weights"]["auc"], "AUC", "weight statistics + GBM on held-out members"),
             "threshold": Scalar(threshold, "logit", "MNTD score above which a model is called backdoored"),
             "trojan_score": Scalar(subject_score, "logit", "this model's MNTD score"),
@@ -552,4 +566,5 @@ class MetaTrojan(_ZooAnalysis):
                   "subject_wscore": subject_wscore, "w_threshold": w_threshold, "unseen": unseen_kind,
                   "n_fit": len(fit_idx), "n_cal": len(cal_idx), "n_test_seen": len(test_seen),
                   "n_test_unseen": len(test_unseen), "left_out": n_failed, "forward": how,
-                  "min_attack_success": p["min_attack_success"]})
+                  "min_attack_success": p["min_attack_success"], "ensemble": len(detectors),
+                  "single_aucs": singles_seen})
