@@ -17,4 +17,5 @@ from talkgen.analyses import gradient_flow  # noqa: F401  isort: skip
 from talkgen.analyses import probes  # noqa: F401  isort: skip
 from talkgen.analyses import sparse_features  # noqa: F401  isort: skip
 from talkgen.analyses import metanetworks  # noqa: F401  isort: skip
+from talkgen.analyses import attacks  # noqa: F401  isort: skip
 from talkgen.analyses import fingerprint  # noqa: F401  isort: skip  (gathers: registered last)
