@@ -19,3 +19,4 @@ from talkgen.analyses import sparse_features  # noqa: F401  isort: skip
 from talkgen.analyses import metanetworks  # noqa: F401  isort: skip
 from talkgen.analyses import attacks  # noqa: F401  isort: skip
 from talkgen.analyses import fingerprint  # noqa: F401  isort: skip  (gathers: registered last)
+from talkgen.analyses import costs  # noqa: F401  isort: skip  (gathers the cost ledger: last)

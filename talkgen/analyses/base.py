@@ -138,11 +138,14 @@ class Context:
     # Where an analysis may keep large build inputs it makes (the model zoo): the build's cache
     # folder, or None (then such inputs go to a temporary folder and are not kept).
     store: "Path | None" = None
+    # For an analysis that gathers: the cost ledger entry of every result in ``deps`` (same keys).
+    costs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         object.__setattr__(self, "deps", MappingProxyType(dict(self.deps)))
         object.__setattr__(self, "plan_params", MappingProxyType(dict(self.plan_params)))
+        object.__setattr__(self, "costs", MappingProxyType(dict(self.costs)))
 
     def generator(self) -> torch.Generator:
         """A fresh torch generator seeded from the build seed (same seed, same bytes)."""

@@ -100,7 +100,8 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
             gathered = {f"{ks}/{ka}": o for (ks, ka), o in done.items() if o.status == "ok"}
             out = _execute(item, cache, seed, dev, profile, force,
                            {k: o.result for k, o in gathered.items()},  # type: ignore[misc]
-                           {k: o.key for k, o in gathered.items()}, plan_params)
+                           {k: o.key for k, o in gathered.items()}, plan_params,
+                           {k: dict(o.cost) for k, o in gathered.items()})
         else:
             dep_outs = {d: done.get((s, d)) for d in item.analysis.deps}
             bad = [d for d, o in dep_outs.items() if o is None or o.status != "ok"]
@@ -119,7 +120,7 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
 
 def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile: str,
              force: bool, deps: dict[str, Result], dep_keys: dict[str, str | None],
-             plan_params: dict[str, dict] | None = None) -> Outcome:
+             plan_params: dict[str, dict] | None = None, costs: dict[str, dict] | None = None) -> Outcome:
     s, a = item.subject.name, item.analysis.name
     params = dict(item.params)
     if dep_keys:  # a result built from other results is stale when any of them changes
@@ -130,7 +131,7 @@ def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile
         result, cost = hit
         return Outcome(s, a, "ok", result=result, cost=cost, cached=True, key=key)
     ctx = Context(subject=item.subject, params=item.params, seed=seed, device=dev,
-                  profile=profile, deps=deps, plan_params=plan_params or {}, store=cache.root)
+                  profile=profile, deps=deps, plan_params=plan_params or {}, store=cache.root, costs=costs or {})
     try:
         result, cost = _run_one(item, ctx)
     except Exception as exc:  # noqa: BLE001 - failure isolation: one analysis never sinks the build

@@ -1,0 +1,57 @@
+"""The costs analysis (section 4): ledger, epoch timing, scaling exponents, the fidelity table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from talkgen.analyses.costs import epoch_seconds, fit_exponent, scaling_run
+
+
+def test_fit_exponent_recovers_a_power_law():
+    n = np.array([1e3, 4e3, 1.6e4, 6.4e4])
+    b, r2 = fit_exponent(n, 3.0 * n ** 1.5)
+    assert b == pytest.approx(1.5) and r2 == pytest.approx(1.0)
+    noisy = 0.2 * n ** 0.5 * np.array([1.1, 0.9, 1.05, 0.95])
+    b, r2 = fit_exponent(n, noisy)
+    assert 0.4 < b < 0.6 and 0.9 < r2 < 1.0
+    assert math.isnan(fit_exponent(n[:1], n[:1])[0])
+
+
+def test_epoch_time_counts_every_batch(tiny_subject):
+    seconds, batches = epoch_seconds(tiny_subject, batch=5, steps=3, seed=0)
+    assert batches == math.ceil(len(tiny_subject.data.x_train) / 5) and seconds > 0
+
+
+def test_costs_gathers_the_ledger_and_the_checks(tiny_subject, tmp_path):
+    from talkgen.pipeline import Cache, make_plan, run_plan
+
+    plan = make_plan([tiny_subject], ["weights", "saliency", "probes", "costs"], "quick")
+    outcomes = {o.analysis: o for o in run_plan(plan, Cache(tmp_path))}
+    assert all(o.status == "ok" for o in outcomes.values()), {a: o.message for a, o in outcomes.items()}
+    r = outcomes["costs"].result
+    ledger = next(t for t in r.tables if t.id == "ledger")
+    assert {row[0] for row in ledger.rows} == {"weights", "saliency", "probes"}
+    by_name = {row[0]: row for row in ledger.rows}
+    assert float(by_name["saliency"][1]) == pytest.approx(outcomes["saliency"].cost["wall_s"], abs=0.01)
+    assert int(by_name["saliency"][5]) == outcomes["saliency"].cost["backward_passes"] > 0
+    assert r.summaries["total_wall_s"].value == pytest.approx(sum(outcomes[a].cost["wall_s"]
+                                                                  for a in ("weights", "saliency", "probes")))
+    fidelity = next(t for t in r.tables if t.id == "fidelity")
+    tools = [row[0] for row in fidelity.rows]
+    assert any(t.startswith("saliency: ") for t in tools) and "probes" in tools
+    assert "exponents" not in r.data  # the tiny CNN is not the digits architecture
+
+
+def test_scaling_runs_the_main_analyses_at_each_width():
+    from talkgen.models.samples import load_sample
+
+    s = load_sample("digits-cnn")
+    sc = scaling_run(s, [4, 8], seed=0)
+    assert sc["params"][0] < sc["params"][1]
+    assert set(sc["wall"]) == {"weights", "activations", "saliency", "curvature", "loss-landscape"}
+    assert all(len(v) == 2 and min(v) > 0 for v in sc["wall"].values())
+    assert torch.is_grad_enabled()
