@@ -146,6 +146,10 @@ def summary_json(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequ
 def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = False,
           progress: Callable[[str], None] | None = None) -> BuildReport:
     """Run the talk described by ``config`` into ``out``; returns the exit code and outputs."""
+    if "pdf" in config.formats:  # fail before any work when the printer is missing
+        from talkgen.render.pdf import find_chromium
+
+        find_chromium()
     names = select_names(config.only, config.skip)
     subjects = [load_subject(sc) for sc in config.subjects]
     plan = make_plan(subjects, names, config.profile, config.params)  # validates params too
@@ -215,9 +219,15 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     if "slides" in config.formats:
         outputs["slides"] = out / "slides.html"
         write_atomic(outputs["slides"], render_slides(nb, templates))
-    if "report" in config.formats:
-        outputs["report"] = out / "report.html"
-        write_atomic(outputs["report"], render_report(nb, templates))
+    if "report" in config.formats or "pdf" in config.formats:
+        report_html = out / "report.html"
+        write_atomic(report_html, render_report(nb, templates))
+        if "report" in config.formats:
+            outputs["report"] = report_html
+        if "pdf" in config.formats:
+            from talkgen.render.pdf import html_to_pdf
+
+            outputs["pdf"] = html_to_pdf(report_html, out / "report.pdf")
     for fig in deck.figures():
         stem = f"{fig.number:02d}-{_safe(fig.subject)}-{fig.analysis}-{fig.spec_id}"
         if fig.html:
@@ -275,7 +285,7 @@ def _up_to_date(out: Path, key: str, formats: Sequence[str]) -> dict[str, Path] 
         record = json.loads((out / RENDER_KEY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    names = {"notebook": "talk.ipynb", "slides": "slides.html", "report": "report.html"}
+    names = {"notebook": "talk.ipynb", "slides": "slides.html", "report": "report.html", "pdf": "report.pdf"}
     wanted = {f: out / names[f] for f in formats} | {"summary": out / "summary.json"}
     if record.get("key") != key or not all(p.is_file() for p in wanted.values()):
         return None

@@ -67,7 +67,7 @@ def _report_build(report, out: Path) -> None:
 @click.option("--force", is_flag=True, help="Ignore the cache: re-run every analysis and re-render everything.")
 @click.option("--profile", type=click.Choice(["quick", "full"]), default=None,
               help="quick: small settings for rehearsal and tests; full: the real talk.")
-@click.option("--format", "formats", default=None, help="Comma-separated: slides,report,notebook.")
+@click.option("--format", "formats", default=None, help="Comma-separated: slides,report,notebook,pdf (pdf: report.pdf, printed by headless Chromium).")
 @click.option("--device", default=None, help="Torch device for analyses that can use one (cpu, cuda).")
 @click.option("--strict", is_flag=True, help="Stop at the first failing analysis.")
 def build(config_path, out, only, skip, force, profile, formats, device, strict) -> None:
@@ -117,7 +117,8 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict)
 @click.option("--name", default=None, help="Name of the model in the report (default: derived from MODEL).")
 @click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True)
 @click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
-@click.option("--format", "formats", default="report,notebook", show_default=True)
+@click.option("--format", "formats", default="report,notebook", show_default=True,
+              help="Comma-separated: report,notebook,slides,pdf (pdf: report.pdf printed by headless Chromium).")
 @click.option("--only", default=None, help="Comma-separated analyses to run.")
 @click.option("--skip", default=None, help="Comma-separated analyses to leave out.")
 @click.option("--device", default="cpu", show_default=True)

@@ -45,7 +45,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PROFILES = ("quick", "full")
-FORMATS = ("slides", "report", "notebook")
+FORMATS = ("slides", "report", "notebook", "pdf")
+DEFAULT_FORMATS = ("slides", "report", "notebook")
 DEFAULT_TITLE = "Making The Black Box Transparent"
 DEFAULT_SUBTITLE = "Lessons in Opacity"
 
@@ -69,7 +70,7 @@ class TalkConfig:
     profile: str = "quick"
     seed: int = 0
     device: str = "cpu"
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     subjects: tuple[SubjectConfig, ...] = ()
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
@@ -164,7 +165,7 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise check.fail("seed", f"must be a non-negative integer, got {seed!r}")
-    formats = check.list_of_str(raw, "formats", "", FORMATS) if "formats" in raw else FORMATS
+    formats = check.list_of_str(raw, "formats", "", FORMATS) if "formats" in raw else DEFAULT_FORMATS
     raw_subjects = raw.get("subjects", [])
     if not isinstance(raw_subjects, list) or not all(isinstance(s, dict) for s in raw_subjects):
         raise check.fail("subjects", "must be an array of tables ([[subjects]])")

@@ -96,3 +96,54 @@ def test_hostile_names_render_as_text_in_a_browser(browser, hostile_build):
         assert dialogs == [], f"script ran in {name}"
         assert "<script>alert(1)</script>" in page.inner_text("body"), name
         assert blocked == [] and errors == []
+
+
+def _need_pdf_tools():
+    import shutil
+
+    missing = [t for t in ("pdftoppm", "pdfinfo") if shutil.which(t) is None] + ([] if chromium_path() else ["chromium"])
+    if missing:
+        if os.environ.get("TALKGEN_REQUIRE_BROWSER"):
+            pytest.fail(f"required for the PDF test: {', '.join(missing)} (apt-get install chromium poppler-utils)")
+        pytest.skip(f"missing {', '.join(missing)}")
+
+
+def test_report_pdf_is_a_pdf_whose_pages_render(tmp_path):
+    """`--format report,pdf` prints report.html with headless Chromium; pdftoppm renders every page."""
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import run_cli
+
+    _need_pdf_tools()
+    cfg = tmp_path / "talk.toml"
+    cfg.write_text('title = "pdf check"\n[[subjects]]\nname = "digits-cnn"\nsample = "digits-cnn"\n'
+                   '[analyses]\nonly = ["model-card", "attacks"]\n')
+    out = tmp_path / "out"
+    run_cli("build", "--config", str(cfg), "--out", str(out), "--format", "report,pdf", check=True)
+    pdf = out / "report.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+    assert pages >= 2
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    pngs = sorted(tmp_path.glob("page-*.png"))
+    assert len(pngs) == pages
+    for png in pngs:
+        ink = (np.asarray(Image.open(png).convert("L")) < 128).mean()
+        assert ink > 0.001, f"{png.name} is blank"
+    ARTIFACTS.mkdir(exist_ok=True)
+    Image.open(pngs[0]).save(ARTIFACTS / "report-pdf-page1.png")
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["outputs"]["pdf"] == "report.pdf"
+
+    # without a printer: one line, non-zero, and the earlier PDF is untouched
+    before = pdf.read_bytes()
+    proc = subprocess.run([__import__("sys").executable, "-m", "talkgen", "build", "--config", str(cfg), "--out",
+                           str(out), "--format", "pdf", "--force"], capture_output=True, text=True,
+                          env=os.environ | {"TALKGEN_CHROMIUM": str(tmp_path / "no-such-chromium")})
+    assert proc.returncode != 0
+    assert "TALKGEN_CHROMIUM" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert pdf.read_bytes() == before

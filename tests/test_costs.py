@@ -55,3 +55,23 @@ def test_scaling_runs_the_main_analyses_at_each_width():
     assert set(sc["wall"]) == {"weights", "activations", "saliency", "curvature", "loss-landscape"}
     assert all(len(v) == 2 and min(v) > 0 for v in sc["wall"].values())
     assert torch.is_grad_enabled()
+
+
+def test_model_card_limitations_collect_findings_failed_checks_and_gaps():
+    from talkgen.analyses.base import Finding, Result
+    from talkgen.pipeline.runner import Outcome
+    from talkgen.render.deck import limitations_table
+
+    costs = Result(analysis="costs", subject="m", data={"fidelity": [
+        ["saliency: occlusion", "sanity checks", "rho 0.64", "fails a check"], ["probes", "selectivity", "+0.8", "trust"]]})
+    outcomes = [Outcome("m", "costs", "ok", result=costs), Outcome("m", "rnn-cells", "skipped", message="needs an LSTM"),
+                Outcome("other", "attention", "skipped", message="not this one")]
+    findings = [("m", Finding("high", "Trojan detector flags this model", "", 3.2, -0.3), "x"),
+                ("m", Finding("info", "just so", ""), "y"), ("other", Finding("high", "elsewhere", ""), "z")]
+    t = limitations_table("m", outcomes, findings)
+    assert t.report_only and t.id == "limitations"
+    text = [" | ".join(r) for r in t.rows]
+    assert text[0] == "finding, high | Trojan detector flags this model (measured 3.2 against -0.3)"
+    assert any("saliency: occlusion: fails a check" in r for r in text)
+    assert any(r.startswith("not measured | rnn-cells: needs an LSTM") for r in text)
+    assert not any("probes" in r or "elsewhere" in r or "just so" in r or "not this one" in r for r in text)

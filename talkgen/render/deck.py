@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -184,6 +184,8 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                 notes=Markup("Each analysis states why it does not apply; nothing is silently left out.")))
 
     ranked = sorted(findings, key=lambda t: SEVERITY_ORDER[t[1].severity])
+    slides = [replace(sl, tables=sl.tables + (limitations_table(sl.subject, outcomes, ranked),))
+              if sl.kind == "overview" and sl.analysis == "model-card" and sl.subject else sl for sl in slides]
     headlines = [(o, commentary.render(o.analysis, "headline", view_of(o.result, o.cost)))
                  for o in outcomes if o.status == "ok" and o.result is not None]
     slides.append(Slide(id="close", kind="closing", section="close", title="What we learned",
@@ -195,6 +197,34 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                 skipped=tuple(o for o in outcomes if o.status == "skipped"),
                 failed=tuple(o for o in outcomes if o.status == "failed"),
                 provenance=provenance)
+
+
+def limitations_table(subject: str, outcomes: Sequence[Outcome],
+                      findings: Sequence[tuple[str, Finding, str]]) -> Table:
+    """The model card's limitations, from this build: what was found against the model, which of the
+    tools used on it failed their own checks, and what could not be measured (report only)."""
+    rows: list[tuple[str, str]] = []
+    for subj, f, _ in findings:
+        if subj == subject and f.severity in ("high", "medium", "low"):
+            measured = f" (measured {f.value:.3g} against {f.threshold:.3g})" if (
+                f.value is not None and f.threshold is not None) else ""
+            rows.append((f"finding, {f.severity}", f"{f.title}{measured}"))
+    for o in outcomes:
+        if o.subject != subject:
+            continue
+        if o.analysis == "costs" and o.status == "ok" and o.result is not None:
+            for tool, check, measured, verdict in o.result.data.get("fidelity", []):
+                if verdict != "trust":
+                    rows.append(("tool not to rely on", f"{tool}: {verdict} ({check}; {measured})"))
+        elif o.status == "skipped":
+            rows.append(("not measured", f"{o.analysis}: {o.message}"))
+        elif o.status == "failed":
+            rows.append(("not measured", f"{o.analysis} failed: {o.message}"))
+    if not rows:
+        rows.append(("none found", "no finding, failed check or skipped analysis in this build"))
+    return Table(id="limitations", title="Limitations", columns=("kind", "what"), rows=tuple(rows),
+                 caption="Collected from this build: findings, tools that failed their checks on this model, and "
+                         "analyses that could not run.", report_only=True)
 
 
 def _section_of(analysis: str) -> str:
