@@ -9,10 +9,11 @@ random kind (solid patch, random binary pattern, or a whole-image blend), size, 
 class and poison rate.
 
 How it trains: members are trained together, ``chunk`` at a time. Their parameters are stacked
-into (M, ...) tensors and one ``torch.func.vmap`` of ``functional_call`` runs all M forward and
-backward passes as one batched computation (convolutions become grouped convolutions); SGD and
-Adam are applied as tensor updates with a per-member learning rate, cosine schedule, step
-count and "still training" mask. Each member draws its own minibatch from its own training
+into (M, ...) tensors and the model is rewritten so that the M members are the channels of one
+network (grouped convolutions in channels-last layout, batched matrix products for linear
+layers; ``torch.func.vmap`` of ``functional_call`` is the fallback for other layers); SGD and
+Adam are torch's fused per-member kernels with a per-member learning rate, cosine schedule,
+step count and "still training" mask. Each member draws its own minibatch from its own training
 subset with its own noisy labels and its own poisoned examples, through index tensors.
 
 Resumable and shardable: a chunk is written as one safetensors file (stacked weights, plus the
