@@ -62,10 +62,11 @@ def test_second_build_runs_nothing_and_params_rerun_only_their_analysis(user_mod
     assert sum(counted.values()) == 0
     assert all(o.cached for o in report.outcomes if o.status == "ok")
     build(_config(user_model_dir, params={"weights": {"max_side": 7}}), out)
-    # weights reruns, and the fingerprint that reads its result (which redoes its init-time analyses)
+    # weights reruns, and the two analyses that gather its result: the fingerprint (which redoes its
+    # init-time analyses) and the costs (which reads its ledger entry)
     from talkgen.analyses.fingerprint import AT_INIT
 
-    expected = {"weights": 1, "fingerprint": 1}
+    expected = {"weights": 1, "fingerprint": 1, "costs": 1}
     for a in AT_INIT:
         if a in first:
             expected[a] = expected.get(a, 0) + 1

@@ -32,7 +32,7 @@ def test_default_talk_uses_every_sample():
     ("[[subjects]]\nname = 'a'\nsample = 'x'\n", "unknown sample 'x'"),
     ("[[subjects]]\nname = 'a'\nmodel = 'm.py:f'\n", r"subjects\[0\].data: is required"),
     ("[[subjects]]\nname = 'a'\nsample = 'digits-cnn'\n[[subjects]]\nname = 'a'\nsample = 'digits-cnn'\n", "duplicate"),
-    ("formats = ['pdf']\n", "formats: unknown value 'pdf'"),
+    ("formats = ['docx']\n", "formats: unknown value 'docx'"),
     ("subjects = 3\n", "subjects: must be an array"),
 ])
 def test_errors_name_the_key(tmp_path, text, match):
