@@ -478,18 +478,20 @@ class MetaTrojan(_ZooAnalysis):
             detectors.append(det.eval())
         det = detectors[0]
 
-        def mntd_params(ps: dict[str, torch.Tensor]) -> np.ndarray:
-            return np.mean([mn.mntd_scores(d, forward, ps) for d in detectors], axis=0)
+        def each(ps: dict[str, torch.Tensor]) -> np.ndarray:
+            """(detectors, members) scores; the ensemble's score is their mean."""
+            return np.stack([mn.mntd_scores(d, forward, ps) for d in detectors])
 
-        singles_seen = [mn.auc(labels[test_seen], mn.mntd_scores(d, forward, sub(test_seen))) for d in detectors]
-        mntd = lambda idx: mntd_params(sub(idx))  # noqa: E731
+        seen_each = each(sub(test_seen))
+        singles_seen = [mn.auc(labels[test_seen], sc) for sc in seen_each]
+        mntd = lambda idx: each(sub(idx)).mean(0)  # noqa: E731
         X, _ = mn.weight_statistics(params)
         gbm = mn.gbm_classifier(ctx.seed).fit(X[fit_idx], labels[fit_idx])
         wscore = lambda idx: gbm.predict_proba(X[idx])[:, 1]  # noqa: E731
 
         threshold = mn.youden_threshold(labels[cal_idx], mntd(cal_idx))
         w_threshold = mn.youden_threshold(labels[cal_idx], wscore(cal_idx))
-        s_seen, s_unseen = mntd(test_seen), mntd(test_unseen)
+        s_seen, s_unseen = seen_each.mean(0), mntd(test_unseen)
         w_seen, w_unseen = wscore(test_seen), wscore(test_unseen)
         res = {
             "mntd": {"auc": mn.auc(labels[test_seen], s_seen), "auc_unseen": mn.auc(labels[test_unseen], s_unseen)},
@@ -501,7 +503,7 @@ class MetaTrojan(_ZooAnalysis):
             res[k]["fpr"] = float(pred[labels[idx] == 0].mean())
         # this subject
         sp = _subject_params(ctx.subject)
-        subject_score = float(mntd_params(sp)[0])
+        subject_score = float(each(sp).mean(0)[0])
         xs, _ = mn.weight_statistics(sp)
         subject_wscore = float(gbm.predict_proba(xs)[0, 1])
         flagged = subject_score > threshold

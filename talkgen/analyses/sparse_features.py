@@ -432,12 +432,10 @@ class SparseFeatures(Analysis):
             "dead_during_training": log.dead_during_training,
             "splice": splice, "headline": headline, "metric_name": metric_name, "metric_scale": conv,
             "scores": scores, "wins": wins, "dashboard": dashboard,
+            # the file load_sae reads: the "sae." arrays, with sae_state's metadata
             "export": {"file": "sparse-features.safetensors", "prefix": "sae.",
-                       "metadata": {"format": "talkgen-topk-sae", "d_in": str(d), "n_features": str(n_features),
-                                    "k": str(k), "site": site.label, "subject": s.name}},
+                       "metadata": sae_state(sae, cfg, {"site": site.label, "subject": s.name})[1]},
         }
-        _, meta = sae_state(sae, cfg, {"site": site.label, "subject": s.name})
-        data["export"]["metadata"] = meta
         return Result(analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries,
                       figures=tuple(figures), tables=tuple(tables), findings=tuple(findings), data=data)
 
