@@ -20,16 +20,12 @@ import torch
 from torch import nn
 
 from talkgen.analyses.base import Analysis, Context, Finding, Result, Scalar, register
+from talkgen.analyses.loss import predicted_classes as _predict
 from talkgen.analyses.specs import Curves, ImageGrid, Table
 
 TRIGGER_SHAPE = (1, 8, 8)  # inputs the bundled trigger applies to
 FRAGILE = 0.5           # share of predictions flipped by FGSM at the reference eps that earns a finding
 POINTS_AT = 4.0         # attribution on the trigger above this many times its area share earns a finding
-
-
-def _predict(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
 
 
 def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,12 @@ def loss_batch(subject, n: int, seed: int, seq_len: int | None = None) -> tuple[
     return x, y
 
 
+def predicted_classes(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """The classifier's argmax class for every row of ``x``, in batches, without gradients."""
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+
+
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if logits.ndim == 3:  # (B, T, V) next-token logits
         return nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())

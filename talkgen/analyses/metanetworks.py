@@ -96,10 +96,9 @@ def _subject_params(subject) -> dict[str, torch.Tensor]:
 
 
 def _measured_accuracy(subject) -> float:
-    with torch.no_grad():
-        pred = torch.cat([subject.model(subject.data.x_test[i:i + 512]).argmax(1)
-                          for i in range(0, len(subject.data.x_test), 512)])
-    return float((pred == subject.data.y_test).float().mean())
+    from talkgen.analyses.loss import predicted_classes
+
+    return float((predicted_classes(subject.model, subject.data.x_test) == subject.data.y_test).float().mean())
 
 
 @register
