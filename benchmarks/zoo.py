@@ -28,8 +28,8 @@ from talkgen.meta.zoo import (
 
 
 def sequential(source, members, steps: int, batch: int) -> tuple[float, float]:
-    """(seconds, mean test accuracy) of training each member in turn with torch.optim."""
-    accs = []
+    """(seconds, summed test accuracy) of training each member in turn with torch.optim."""
+    acc = 0.0
     t0 = time.perf_counter()
     for m in members:
         model = source.factory()
@@ -51,23 +51,21 @@ def sequential(source, members, steps: int, batch: int) -> tuple[float, float]:
             opt.step()
             sched.step()
         with torch.no_grad():
-            accs.append(float((model(source.x_test).argmax(1) == source.y_test).float().mean()))
-    return time.perf_counter() - t0, sum(accs) / len(accs)
+            acc += float((model(source.x_test).argmax(1) == source.y_test).float().mean())
+    return time.perf_counter() - t0, acc
 
 
-def vectorised(source, members, steps: int, batch: int, chunk: int) -> tuple[float, float, str]:
-    """Members trained ``chunk`` at a time, as ``talkgen zoo build`` does."""
+def vectorised(source, members, steps: int, batch: int, seed: int) -> tuple[float, float, str]:
+    """(seconds, summed test accuracy, how) of training ``members`` together, as one chunk of
+    ``talkgen zoo build``."""
     t0 = time.perf_counter()
-    correct = 0.0
-    for c in range(0, len(members), chunk):
-        part = sorted(members[c:c + chunk], key=lambda m: m["optimizer"] != "adam")
-        trainer = Trainer(source, part, batch)
-        st = trainer.initial()
-        for s in range(steps):
-            trainer.step(st, torch.Generator().manual_seed(hash_seed(0, c, s)))
-        pred = trainer.predict(st.params, source.x_test)
-        correct += float((pred == source.y_test).float().mean(1).sum())
-    return time.perf_counter() - t0, correct / len(members), trainer.how
+    part = sorted(members, key=lambda m: m["optimizer"] != "adam")
+    trainer = Trainer(source, part, batch)
+    st = trainer.initial()
+    for s in range(steps):
+        trainer.step(st, torch.Generator().manual_seed(hash_seed(0, seed, s)))
+    pred = trainer.predict(st.params, source.x_test)
+    return time.perf_counter() - t0, float((pred == source.y_test).float().mean(1).sum()), trainer.how
 
 
 def main() -> None:
@@ -82,14 +80,27 @@ def main() -> None:
     source = zoo_source("digits-cnn")
     spec = ZooSpec(n=args.members, chunk=args.members)
     members = [m | {"steps": args.steps} for m in chunk_members(spec, source)[0]]
-    tv, acc_v, how = vectorised(source, members, args.steps, args.batch, args.chunk)
-    ts, acc_s = sequential(source, members, args.steps, args.batch)
+    # One chunk at a time, both ways, in alternating order: a machine whose speed drifts during
+    # the run slows both sides alike, and the per-chunk ratios show how steady the timing was.
+    tv = ts = acc_v = acc_s = 0.0
+    ratios = []
+    for c in range(0, len(members), args.chunk):
+        part = members[c:c + args.chunk]
+        runs = [lambda: vectorised(source, part, args.steps, args.batch, c),
+                lambda: sequential(source, part, args.steps, args.batch)]
+        first, second = (runs if (c // args.chunk) % 2 == 0 else runs[::-1])
+        a, b = first(), second()
+        (v, s) = (a, b) if (c // args.chunk) % 2 == 0 else (b, a)
+        tv, acc_v, how = tv + v[0], acc_v + v[1], v[2]
+        ts, acc_s = ts + s[0], acc_s + s[1]
+        ratios.append(s[0] / v[0])
+    acc_v, acc_s = acc_v / len(members), acc_s / len(members)
     work = args.members * args.steps
     print(f"{args.members} members x {args.steps} steps, batch {args.batch}, {args.threads} threads, chunks of {args.chunk}")
     print(f"  sequential torch.optim loop : {ts:7.1f} s  {work / ts:7.0f} member-steps/s  mean test acc {acc_s:.3f}")
     print(f"  talkgen zoo ({how}) : {tv:7.1f} s  {work / tv:7.0f} member-steps/s  mean test acc {acc_v:.3f}")
+    print(f"  per-chunk ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"  ratio (vectorised / sequential throughput): {ts / tv:.2f}x")
-
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -35,6 +36,35 @@ def test_members_in_channels_forward_equals_each_members_own_forward(source):
     for m in range(3):
         ref = functional_call(template, {k: v[m] for k, v in params.items()}, (x[m],))
         torch.testing.assert_close(out[m], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_pool_before_relu_gives_the_same_values_and_gradients(source):
+    """The rewrite moves the ReLU after the max-pool that reads it; outputs and every parameter's
+    gradient are those of the model as written."""
+    template = source.factory()
+    rewritten = Z._pool_before_relu(copy.deepcopy(template))
+    order = [n.target for n in rewritten.graph.nodes if n.op == "call_module"]
+    assert order.index("pool") < order.index("act", order.index("conv2")), order  # conv2 -> pool -> act
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) - 0.3
+    grads = []
+    for net in (template, rewritten):
+        net.zero_grad()
+        out = net(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), {k: p.grad.clone() for k, p in net.named_parameters()}))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for k in grads[0][1]:
+        torch.testing.assert_close(grads[1][1][k], grads[0][1][k], msg=k)
+
+    class InPlace(nn.Module):  # an in-place ReLU is left alone (its input may be read elsewhere)
+        def __init__(self) -> None:
+            super().__init__()
+            self.act, self.pool = nn.ReLU(inplace=True), nn.MaxPool2d(2)
+
+        def forward(self, x):
+            return self.pool(self.act(x))
+
+    assert Z._pool_before_relu(InPlace()).__class__ is InPlace
 
 
 def test_an_unstackable_layer_falls_back_to_vmap():

@@ -11,7 +11,8 @@ class and poison rate.
 How it trains: members are trained together, ``chunk`` at a time. Their parameters are stacked
 into (M, ...) tensors and the model is rewritten so that the M members are the channels of one
 network (grouped convolutions in channels-last layout, batched matrix products for linear
-layers; ``torch.func.vmap`` of ``functional_call`` is the fallback for other layers); SGD and
+layers; a max-pool that reads a ReLU runs before it, on 4x fewer values, with the same result;
+``torch.func.vmap`` of ``functional_call`` is the fallback for other layers); SGD and
 Adam are torch's fused per-member kernels with a per-member learning rate, cosine schedule,
 step count and "still training" mask. Each member draws its own minibatch from its own training
 subset with its own noisy labels and its own poisoned examples, through index tensors.
@@ -277,13 +278,61 @@ class _NotStackable(Exception):
     pass
 
 
+def _is_relu(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return type(modules.get(str(node.target))) is nn.ReLU
+    return node.op in ("call_function", "call_method") and node.target in (torch.relu, nn.functional.relu, "relu")
+
+
+def _is_max_pool(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        m = modules.get(str(node.target))
+        return type(m) is nn.MaxPool2d and not m.return_indices
+    return node.op == "call_function" and node.target is nn.functional.max_pool2d and not node.kwargs.get("return_indices")
+
+
+def _pool_before_relu(model: nn.Module) -> nn.Module:
+    """``max_pool(relu(x))`` rewritten as ``relu(max_pool(x))``: the same values and gradients
+    (ReLU is monotone, so the window's maximum survives it; where the maximum is <= 0 both give 0
+    and no gradient), with the ReLU's forward and backward on the pooled, 4x smaller tensor. On
+    the digits CNN's 32-member chunks that is about 15% of a training step. Returns ``model``
+    unchanged when it cannot be traced or has no such pair."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - data-dependent control flow etc.: keep the module as written
+        return model
+    modules = dict(gm.named_modules())
+    swapped = 0
+    for pool in list(gm.graph.nodes):
+        if not _is_max_pool(pool, modules):
+            continue
+        relu = pool.args[0] if pool.args else None
+        if not isinstance(relu, torch.fx.Node) or not _is_relu(relu, modules) or len(relu.users) != 1:
+            continue
+        in_place = (getattr(modules.get(str(relu.target)), "inplace", False) if relu.op == "call_module"
+                    else relu.kwargs.get("inplace") or (len(relu.args) > 1 and relu.args[1]))
+        if in_place:
+            continue
+        pool.replace_input_with(relu, relu.args[0])      # pool reads the ReLU's input
+        with gm.graph.inserting_after(pool):
+            new = gm.graph.node_copy(relu, lambda n: pool)  # the ReLU now reads the pool's output
+        pool.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+        gm.graph.erase_node(relu)
+        swapped += 1
+    if not swapped:
+        return model
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
 def _members_in_channels(template: nn.Module) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
     """The model rewritten so that M members run as one model whose channels are the members'
     channels side by side: activations (B, M*C, H, W) in channels-last layout, features (B, M*F).
     Convolutions become grouped convolutions and linear layers batched matrix products; ReLU,
     pooling and flatten(1) need no change. Only for models built of Conv2d and Linear layers
     (anything else with parameters raises); the caller checks the result against vmap."""
-    model = copy.deepcopy(template)
+    model = _pool_before_relu(copy.deepcopy(template))
     for mod in list(model.modules()):
         for cname, child in list(mod.named_children()):
             if type(child) is nn.Conv2d:
@@ -334,6 +383,11 @@ def stacked_forward(template: nn.Module, example: torch.Tensor) -> tuple[Callabl
     except RuntimeError:
         ok = False
     return (f, "members-in-channels") if ok else (vf, "vmap")
+
+
+def _per_member(tensors) -> list[tuple[torch.Tensor, ...]]:
+    """Stacked (M, ...) tensors -> M tuples of that member's view of each."""
+    return list(zip(*(t.unbind(0) for t in tensors)))
 
 
 @dataclass
@@ -410,21 +464,31 @@ class Trainer:
             # torch's fused single-pass kernels, one call per member on its slices of every tensor:
             # on this hardware 9x faster than elementwise ops over all members at once, which are
             # bound by memory bandwidth. Finished or diverged members are not updated.
-            P, B1, B2 = (list(d.values()) for d in (st.params, st.buf1, st.buf2))
-            G = [gi.contiguous() for gi in grads]  # the kernels read memory in order; conv grads may be channels-last
+            # each member's slices of every tensor: views of the state, which is updated in place,
+            # are cut once per state; the gradients are new every step
+            P, B1, B2, counts = self._state_views(st)
+            G = _per_member(gi.contiguous() for gi in grads)  # the kernels read memory in order (conv grads may be channels-last)
+            n_tensors = len(P[0])
             for i in range(M):
                 if not active[i]:
                     continue
                 if i < self.n_adam:
-                    torch._fused_adam_([t[i] for t in P], [t[i] for t in G], [t[i] for t in B1], [t[i] for t in B2],
-                                       [], [st.counts[i]] * len(P),
+                    torch._fused_adam_(P[i], G[i], B1[i], B2[i], [], [counts[i]] * n_tensors,
                                        lr=lr[i], beta1=self.BETA1, beta2=self.BETA2, weight_decay=self.wd_list[i],
                                        eps=self.EPS, amsgrad=False, maximize=False)
                 else:
-                    torch._fused_sgd_([t[i] for t in P], [t[i] for t in G], [t[i] for t in B1], weight_decay=self.wd_list[i],
+                    torch._fused_sgd_(P[i], G[i], B1[i], weight_decay=self.wd_list[i],
                                       momentum=self.MOMENTUM, lr=lr[i], dampening=0.0, nesterov=False,
                                       maximize=False, is_first_step=False)
             st.step += 1
+
+    def _state_views(self, st: TrainState) -> tuple[list, list, list, tuple]:
+        key = tuple(t.data_ptr() for d in (st.params, st.buf1, st.buf2) for t in d.values()) + (st.counts.data_ptr(),)
+        if getattr(self, "_views_key", None) != key:
+            self._views_key = key
+            self._views = (_per_member(st.params.values()), _per_member(st.buf1.values()),
+                           _per_member(st.buf2.values()), st.counts.unbind(0))
+        return self._views
 
     @torch.no_grad()
     def predict(self, params: dict[str, torch.Tensor], x: torch.Tensor, batch: int = 512) -> torch.Tensor:
