@@ -419,10 +419,14 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
 class MetaTrojan(_ZooAnalysis):
     name = "meta-trojan"
     title = "A trojan detector trained on the zoo"
-    version = 2
+    version = 3
     deps = ("model-zoo",)
-    params = ZOO_PARAMS | {"queries": 32, "mntd_epochs": 100, "mntd_ensemble": 5, "unseen_trigger": "blend",
-                           "min_attack_success": 0.5}
+    # mntd_weight_decay: on the meta-classifier only (the queries have none). 0.1 with 50 epochs raised
+    # the full zoo's held-out AUC only from 0.868 to 0.880 (135 members), but at the calibrated threshold
+    # it flagged 27% of clean held-out members (against 9%) and left digits-cnn 0.09 below the threshold
+    # (against 5.5): scores squeezed together. At 0.3 the classifier collapses to a constant.
+    params = ZOO_PARAMS | {"queries": 32, "mntd_epochs": 100, "mntd_ensemble": 5, "mntd_weight_decay": 1e-3,
+                           "unseen_trigger": "blend", "min_attack_success": 0.5}
     quick = ZOO_QUICK | {"mntd_epochs": 15, "mntd_ensemble": 2}
 
     def run(self, ctx: Context) -> Result:
@@ -463,12 +467,13 @@ class MetaTrojan(_ZooAnalysis):
             gen = torch.Generator().manual_seed(seed_j)
             init = torch.rand((p["queries"], *src.image_shape), generator=gen)  # uniform noise, as in MNTD
             config = {"epochs": p["mntd_epochs"], "queries": p["queries"], "seed": seed_j,
+                      "weight_decay": p["mntd_weight_decay"],
                       "fit": [int(i) for i in fit_idx], "unseen": unseen_kind}
 
             def fit(init=init, seed_j=seed_j):
                 det = mn.train_mntd(forward, sub(fit_idx), labels[fit_idx], input_shape=src.image_shape,
                                     n_classes=src.n_classes, init_queries=init, epochs=p["mntd_epochs"], seed=seed_j,
-                                    n_queries=p["queries"])
+                                    n_queries=p["queries"], weight_decay=p["mntd_weight_decay"])
                 return det.state_dict(), {}
 
             state, _ = _fit_cached(zoo, "mntd", config, fit)

@@ -259,9 +259,34 @@ def _content_slides(o: Outcome, section: str, commentary: Commentary, figure_cac
             id=_slug(o.subject, o.analysis, spec.id), kind="figure", section=section,
             title=f"{spec.title} ({o.subject})",
             body=commentary.render(o.analysis, f"fig_{spec.id}", view, fallback=spec.caption),
-            notes=commentary.render(o.analysis, f"notes_{spec.id}", view, fallback=spec.caption),
+            notes=commentary.render(o.analysis, f"notes_{spec.id}", view,
+                                    fallback=f"{spec.caption} {HOW_TO_READ.get(spec.kind, '')}".strip()),
             figures=(ref,), subject=o.subject, analysis=o.analysis))
     return out
+
+
+# Speaker notes for a figure whose commentary has no notes of its own: its caption, then how to read
+# that kind of chart, for an audience that knows matrices but not every plot of the field.
+HOW_TO_READ = {
+    "heatmaps": "How to read it: every cell is one number of a matrix, its row and column say which two things "
+                "it connects, and its colour how large it is (the colour bar gives the scale). Structure (stripes, "
+                "blocks, a bright diagonal) means the layer does something organised; even speckle means it does not.",
+    "image_grid": "How to read it: every panel is drawn in the input's own shape, so a bright spot sits where "
+                  "that part of the input is; compare the panels with each other.",
+    "curves": "How to read it: every line follows one measured quantity along the horizontal axis; the shapes "
+              "of the lines, and where they part or cross, matter more than any single value.",
+    "bars": "How to read it: every bar is one measured number; bars side by side are the same measurement for "
+            "different things, so compare heights within a group.",
+    "scatter": "How to read it: every dot is one item measured two ways, one on each axis; dots along a line "
+               "mean the two measurements agree, a shapeless cloud means they do not.",
+    "trajectories": "How to read it: every path follows one layer through training, step by step; where a path "
+                    "turns is where training changed what that layer keeps about its input.",
+    "surface": "How to read it: height and colour give the loss over a two-dimensional slice of weight space "
+               "centred on the trained weights; a wide, flat basin means small changes to the weights barely "
+               "matter, a narrow one means they do.",
+    "coloured_text": "How to read it: every character is coloured by the value it gets; the scale is beside "
+                     "the text.",
+}
 
 
 def _analysis_title(name: str) -> str:
