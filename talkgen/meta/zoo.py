@@ -330,7 +330,8 @@ def _members_in_channels(template: nn.Module) -> Callable[[dict[str, torch.Tenso
     """The model rewritten so that M members run as one model whose channels are the members'
     channels side by side: activations (B, M*C, H, W) in channels-last layout, features (B, M*F).
     Convolutions become grouped convolutions and linear layers batched matrix products; ReLU,
-    pooling and flatten(1) need no change. Only for models built of Conv2d and Linear layers
+    pooling and flatten(1) need no change (a ReLU feeding a max-pool moves after it:
+    ``_pool_before_relu``). Only for models built of Conv2d and Linear layers
     (anything else with parameters raises); the caller checks the result against vmap."""
     model = _pool_before_relu(copy.deepcopy(template))
     for mod in list(model.modules()):
