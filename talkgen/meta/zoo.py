@@ -436,6 +436,8 @@ class Trainer:
             raise ValueError("a chunk lists its Adam members first")
         self.n_adam = sum(adam)
         self.total = int(self.steps.max())
+        self._views_key: tuple[int, ...] | None = None   # which state _views were cut from
+        self._views: tuple[list, list, list, tuple] | None = None
 
     def initial(self) -> TrainState:
         p = init_members(self.source, self.members)
@@ -485,7 +487,7 @@ class Trainer:
 
     def _state_views(self, st: TrainState) -> tuple[list, list, list, tuple]:
         key = tuple(t.data_ptr() for d in (st.params, st.buf1, st.buf2) for t in d.values()) + (st.counts.data_ptr(),)
-        if getattr(self, "_views_key", None) != key:
+        if self._views_key != key:
             self._views_key = key
             self._views = (_per_member(st.params.values()), _per_member(st.buf1.values()),
                            _per_member(st.buf2.values()), st.counts.unbind(0))
