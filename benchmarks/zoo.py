@@ -21,10 +21,7 @@ import time
 import torch
 from torch import nn
 
-from talkgen.meta.zoo import (
-    Trainer, ZooSpec, _Batches, apply_trigger, chunk_members, hash_seed, init_members, trigger_tensors,
-    zoo_source,
-)
+from talkgen.meta.zoo import Trainer, ZooSpec, _Batches, chunk_members, hash_seed, init_members, zoo_source
 
 
 def sequential(source, members, steps: int, batch: int) -> tuple[float, float]:
