@@ -113,3 +113,35 @@ def test_clean_keeps_cache_when_asked(quick_build, tmp_path):
     shutil.copytree(quick_build, copy)
     run_cli("clean", "--out", str(copy), "--keep-cache", check=True)
     assert [p.name for p in copy.iterdir()] == ["cache"]
+
+
+def test_every_figure_has_speaker_notes_of_its_own(quick_build):
+    """Each figure's notes explain that figure with this build's numbers; the generic 'how to read this kind
+    of chart' text is only a fallback for a figure added without notes, and the built-in talk has none."""
+    nb = nbformat.read(quick_build / "talk.ipynb", as_version=4)
+    cells = nb.cells
+    generic = []
+    for i, c in enumerate(cells):
+        if c.metadata["talkgen"].get("part") != "figure":
+            continue
+        notes = next((n for n in cells[i + 1:i + 3] if n.metadata["talkgen"].get("part") == "notes"), None)
+        assert notes is not None and notes.source.strip(), c.source
+        if "How to read it:" in notes.source:
+            generic.append(c.source)
+    assert not generic, generic
+
+
+def test_closing_bullets_come_from_this_builds_numbers(quick_build):
+    nb = nbformat.read(quick_build / "talk.ipynb", as_version=4)
+    closing = [c for c in nb.cells if c.metadata["talkgen"].get("kind") == "closing"]
+    assert len(closing) == 1
+    text = closing[0].source
+    summary = json.loads((quick_build / "summary.json").read_text())
+    attacks = summary["subjects"]["digits-cnn"]["analyses"]["attacks"]["summaries"]
+    fgsm, rand = attacks["flip_rate.fgsm"]["value"], attacks["flip_rate.random"]["value"]
+    assert "From this build's measurements:" in text
+    if fgsm >= 2 * rand + 0.05:  # the attack lesson clears its bar: its numbers are this build's
+        assert f"flips {100 * fgsm:.0f}% of digits-cnn's correct predictions" in text
+    trojan = summary["subjects"]["digits-cnn-trojan"]["analyses"]["meta-trojan"]["summaries"]
+    assert ("flags digits-cnn-trojan" in text) == bool(trojan["flagged"]["value"])
+    assert text.count("\n- ") <= 6 + 3  # at most six lessons and three findings

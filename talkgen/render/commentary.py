@@ -3,8 +3,11 @@
 A commentary template is ``<analysis>.md.j2`` and defines macros, each taking ``r``
 (a :class:`ResultView`): ``overview(r)`` and ``notes(r)`` for the analysis's first slide,
 ``fig_<id>(r)`` and ``notes_<id>(r)`` for the slide of figure ``<id>`` (dashes in the id
-become underscores), and ``headline(r)``, one line for the closing slide. A missing macro
-falls back to the figure's caption. Autoescape is on and undefined names are errors.
+become underscores; a family of figures such as ``text-0``, ``text-1`` can share ``notes_text(r, fig)``,
+which also receives the figure's spec), ``lesson(r)``, a sentence for the closing slide's "what
+we learned" that is empty unless the measurement clears the bar the macro states, and
+``headline(r)``, one line the closing slide falls back to when no analysis has a lesson. A
+missing macro falls back to the figure's caption. Autoescape is on and undefined names are errors.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ def pct(value: Any, digits: int = 1) -> str:
     return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.{digits}f}%"
 
 
+def exp_neg(value: Any) -> float:
+    """e^-x: a mean cross-entropy of x nats is a geometric-mean probability of e^-x for the right answer."""
+    v = value.value if isinstance(value, Scalar) else value
+    return math.exp(-float(v))
+
+
 @dataclass(frozen=True)
 class ResultView:
     """What a commentary template sees: the result's data and numbers, and its cost."""
@@ -69,6 +78,7 @@ def make_env(templates: Path) -> jinja2.Environment:
     )
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
+    env.filters["exp_neg"] = exp_neg
     return env
 
 
@@ -85,12 +95,25 @@ class Commentary:
         except jinja2.TemplateNotFound:
             return None
 
-    def render(self, analysis: str, macro: str, view: ResultView, fallback: str = "") -> Markup:
+    def render(self, analysis: str, macro: str, view: ResultView, fallback: str = "",
+               figure: Any = None) -> Markup:
+        """Render ``macro`` for ``view``. With ``figure`` (a FigureSpec), a figure whose id has a
+        variable tail (``text-0``, ``feature-113``, ``cell-bracket-depth``) and no macro of its own
+        is served by its family's macro (``notes_text``, ...), which is called as ``macro(r, fig)``."""
         module = self._module(analysis)
-        fn = getattr(module, macro.replace("-", "_"), None) if module is not None else None
-        if fn is None:
+        if module is None:
             return escape(fallback)
-        return Markup(str(fn(view)).strip())
+        fn = getattr(module, macro.replace("-", "_"), None)
+        if fn is not None:
+            return Markup(str(fn(view)).strip())
+        if figure is not None:
+            head = macro
+            while "-" in head:
+                head = head.rsplit("-", 1)[0]
+                fn = getattr(module, head.replace("-", "_"), None)
+                if fn is not None:
+                    return Markup(str(fn(view, figure)).strip())
+        return escape(fallback)
 
     def render_file(self, name: str, **context: Any) -> Markup:
         return Markup(self.env.get_template(name).render(**context).strip())

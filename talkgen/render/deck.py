@@ -130,6 +130,7 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
         subject_order.setdefault(o.subject, len(subject_order))
     slides: list[Slide] = []
     findings: list[tuple[str, Finding, str]] = []
+    learned: dict[str, tuple[str, Markup]] = {}  # analysis -> (section, lesson), in outline order
     counter = [0]
 
     slides.append(Slide(id="title", kind="title", section="title", title=title,
@@ -161,6 +162,10 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
         for o in members:
             if o.status == "ok":
                 assert o.result is not None
+                if o.analysis not in learned:  # one lesson per analysis: its first subject with something to say
+                    text = commentary.render(o.analysis, "lesson", view_of(o.result, o.cost))
+                    if str(text).strip():
+                        learned[o.analysis] = (sec.id, text)
                 new = _content_slides(o, sec.id, commentary, figure_cache, counter)
                 slides.extend(new)
                 for f in o.result.findings:
@@ -190,6 +195,7 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                  for o in outcomes if o.status == "ok" and o.result is not None]
     slides.append(Slide(id="close", kind="closing", section="close", title="What we learned",
                         body=commentary.render_file("commentary/_closing.md.j2", findings=ranked,
+                                                    lessons=closing_lessons(learned),
                                                     headlines=[h for h in headlines if h[1]]),
                         notes=commentary.render_file("commentary/_closing_notes.md.j2", outcomes=outcomes)))
     return Deck(title=title, subtitle=subtitle, speaker=speaker, sections=sections, slides=tuple(slides),
@@ -260,9 +266,24 @@ def _content_slides(o: Outcome, section: str, commentary: Commentary, figure_cac
             title=f"{spec.title} ({o.subject})",
             body=commentary.render(o.analysis, f"fig_{spec.id}", view, fallback=spec.caption),
             notes=commentary.render(o.analysis, f"notes_{spec.id}", view,
-                                    fallback=f"{spec.caption} {HOW_TO_READ.get(spec.kind, '')}".strip()),
+                                    fallback=f"{spec.caption} {HOW_TO_READ.get(spec.kind, '')}".strip(),
+                                    figure=spec),
             figures=(ref,), subject=o.subject, analysis=o.analysis))
     return out
+
+
+def closing_lessons(learned: Mapping[str, tuple[str, Markup]], per_section: int = 2,
+                    most: int = 6) -> list[Markup]:
+    """The closing slide's "what we learned": the lessons the analyses drew from this build's numbers
+    (a ``lesson`` macro says something only when its measurement clears a bar), at most ``per_section``
+    from each section of the outline so the close retraces the whole talk, in outline order."""
+    taken: dict[str, int] = {}
+    out = []
+    for section, text in learned.values():
+        if taken.get(section, 0) < per_section:
+            taken[section] = taken.get(section, 0) + 1
+            out.append(text)
+    return out[:most]
 
 
 # Speaker notes for a figure whose commentary has no notes of its own: its caption, then how to read
