@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -75,6 +76,38 @@ def test_slides_offline_keyboard_and_images(browser, quick_build):
     page.wait_for_timeout(200)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "slide-content.png"))
+    assert blocked == [] and errors == [] and dialogs == []
+
+
+def test_section_four_and_the_closing_render_in_a_browser(browser, quick_build):
+    """The costs and attacks slides, the scaling fit and the closing lessons are shown, images loaded."""
+    page, blocked, errors, dialogs = open_offline(browser, quick_build / "slides.html")
+    page.wait_for_function("() => window.Reveal && Reveal.isReady()")
+    summary = json.loads((quick_build / "summary.json").read_text())
+    costs = summary["subjects"]["digits-cnn"]["analyses"]["costs"]["summaries"]
+    shown = {}
+    for prefix in ("section-costs", "digits-cnn-costs-compute-", "digits-cnn-costs-scaling-",
+                   "digits-cnn-attacks-attack-", "digits-cnn-trojan-attacks-trigger-", "close"):
+        found = page.evaluate(
+            """p => { const s = [...document.querySelectorAll('section[id]')].find(e => e.id === p || e.id.startsWith(p));
+                      if (!s) return null; const i = Reveal.getIndices(s); Reveal.slide(i.h, i.v || 0);
+                      const r = s.getBoundingClientRect();
+                      const imgs = [...s.querySelectorAll('img')].map(m => m.complete ? m.naturalWidth : 0);
+                      return {present: s.classList.contains('present'), height: r.height, imgs: imgs,
+                              text: s.innerText}; }""", prefix)
+        assert found is not None, prefix
+        assert found["present"] and found["height"] > 100, (prefix, found)
+        if prefix.startswith("digits-cnn"):
+            assert found["imgs"] and all(w > 0 for w in found["imgs"]), (prefix, found["imgs"])
+        shown[prefix] = found["text"]
+    # the fitted exponents are printed on the scaling slide, as summary.json has them
+    from talkgen.render.commentary import fmt
+
+    exponents = {k.split(".", 1)[1]: v["value"] for k, v in costs.items() if k.startswith("scaling_exponent.")}
+    assert len(exponents) >= 3
+    for name, value in exponents.items():
+        assert f"{name}: b = {fmt(value)}" in shown["digits-cnn-costs-scaling-"], (name, value)
+    assert "From this build's measurements" in shown["close"]
     assert blocked == [] and errors == [] and dialogs == []
 
 
