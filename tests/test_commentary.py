@@ -57,3 +57,12 @@ def test_closing_keeps_the_outline_order_and_at_most_two_lessons_per_section():
     assert [str(t) for t in closing_lessons(learned)] == ["a", "b", "d", "e"]
     assert [str(t) for t in closing_lessons(learned, per_section=1, most=2)] == ["a", "d"]
     assert closing_lessons({}) == []
+
+
+def test_fmt_writes_thousands_in_full_and_extremes_in_scientific_notation():
+    from talkgen.render.commentary import fmt
+
+    assert fmt(6779.8) == "6,780" and fmt(-1234.5) == "-1,230" and fmt(999.5) == "1,000"
+    assert fmt(12.345) == "12.3" and fmt(0.0123) == "0.0123" and fmt(1500.0) == "1,500"
+    assert fmt(123456.7) == "1.23e+05" and fmt(0.0001234) == "1.23e-04"
+    assert fmt(None) == "n/a" and fmt(float("nan")) == "n/a"

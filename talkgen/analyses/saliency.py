@@ -72,7 +72,7 @@ class Saliency(Analysis):
     name = "saliency"
     title = "Saliency maps and their sanity checks"
     section = "looking-in"
-    version = 1
+    version = 2  # 2: findings' titles agree in number ("1 saliency method does not ...")
     applies_text = ("image classifiers (batch x channels x height x width); token models get per-token saliency "
                     "over their text")
     params = {"n_inputs": 64, "show": 6, "deletion_inputs": 256, "ig_steps": 50, "smooth_samples": 50,
@@ -283,14 +283,16 @@ class Saliency(Analysis):
         worse = [k for k in keys if not order_pass[k]]
         if worse:
             findings.append(Finding(
-                "medium", f"{len(worse)} saliency methods do not beat a random pixel order",
+                "medium", f"{len(worse)} saliency {'method does' if len(worse) == 1 else 'methods do'} not beat a "
+                          "random pixel order",
                 "; ".join(f"{labels[k]}: deletion AUC {dels[k]:.3f}, insertion {ins[k]:.3f}" for k in worse)
                 + f" (random: {random_del:.3f}, {random_ins:.3f})",
                 value=max(dels[k] for k in worse), threshold=random_del))
         changed = [k for k in invariance if not invariance_pass[k]]
         if changed:
             findings.append(Finding(
-                "low", f"{len(changed)} saliency methods are not input-invariant",
+                "low", f"{len(changed)} saliency {'method is' if len(changed) == 1 else 'methods are'} not "
+                       "input-invariant",
                 f"{', '.join(f'{labels[k]} ({invariance[k]:.0%})' for k in changed)} change on a twin network that "
                 f"computes the same function of inputs shifted by {p['input_shift']:g}",
                 value=max(invariance[k] for k in changed), threshold=p["invariance_tolerance"]))

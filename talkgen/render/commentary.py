@@ -39,7 +39,10 @@ def fmt(value: Any, digits: int = 3) -> str:
         return f"{int(v):,}"
     if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
         return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}"
+    out = f"{v:.{digits}g}"
+    if "e" in out:  # 6779.8 gives "6.78e+03": print the rounded number in full, "6,780"
+        out = f"{float(out):,.0f}"
+    return out
 
 
 def pct(value: Any, digits: int = 1) -> str:
