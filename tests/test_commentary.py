@@ -66,3 +66,22 @@ def test_fmt_writes_thousands_in_full_and_extremes_in_scientific_notation():
     assert fmt(12.345) == "12.3" and fmt(0.0123) == "0.0123" and fmt(1500.0) == "1,500"
     assert fmt(123456.7) == "1.23e+05" and fmt(0.0001234) == "1.23e-04"
     assert fmt(None) == "n/a" and fmt(float("nan")) == "n/a"
+
+
+def test_closing_template_states_lessons_else_falls_back_to_headlines():
+    from types import SimpleNamespace
+
+    from markupsafe import Markup
+
+    from talkgen.resources import templates_dir
+
+    c = Commentary(templates_dir())
+    o = SimpleNamespace(subject="m<1>", status="ok")
+    with_lessons = str(c.render_file("commentary/_closing.md.j2", lessons=[Markup("a lesson")], findings=[],
+                                     headlines=[]))
+    assert "From this build's measurements:" in with_lessons and "- a lesson" in with_lessons
+    fallback = str(c.render_file("commentary/_closing.md.j2", lessons=[], findings=[],
+                                 headlines=[(o, Markup("accuracy 0.98"))]))
+    assert "What we measured:" in fallback and "- m&lt;1&gt;: accuracy 0.98" in fallback
+    empty = str(c.render_file("commentary/_closing.md.j2", lessons=[], findings=[], headlines=[]))
+    assert "nothing measured to close on" in empty

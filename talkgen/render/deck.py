@@ -191,11 +191,12 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
     ranked = sorted(findings, key=lambda t: SEVERITY_ORDER[t[1].severity])
     slides = [replace(sl, tables=sl.tables + (limitations_table(sl.subject, outcomes, ranked),))
               if sl.kind == "overview" and sl.analysis == "model-card" and sl.subject else sl for sl in slides]
-    headlines = [(o, commentary.render(o.analysis, "headline", view_of(o.result, o.cost)))
-                 for o in outcomes if o.status == "ok" and o.result is not None]
+    lessons = closing_lessons(learned)
+    # headlines are the closing's fallback: rendered only when no analysis had a lesson to state
+    headlines = [] if lessons else [(o, commentary.render(o.analysis, "headline", view_of(o.result, o.cost)))
+                                    for o in outcomes if o.status == "ok" and o.result is not None]
     slides.append(Slide(id="close", kind="closing", section="close", title="What we learned",
-                        body=commentary.render_file("commentary/_closing.md.j2", findings=ranked,
-                                                    lessons=closing_lessons(learned),
+                        body=commentary.render_file("commentary/_closing.md.j2", findings=ranked, lessons=lessons,
                                                     headlines=[h for h in headlines if h[1]]),
                         notes=commentary.render_file("commentary/_closing_notes.md.j2", outcomes=outcomes)))
     return Deck(title=title, subtitle=subtitle, speaker=speaker, sections=sections, slides=tuple(slides),
