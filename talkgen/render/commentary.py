@@ -24,12 +24,16 @@ from markupsafe import Markup, escape
 from talkgen.analyses.base import Result, Scalar
 
 
+def _plain(value: Any) -> Any:
+    """A template filter's argument as a plain number: a Scalar's value, anything else as given."""
+    return value.value if isinstance(value, Scalar) else value
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """A number with ``digits`` significant digits; 'n/a' for NaN/None."""
+    value = _plain(value)
     if value is None:
         return "n/a"
-    if isinstance(value, Scalar):
-        value = value.value
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return f"{value:,}"
     v = float(value)
@@ -46,14 +50,13 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def pct(value: Any, digits: int = 1) -> str:
-    v = value.value if isinstance(value, Scalar) else value
+    v = _plain(value)
     return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.{digits}f}%"
 
 
 def exp_neg(value: Any) -> float:
     """e^-x: a mean cross-entropy of x nats is a geometric-mean probability of e^-x for the right answer."""
-    v = value.value if isinstance(value, Scalar) else value
-    return math.exp(-float(v))
+    return math.exp(-float(_plain(value)))
 
 
 @dataclass(frozen=True)
