@@ -31,6 +31,16 @@ def test_roundtrip(tmp_path):
     assert back.figures[0] == r.figures[0]
 
 
+def test_roundtrip_keeps_the_order_of_summaries_and_data(tmp_path):
+    """Commentary iterates these dicts, so a cached result must read back in the order it was written."""
+    r = dataclasses.replace(_result(), summaries={"zeta": Scalar(1.0, "", "z"), "alpha": Scalar(2.0, "", "a")},
+                            data={"z": 1, "a": {"y": 2, "b": 3}})
+    r.save(str(tmp_path))
+    back = Result.load(str(tmp_path))
+    assert list(back.summaries) == ["zeta", "alpha"]
+    assert list(back.data) == ["z", "a"] and list(back.data["a"]) == ["y", "b"]
+
+
 def test_frozen():
     r = _result()
     with pytest.raises(dataclasses.FrozenInstanceError):

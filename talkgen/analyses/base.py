@@ -102,7 +102,9 @@ class Result:
         """Write ``arrays.npz`` and ``result.json`` into an existing directory."""
         np.savez(os.path.join(directory, "arrays.npz"), **dict(self.arrays))
         with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, indent=1, sort_keys=True, allow_nan=True)
+            # keys in the order the analysis wrote them: a result read back from the cache renders exactly as
+            # the fresh one (commentary iterates its dicts; sorted keys reordered lists on the slides)
+            json.dump(self.to_json(), f, indent=1, allow_nan=True)
 
     @classmethod
     def load(cls, directory: str) -> "Result":

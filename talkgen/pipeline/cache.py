@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from talkgen.analyses.base import Result
 from talkgen.hashing import hash_json
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: result.json keeps the analysis's key order (1 sorted the keys)
 
 
 def cache_key(analysis: str, version: int, params: Mapping[str, Any], seed: int,
