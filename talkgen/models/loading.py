@@ -140,11 +140,15 @@ def _load_archive(path: str) -> nn.Module:
     if not os.path.isfile(path):
         raise TalkgenError(f"model file not found: {path}")
     if path.endswith(".pt2"):
+        from talkgen.models.export_archive import load_exported_program
+
+        program = load_exported_program(path)  # checked for anything that would run code first
         try:
-            program = torch.export.load(path)
+            module = program.module()
         except Exception as exc:  # noqa: BLE001
-            raise TalkgenError(f"{path}: not a torch.export program ({type(exc).__name__}: {exc})") from None
-        return ExportedModel(program.module())
+            raise TalkgenError(f"{path}: not a usable torch.export program ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:200]})") from None
+        return ExportedModel(module)
     names = _zip_names(path)
     if names is not None and any("/code/" in n or n.endswith("constants.pkl") for n in names):
         try:
