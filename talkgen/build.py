@@ -272,10 +272,12 @@ def _render_key(config: TalkConfig, subjects: Sequence[Subject], outcomes: Seque
         "subjects": [[s.name, s.model_hash, s.data_hash, s.source] for s in subjects],
         "outcomes": [[o.subject, o.analysis, o.status, o.key, o.message] for o in outcomes],
     }).encode())
-    for path in sorted(templates.rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(templates)).encode())
-            h.update(path.read_bytes())
+    render_code = Path(__file__).parent / "render"  # a changed renderer re-renders, even at the same version
+    for base in (templates, render_code):
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and path.suffix != ".pyc":
+                h.update(str(path.relative_to(base)).encode())
+                h.update(path.read_bytes())
     return h.hexdigest()
 
 

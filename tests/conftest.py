@@ -97,15 +97,35 @@ def chromium_path() -> str | None:
 
 
 HOSTILE = "<script>alert(1)</script>"
+# Markdown that would become live links if user text were not escaped as Markdown too.
+LINK = "[x](javascript:alert(1))"
+AUTOLINK = "<javascript:alert(2)>"
 
 
 @pytest.fixture(scope="session")
 def hostile_build(tmp_path_factory) -> Path:
-    """A build whose model name and class labels are HTML: they must come out as text."""
-    d = write_user_project(tmp_path_factory.mktemp("hostile"), classes=(HOSTILE, "b|c", "d"))
+    """A build whose title, subtitle, speaker, model name, class labels and a layer name are HTML
+    and Markdown links: they must come out as text."""
+    d = write_user_project(tmp_path_factory.mktemp("hostile"), classes=(HOSTILE, "b|c", LINK))
+    (d / "linked.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        f"NAME = {LINK!r}\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.add_module(NAME, nn.Conv2d(1, 3, 3, padding=1))\n"
+        "        self.fc = nn.Linear(3 * 4 * 4, 3)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.relu(getattr(self, NAME)(x)).flatten(1))\n\n"
+        "def make_model():\n"
+        "    torch.manual_seed(1)\n"
+        "    return Net()\n", encoding="utf-8")
     (d / "talk.toml").write_text(
-        f'title = "Audit {HOSTILE}"\n[[subjects]]\nname = "{HOSTILE}"\nmodel = "models.py:make_model"\n'
-        'weights = "weights.safetensors"\ndata = "data.npz"\n', encoding="utf-8")
+        f'title = "Audit {HOSTILE} {LINK}"\nsubtitle = "{LINK}"\nspeaker = "{AUTOLINK}"\n'
+        f'[[subjects]]\nname = "{HOSTILE}"\nmodel = "models.py:make_model"\n'
+        'weights = "weights.safetensors"\ndata = "data.npz"\n'
+        f'[[subjects]]\nname = "{LINK}"\nmodel = "linked.py:make_model"\ndata = "data.npz"\n',
+        encoding="utf-8")
     run_cli("build", "--config", str(d / "talk.toml"), "--out", str(d / "build"), check=True)
     return d / "build"
 

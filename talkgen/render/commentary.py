@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jinja2
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from talkgen.analyses.base import Result, Scalar
+from talkgen.render.text import md_escape, md_finalize
 
 
 def _plain(value: Any) -> Any:
@@ -81,6 +82,7 @@ def make_env(templates: Path) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        finalize=md_finalize,  # user strings (names, labels, messages) stay text in the Markdown
     )
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
@@ -108,7 +110,7 @@ class Commentary:
         is served by its family's macro (``notes_text``, ...), which is called as ``macro(r, fig)``."""
         module = self._module(analysis)
         if module is None:
-            return escape(fallback)
+            return md_escape(fallback)
         fn = getattr(module, macro.replace("-", "_"), None)
         if fn is not None:
             return Markup(str(fn(view)).strip())
@@ -119,7 +121,7 @@ class Commentary:
                 fn = getattr(module, head.replace("-", "_"), None)
                 if fn is not None:
                     return Markup(str(fn(view, figure)).strip())
-        return escape(fallback)
+        return md_escape(fallback)
 
     def render_file(self, name: str, **context: Any) -> Markup:
         return Markup(self.env.get_template(name).render(**context).strip())

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from talkgen.analyses.base import Finding, Result
 from talkgen.analyses.specs import FigureSpec, Table
@@ -20,6 +20,7 @@ from talkgen.hashing import canonical_json
 from talkgen.pipeline.runner import Outcome
 from talkgen.render import style
 from talkgen.render.commentary import Commentary, view_of
+from talkgen.render.text import md_escape
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
@@ -158,7 +159,7 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                 id=f"section-{sec.id}", kind="divider", section=sec.id, title=f"{sec.number}. {sec.title}",
                 body=commentary.render_file("commentary/_divider.md.j2", section=sec,
                                             ran=sorted({o.analysis for o in ran}), n_members=len(members)),
-                notes=escape(sec.lede)))
+                notes=md_escape(sec.lede)))
         for o in members:
             if o.status == "ok":
                 assert o.result is not None
@@ -318,9 +319,9 @@ def _analysis_title(name: str) -> str:
 
 
 def table_markdown(table: Table) -> str:
-    """A markdown table with every cell escaped (HTML and the pipe character)."""
+    """A markdown table with every cell escaped (HTML and Markdown, the pipe character included)."""
     def cell(text: str) -> str:
-        return str(escape(str(text))).replace("|", "&#124;")
+        return str(md_escape(text))
 
     head = "| " + " | ".join(cell(c) for c in table.columns) + " |"
     rule = "|" + "|".join(" --- " for _ in table.columns) + "|"

@@ -20,6 +20,17 @@ from traitlets import default
 from talkgen.render.assets import reveal_assets
 
 
+def markdown_to_html(source: str) -> str:
+    """nbconvert's Markdown renderer (math included) with harmful link protocols off: a
+    ``javascript:``, ``vbscript:``, ``file:`` or non-image ``data:`` URL becomes ``#harmful-link``.
+    nbconvert's own filter allows them. The deck escapes user text as well (``render.text``); this is
+    the second guard. Headings get no anchor links: slides and report anchor on the deck's own slide ids."""
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    renderer = IPythonRenderer(escape=False, allow_harmful_protocols=False, exclude_anchor_links=True)
+    return MarkdownWithMath(renderer=renderer).render(source)
+
+
 class _TalkgenExporter(TemplateExporter):
     output_mimetype = "text/html"
     # The notebook is built and validated by talkgen: none of nbconvert's default preprocessors
@@ -38,6 +49,7 @@ class _TalkgenExporter(TemplateExporter):
         env = super()._create_environment()
         env.autoescape = True
         env.undefined = jinja2.StrictUndefined
+        env.filters["markdown2html"] = markdown_to_html
         return env
 
 

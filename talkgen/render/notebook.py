@@ -14,10 +14,10 @@ import pprint
 from typing import Any, Mapping
 
 import nbformat
-from markupsafe import escape
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from talkgen.render.deck import Deck, Slide, table_markdown
+from talkgen.render.text import md_escape as escape
 
 
 def _md(text: str, slide_type: str, **meta: Any) -> nbformat.NotebookNode:
@@ -40,7 +40,7 @@ def _findings_markdown(deck: Deck) -> str:
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for i, (subject, f, slide_id) in enumerate(deck.findings, 1):
         def c(x: Any) -> str:
-            return str(escape("" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x))).replace("|", "&#124;")
+            return str(escape("" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)))
         rows.append(f"| {i} | **{c(f.severity)}** | {c(subject)} | {c(f.title)}: {c(f.detail)} | "
                     f"{c(f.value)} | {c(f.threshold)} | [evidence](#{slide_id}) |")
     return "## Findings\n\nRanked by severity.\n\n" + "\n".join(rows)
@@ -73,7 +73,7 @@ def _provenance_markdown(deck: Deck) -> str:
     p = deck.provenance
     lines = ["## Provenance", "", "| item | value |", "| --- | --- |"]
     for key, value in p.get("facts", {}).items():
-        lines.append(f"| {escape(key)} | {escape(str(value)).replace('|', '&#124;')} |")
+        lines.append(f"| {escape(key)} | {escape(str(value))} |")
     lines += ["", "**Cost ledger** (wall time, peak extra resident memory, forward/backward passes of the subject model)",
               "", "| subject | analysis | status | wall s | peak MB | forward | backward | cached |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
