@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import math
 import platform
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,6 +22,7 @@ import torch
 from talkgen.analyses.base import Finding, Result
 from talkgen.config import SubjectConfig, TalkConfig
 from talkgen.errors import TalkgenError
+from talkgen import outdir
 from talkgen.files import write_atomic
 from talkgen.pipeline import Cache, make_plan, run_plan
 from talkgen.pipeline.plan import select_names
@@ -145,7 +147,12 @@ def summary_json(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequ
 
 def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = False,
           progress: Callable[[str], None] | None = None) -> BuildReport:
-    """Run the talk described by ``config`` into ``out``; returns the exit code and outputs."""
+    """Run the talk described by ``config`` into ``out``; returns the exit code and outputs.
+
+    Every input is checked before ``out`` is touched; the analyses run under the folder's lock and
+    the outputs are rendered into a staging folder that replaces the previous outputs together
+    (``talkgen.outdir``)."""
+    out = outdir.check_output_dir(Path(out))
     if "pdf" in config.formats:  # fail before any work when the printer is missing
         from talkgen.render.pdf import find_chromium
 
@@ -154,14 +161,15 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     subjects = [load_subject(sc) for sc in config.subjects]
     plan = make_plan(subjects, names, config.profile, config.params)  # validates params too
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):  # left by a build that was killed mid-write
-        stale.unlink()
-    cache = Cache(out / "cache")
-    outcomes = run_plan(plan, cache, seed=config.seed, device=config.device, profile=config.profile,
-                        force=force, strict=strict, progress=progress)
+    outdir.claim(out)
+    with outdir.locked(out):
+        outcomes = run_plan(plan, Cache(out / "cache"), seed=config.seed, device=config.device,
+                            profile=config.profile, force=force, strict=strict, progress=progress)
+        return _render(config, subjects, outcomes, out, force)
 
+
+def _render(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome], out: Path,
+            force: bool) -> BuildReport:
     warnings: list[str] = []
     input_findings: dict[str, list[Finding]] = {}
     for s in subjects:
@@ -175,10 +183,40 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
                 input_findings[s.name] = [Finding(severity="high", title="non-finite weights",
                                                   detail=f"{total} NaN/inf entries in {', '.join(bad)}",
                                                   value=float(total), threshold=0.0)]
+    versions = _versions()
+    templates = templates_dir()
+    exit_code = 1 if any(o.status == "failed" for o in outcomes) else 0
+    if warnings:
+        exit_code = 2
+    key = _render_key(config, subjects, outcomes, templates, versions)
+    fresh = None if force else _up_to_date(out, key, config.formats)
+    if fresh is not None:  # nothing that the outputs depend on has changed: keep them as they are
+        return BuildReport(exit_code=exit_code, outputs=fresh, outcomes=list(outcomes), warnings=warnings)
+    staging = outdir.new_staging(out)
+    try:
+        made = _write_outputs(config, subjects, outcomes, staging, out, templates, versions, input_findings,
+                              exit_code, key)
+        outdir.commit(out, staging)
+    finally:
+        if staging.exists():  # not committed: the earlier outputs stay as they were
+            shutil.rmtree(staging, ignore_errors=True)
+    return BuildReport(exit_code=exit_code, outputs={k: out / v for k, v in made.items()},
+                       outcomes=list(outcomes), warnings=warnings)
+
+
+def _write_outputs(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome], stage: Path,
+                   out: Path, templates: Path, versions: dict[str, str],
+                   input_findings: dict[str, list[Finding]], exit_code: int, key: str) -> dict[str, str]:
+    """Render every output into ``stage``; returns {output kind: file name}."""
+    import nbformat
+
+    from talkgen.render.deck import FigureCache, build_deck
+    from talkgen.render.export import render_report, render_slides
+    from talkgen.render.notebook import deck_to_notebook
+
     for o in outcomes:  # fitted models an analysis hands to the user (e.g. the sparse autoencoder)
         if o.status == "ok" and o.result is not None and "export" in o.result.data:
-            export_result(o.result, out / "models")
-    versions = _versions()
+            export_result(o.result, stage / "models")
     facts = {"talkgen": versions["talkgen"], "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
              "config": config.source, "profile": config.profile, "seed": config.seed, "device": config.device,
              "built (UTC)": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -192,53 +230,41 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
                "wall_s": o.cost.get("wall_s", ""), "peak_mem_mb": o.cost.get("peak_mem_mb", ""),
                "forward_passes": o.cost.get("forward_passes", ""),
                "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached} for o in outcomes]
-    templates = templates_dir()
-    exit_code = 1 if any(o.status == "failed" for o in outcomes) else 0
-    if warnings:
-        exit_code = 2
-    key = _render_key(config, subjects, outcomes, templates, versions)
-    fresh = None if force else _up_to_date(out, key, config.formats)
-    if fresh is not None:  # nothing that the outputs depend on has changed: keep them as they are
-        return BuildReport(exit_code=exit_code, outputs=fresh, outcomes=list(outcomes), warnings=warnings)
-    import nbformat
-
-    from talkgen.render.deck import FigureCache, build_deck
-    from talkgen.render.export import render_report, render_slides
-    from talkgen.render.notebook import deck_to_notebook
-
     deck = build_deck(title=config.title, subtitle=config.subtitle, speaker=config.speaker,
                       outcomes=outcomes, templates=templates, figure_cache=FigureCache(out / "cache" / "figures"),
                       provenance={"facts": facts, "ledger": ledger}, subject_notes=input_findings)
     talk = config.to_json() | {"cache": str((out / "cache").resolve())}
     nb = deck_to_notebook(deck, talk)
 
-    outputs: dict[str, Path] = {}
+    made: dict[str, str] = {}
     if "notebook" in config.formats:
-        outputs["notebook"] = out / "talk.ipynb"
-        write_atomic(outputs["notebook"], nbformat.writes(nb))
+        made["notebook"] = "talk.ipynb"
+        write_atomic(stage / "talk.ipynb", nbformat.writes(nb))
     if "slides" in config.formats:
-        outputs["slides"] = out / "slides.html"
-        write_atomic(outputs["slides"], render_slides(nb, templates))
+        made["slides"] = "slides.html"
+        write_atomic(stage / "slides.html", render_slides(nb, templates))
     if "report" in config.formats or "pdf" in config.formats:
-        report_html = out / "report.html"
-        write_atomic(report_html, render_report(nb, templates))
+        write_atomic(stage / "report.html", render_report(nb, templates))
         if "report" in config.formats:
-            outputs["report"] = report_html
+            made["report"] = "report.html"
+        else:
+            made["_report"] = "report.html"  # printed to PDF; kept beside it
         if "pdf" in config.formats:
             from talkgen.render.pdf import html_to_pdf
 
-            outputs["pdf"] = html_to_pdf(report_html, out / "report.pdf")
+            made["pdf"] = html_to_pdf(stage / "report.html", stage / "report.pdf").name
     for fig in deck.figures():
         stem = f"{fig.number:02d}-{_safe(fig.subject)}-{fig.analysis}-{fig.spec_id}"
         if fig.html:
-            write_atomic(out / "figures" / f"{stem}.html", fig.html)
+            write_atomic(stage / "figures" / f"{stem}.html", fig.html)
         else:
-            write_atomic(out / "figures" / f"{stem}.png", fig.png)
-    outputs["summary"] = out / "summary.json"
+            write_atomic(stage / "figures" / f"{stem}.png", fig.png)
+    made["summary"] = "summary.json"
+    outputs = {k: out / v for k, v in made.items() if not k.startswith("_")}
     summary = summary_json(config, subjects, outcomes, deck.findings, exit_code, outputs, versions)
-    write_atomic(outputs["summary"], json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    write_atomic(out / RENDER_KEY, json.dumps({"key": key, "outputs": {k: v.name for k, v in outputs.items()}}))
-    return BuildReport(exit_code=exit_code, outputs=outputs, outcomes=list(outcomes), warnings=warnings)
+    write_atomic(stage / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_atomic(stage / RENDER_KEY, json.dumps({"key": key, "outputs": {k: v.name for k, v in outputs.items()}}))
+    return {k: v for k, v in made.items() if not k.startswith("_")}
 
 
 RENDER_KEY = ".render-key.json"

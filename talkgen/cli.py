@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +28,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except TalkgenError as exc:
             _fail(exc)
+        except OSError as exc:  # a full disk, a read-only folder: the environment, said in one line
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(TalkgenError(f"cannot write {where}{exc.strerror or exc}; nothing of the earlier build was replaced"))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -297,8 +299,11 @@ def zoo_build(subject, n, seed, steps, out, shard, threads) -> None:
     """
     from talkgen.meta.zoo import parse_shard, zoo_source
 
+    from talkgen.outdir import check_output_dir, claim
+
     b = _zoo_builder(subject, n, seed, steps, out)
     zoo_source(subject)  # a clear error for a sample that cannot be zooed
+    claim(check_output_dir(Path(out)))  # shards may run side by side: the zoo's chunks are written atomically
     b.threads = threads
     b.progress = _zoo_progress()
     complete = b.build(parse_shard(shard))
@@ -359,15 +364,12 @@ def clean(out, keep_cache) -> None:
     Example:
       talkgen clean --keep-cache
     """
-    root = Path(out)
-    if not root.is_dir():
-        click.echo(f"nothing to clean at {root}")
-        return
-    for child in root.iterdir():
-        if child.name == ".gitkeep" or (keep_cache and child.name == "cache"):
-            continue
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    click.echo(f"cleaned {root}")
+    from talkgen.outdir import clean as clean_folder
+
+    if clean_folder(Path(out), keep_cache):
+        click.echo(f"cleaned {out}")
+    else:
+        click.echo(f"nothing to clean at {out}")
 
 
 def main() -> None:

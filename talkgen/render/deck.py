@@ -107,10 +107,9 @@ class FigureCache:
 
         data = figs.to_png(figs.draw(spec, result.arrays))
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            from talkgen.files import write_atomic  # a temporary name of its own: builds may share the cache
+
+            write_atomic(path, data)
         return data
 
 
