@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Finding, Result
-from talkgen.config import SubjectConfig, TalkConfig
+from talkgen.config import SubjectConfig, TalkConfig, device_problem
 from talkgen.errors import TalkgenError
 from talkgen import outdir
 from talkgen.files import write_atomic
@@ -152,6 +152,9 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     Every input is checked before ``out`` is touched; the analyses run under the folder's lock and
     the outputs are rendered into a staging folder that replaces the previous outputs together
     (``talkgen.outdir``)."""
+    problem = device_problem(config.device)
+    if problem:
+        raise TalkgenError(f"--device {problem}")
     out = outdir.check_output_dir(Path(out))
     if "pdf" in config.formats:  # fail before any work when the printer is missing
         from talkgen.render.pdf import find_chromium

@@ -92,6 +92,29 @@ class TalkConfig:
         return cls(**d)
 
 
+DEVICE_KINDS = ("cpu", "cuda", "mps")
+
+
+def device_problem(device: str) -> str | None:
+    """Why torch cannot compute on ``device`` here (None when it can): a typo, or a GPU that is absent."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"{device!r} is not a torch device; use one of {', '.join(DEVICE_KINDS)} (e.g. cuda:0)"
+    if dev.type not in DEVICE_KINDS:
+        return f"{device!r}: talkgen runs on {', '.join(DEVICE_KINDS)}"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"{device!r}: no CUDA device is available to this torch ({torch.__version__})"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return f"{device!r}: MPS is not available on this machine"
+    return None
+
+
 def default_config() -> TalkConfig:
     """The built-in talk: every bundled sample, every analysis."""
     from talkgen.models.samples import SAMPLES
@@ -156,6 +179,11 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
         raise TalkgenError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise TalkgenError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise TalkgenError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                           "save it as UTF-8") from None
+    except IsADirectoryError:
+        raise TalkgenError(f"{path}: is a folder, not a talk.toml") from None
     check.known_keys(raw, {"title", "subtitle", "speaker", "profile", "seed", "device", "formats",
                            "subjects", "analyses"}, "")
     base = Path(path).resolve().parent
@@ -166,6 +194,10 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise check.fail("seed", f"must be a non-negative integer, got {seed!r}")
     formats = check.list_of_str(raw, "formats", "", FORMATS) if "formats" in raw else DEFAULT_FORMATS
+    device = check.str_(raw, "device", "", "cpu") or "cpu"
+    problem = device_problem(device)
+    if problem:
+        raise check.fail("device", problem)
     raw_subjects = raw.get("subjects", [])
     if not isinstance(raw_subjects, list) or not all(isinstance(s, dict) for s in raw_subjects):
         raise check.fail("subjects", "must be an array of tables ([[subjects]])")
@@ -209,17 +241,16 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     for a, p in params.items():
         if a not in valid:
             raise check.fail(f"analyses.params.{a}", f"unknown analysis; valid names: {', '.join(valid)}")
-        known = registry()[a].params
-        for k in p:
-            if k not in known:
-                raise check.fail(f"analyses.params.{a}.{k}",
-                                 f"unknown parameter; known: {', '.join(sorted(known)) or '(none)'}")
+        for k, v in p.items():
+            problem = registry()[a].param_problem(k, v)
+            if problem:
+                raise check.fail(f"analyses.params.{a}.{k}", problem)
     defaults = default_config()
     return TalkConfig(
         title=check.str_(raw, "title", "", DEFAULT_TITLE) or DEFAULT_TITLE,
         subtitle=check.str_(raw, "subtitle", "", DEFAULT_SUBTITLE) or "",
         speaker=check.str_(raw, "speaker", "", "") or "",
-        profile=profile, seed=seed, device=check.str_(raw, "device", "", "cpu") or "cpu",
+        profile=profile, seed=seed, device=device,
         formats=formats, subjects=tuple(subjects) or defaults.subjects,
         only=only, skip=skip, params={k: dict(v) for k, v in params.items()}, source=str(Path(path).resolve()),
     )

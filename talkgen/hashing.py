@@ -45,9 +45,55 @@ def hash_tensors(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> s
 
 
 def hash_module(model: torch.nn.Module) -> str:
-    """Hash of a model's architecture text and every tensor in its state dict (sorted by name)."""
+    """Hash of a model's code, its architecture text and every tensor in its state dict (sorted by
+    name): a changed ``forward()`` with the same weights is a different model."""
     state = model.state_dict(keep_vars=False)
-    return hash_tensors(sorted(state.items()), salt=type(model).__qualname__ + repr(model))
+    return hash_tensors(sorted(state.items()), salt=type(model).__qualname__ + repr(model) + code_digest(model))
+
+
+def code_digest(model: torch.nn.Module) -> str:
+    """sha256 of the code that computes ``model``: for every module class outside torch, the whole source
+    file that defines it (helpers in that file included); for TorchScript and FX graph modules (a
+    torch.export program), their code. Torch's own modules are named by class; torch's version is in
+    the build's provenance."""
+    import inspect
+
+    h = hashlib.sha256()
+    seen_files: set[str] = set()
+    seen_types: set[type] = set()
+    for m in model.modules():
+        if isinstance(m, torch.jit.ScriptModule):
+            h.update(_script_code(m).encode())
+            continue
+        if isinstance(m, torch.fx.GraphModule):
+            h.update(m.code.encode())
+            continue
+        cls = type(m)
+        if cls in seen_types:
+            continue
+        seen_types.add(cls)
+        h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+        if cls.__module__.split(".")[0] == "torch":
+            continue
+        try:
+            path = inspect.getsourcefile(cls)
+        except TypeError:
+            path = None
+        if path and path not in seen_files:
+            seen_files.add(path)
+            try:
+                with open(path, "rb") as f:
+                    h.update(f.read())
+            except OSError:
+                pass
+    return h.hexdigest()
+
+
+def _script_code(m: torch.jit.ScriptModule) -> str:
+    try:
+        return m.code
+    except (RuntimeError, AttributeError):  # a scripted module without a forward of its own
+        return type(m).__qualname__
 
 
 def hash_json(obj: Mapping[str, Any] | list | str) -> str:

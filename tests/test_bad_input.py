@@ -156,7 +156,7 @@ def test_nan_weights_build_completes_and_report_flags_them(user_model_dir, tmp_p
 KILL_SCRIPT = r"""
 import sys, time
 import talkgen.render.export as export
-marker, out = sys.argv[1], sys.argv[2]
+marker, out, config = sys.argv[1], sys.argv[2], sys.argv[3]
 real = export.render_report
 def slow(*a, **k):
     open(marker, "w").close()
@@ -164,28 +164,156 @@ def slow(*a, **k):
     return real(*a, **k)
 export.render_report = slow
 from talkgen.cli import main
-sys.argv = ["talkgen", "build", "--profile", "quick", "--force", "--out", out]
+sys.argv = ["talkgen", "build", "--config", config, "--out", out]
 main()
 """
 
 
-def test_sigkill_halfway_leaves_previous_outputs_and_next_build_succeeds(earlier_build, tmp_path):
-    before = {p: (earlier_build / p).read_bytes() for p in ("report.html", "summary.json")}
+def test_sigkill_while_rendering_leaves_every_earlier_output_and_next_build_succeeds(earlier_build, tmp_path):
+    """A new title re-renders from the cache; the build is killed while writing its outputs. Every output
+    of the earlier build is as it was (they are swapped in together), and the next build completes."""
+    before = {p.name: p.read_bytes() for p in earlier_build.iterdir() if p.is_file() and not p.name.startswith(".")}
+    figures = sorted(p.name for p in (earlier_build / "figures").iterdir())
+    config = tmp_path / "talk.toml"
+    config.write_text('title = "A retitled talk"\n')
     marker = tmp_path / "halfway"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(marker), str(earlier_build)])
-    deadline = time.time() + 240
-    while not marker.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert marker.exists(), "the build never reached the report stage"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # written before the kill: whole new files; not yet written: the previous ones, untouched
-    for p, data in before.items():
-        assert (earlier_build / p).read_bytes() == data
-    import nbformat
-
-    nbformat.validate(nbformat.read(earlier_build / "talk.ipynb", as_version=4))
-    assert (earlier_build / "slides.html").read_text().rstrip().endswith("</html>")
-    done = run_cli("build", "--profile", "quick", "--out", str(earlier_build))
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(marker), str(earlier_build), str(config)])
+    try:
+        deadline = time.time() + 600  # generous: a loaded machine; the child is killed whatever happens
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert marker.exists(), "the build never reached the report stage"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    after = {p.name: p.read_bytes() for p in earlier_build.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert after == before
+    assert sorted(p.name for p in (earlier_build / "figures").iterdir()) == figures
+    done = run_cli("build", "--config", str(config), "--out", str(earlier_build), timeout=600)
     assert done.returncode == 0, done.stderr
-    assert not list(earlier_build.glob(".*.tmp"))
+    assert "A retitled talk" in (earlier_build / "slides.html").read_text()
+    assert not list(earlier_build.glob(".*.tmp")) and not list(earlier_build.glob(".staging-*"))
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["x of strings", "empty file", "label of 10^9"])
+def test_bad_data_is_one_line_and_touches_nothing(earlier_build, user_model_dir, tmp_path, case):
+    x = np.random.default_rng(0).random((12, 1, 4, 4)).astype(np.float32)
+    if case == "x of strings":
+        data, needle = _npz(tmp_path / "d.npz", x=np.array([["a"] * 16] * 12), y=np.arange(12) % 3), "'x' must be numeric"
+    elif case == "empty file":
+        (tmp_path / "d.npz").write_bytes(b"")
+        data, needle = str(tmp_path / "d.npz"), "not a readable .npz"
+    else:
+        data, needle = _npz(tmp_path / "d.npz", x=x, y=np.array([0] * 11 + [10**9])), "1,000,000,001 classes"
+    digest = _tree_digest(earlier_build)
+    proc = run_cli("audit", f"{user_model_dir}/models.py:make_model", "--weights",
+                   f"{user_model_dir}/weights.safetensors", "--data", data, "--out", str(earlier_build))
+    _assert_one_line_error(proc, needle)
+    assert _tree_digest(earlier_build) == digest
+
+
+@pytest.mark.parametrize("y,x_change,needle", [
+    ([-1] + [0] * 11, None, "negative label -1"),
+    ([0.5] * 12, None, "non-integer labels"),
+    (None, "complex", "complex"),
+    (None, "nan", "NaN or infinite"),
+    (None, "empty", "empty"),
+])
+def test_labels_and_inputs_are_validated(tmp_path, y, x_change, needle):
+    from talkgen.data import load_user_data
+    from talkgen.errors import TalkgenError
+
+    x = np.random.default_rng(0).random((12, 1, 4, 4)).astype(np.float32)
+    y = np.array(y) if y is not None else np.arange(12) % 3
+    if x_change == "complex":
+        x = x.astype(np.complex64)
+    elif x_change == "nan":
+        x[3, 0, 1, 1] = np.nan
+    elif x_change == "empty":
+        x, y = x[:0], y[:0]
+    with pytest.raises(TalkgenError, match=needle):
+        load_user_data(_npz(tmp_path / "d.npz", x=x, y=y))
+
+
+def test_integer_valued_float_labels_are_accepted(tmp_path):
+    from talkgen.data import load_user_data
+
+    x = np.random.default_rng(0).random((12, 1, 4, 4)).astype(np.float32)
+    d = load_user_data(_npz(tmp_path / "d.npz", x=x, y=(np.arange(12) % 3).astype(np.float64)))
+    assert d.classes == ("0", "1", "2") and d.y_test.dtype == torch.int64
+
+
+@pytest.mark.parametrize("value,needle", [
+    ("-1", "at least 1"), ('"x"', "must be an integer"), ("nan", "must be an integer"),
+    ("inf", "must be an integer"), ("{ a = 1 }", "must be an integer"), ("0", "at least 1"),
+])
+def test_analysis_parameters_are_checked_against_their_declared_type_and_range(earlier_build, tmp_path, value, needle):
+    toml = tmp_path / "talk.toml"
+    toml.write_text(f"[analyses.params.weights]\nmax_panels = {value}\n")
+    from talkgen.config import load_config
+    from talkgen.errors import TalkgenError
+
+    with pytest.raises(TalkgenError, match=needle):
+        load_config(toml)
+    if value in ("0", "nan"):  # the CLI path, end to end
+        digest = _tree_digest(earlier_build)
+        proc = run_cli("build", "--config", str(toml), "--out", str(earlier_build))
+        _assert_one_line_error(proc, "analyses.params.weights.max_panels", needle)
+        assert _tree_digest(earlier_build) == digest
+
+
+def test_float_parameters_refuse_nan_and_accept_numbers():
+    from talkgen.analyses.base import get_analysis
+
+    saliency = type(get_analysis("saliency"))
+    assert "finite" in saliency.param_problem("smooth_noise", float("nan"))
+    assert saliency.param_problem("smooth_noise", 0.2) is None
+    assert saliency.param_problem("smooth_noise", 1) is None
+    assert "at most 1" in saliency.param_problem("cascade_threshold", 1.5)
+    assert "[low, high]" in type(get_analysis("model-zoo")).param_problem("zoo_steps", [300, 30])
+
+
+def test_a_talk_toml_that_is_not_utf8(earlier_build, tmp_path):
+    toml = tmp_path / "talk.toml"
+    toml.write_bytes(b'title = "caf\xe9"\n')
+    digest = _tree_digest(earlier_build)
+    proc = run_cli("build", "--config", str(toml), "--out", str(earlier_build))
+    _assert_one_line_error(proc, "not UTF-8")
+    assert _tree_digest(earlier_build) == digest
+
+
+def test_an_unknown_device_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "never"
+    proc = run_cli("build", "--device", "banana", "--only", "weights", "--out", str(out))
+    _assert_one_line_error(proc, "'banana' is not a torch device")
+    assert not out.exists()
+    proc = run_cli("audit", "digits-cnn", "--device", "cuda:7", "--out", str(out))
+    assert proc.returncode == 2 and not out.exists()
+
+
+def test_a_figure_that_cannot_be_drawn_becomes_an_error_slide(user_model_dir, tmp_path, monkeypatch):
+    from talkgen.build import build
+    from talkgen.config import SubjectConfig, TalkConfig
+    from talkgen.render import figures
+
+    def broken(spec, arrays):
+        if spec.kind == "bars":
+            raise ValueError("cannot draw this")
+        return real(spec, arrays)
+
+    real = figures.draw
+    monkeypatch.setattr(figures, "draw", broken)
+    d = user_model_dir
+    config = TalkConfig(subjects=(SubjectConfig(name="net", model=f"{d}/models.py:make_model",
+                                                weights=f"{d}/weights.safetensors", data=f"{d}/data.npz"),),
+                        only=("model-card",))
+    report = build(config, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any("could not be drawn" in f["title"] and "cannot draw this" in f["detail"] for f in summary["findings"])
+    assert "cannot draw this" in (tmp_path / "out" / "slides.html").read_text()
+    assert report.exit_code == 0

@@ -190,3 +190,49 @@ def test_unchanged_rebuild_leaves_outputs_untouched_and_a_config_change_rerender
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
     build(_config(user_model_dir, title="A new title"), out)
     assert "A new title" in (out / "slides.html").read_text()
+
+
+def test_a_changed_forward_with_the_same_weights_reruns(user_model_dir, tmp_path, counted):
+    """The model's code is part of its identity: same weights, new forward() -> new results."""
+    import json
+
+    out = tmp_path / "b"
+    config = _config(user_model_dir, only=("model-card",))
+    build(config, out)
+    first = json.loads((out / "summary.json").read_text())["subjects"]["net"]
+    counted.clear()
+    source = (user_model_dir / "models.py").read_text()
+    (user_model_dir / "models.py").write_text(source.replace(
+        "return self.fc(torch.relu(self.conv(x)).flatten(1))",
+        "return -self.fc(torch.relu(self.conv(x)).flatten(1))"))
+    build(config, out)
+    second = json.loads((out / "summary.json").read_text())["subjects"]["net"]
+    assert counted["model-card"] == 1, "the changed model was served from the cache"
+    assert first["model_hash"] != second["model_hash"]
+    assert second["analyses"]["model-card"]["cached"] is False
+
+
+@pytest.mark.parametrize("damage", ["wrong fields", "wrong types", "missing arrays", "truncated json"])
+def test_a_damaged_cache_entry_is_recomputed_and_replaced(user_model_dir, tmp_path, counted, damage):
+    import json
+
+    out = tmp_path / "b"
+    config = _config(user_model_dir, only=("model-card",))
+    build(config, out)
+    (entry,) = (out / "cache" / "model-card").iterdir()
+    result = entry / "result.json"
+    if damage == "wrong fields":
+        result.write_text(json.dumps({"analysis": "model-card", "subject": "net", "summaries": {"x": {"v": 1}}}))
+    elif damage == "wrong types":
+        good = json.loads(result.read_text())
+        result.write_text(json.dumps(good | {"figures": [{"kind": "no-such-kind"}], "findings": [1, 2]}))
+    elif damage == "missing arrays":
+        (entry / "arrays.npz").write_bytes(b"")
+    else:
+        result.write_text(result.read_text()[:50])
+    counted.clear()
+    report = build(config, out)
+    assert report.exit_code == 0 and counted["model-card"] == 1
+    from talkgen.analyses.base import Result
+
+    assert Result.load(str(entry)).analysis == "model-card"  # replaced by a whole entry

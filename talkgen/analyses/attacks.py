@@ -58,6 +58,7 @@ def trigger_share(maps: torch.Tensor, region: torch.Tensor) -> np.ndarray:
 
 @register
 class Attacks(Analysis):
+    param_bounds = {"epsilons": (0, 1), "reference_eps": (0, 1)}
     name = "attacks"
     title = "The attacker's view: an explanation is an attack direction"
     section = "costs"

@@ -181,6 +181,7 @@ def flow(layers: list[torch.Tensor], target: int, scale: float = 1e6) -> np.ndar
 
 @register
 class Attention(Analysis):
+    param_bounds = {"induction_threshold": (0, 1), "previous_token_threshold": (0, 1)}
     name = "attention"
     title = "Attention focus"
     section = "looking-in"

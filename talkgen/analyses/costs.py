@@ -113,6 +113,10 @@ def _get(r, key: str) -> float | None:
     return None if s is None or s.value is None or not math.isfinite(s.value) else float(s.value)
 
 
+def _shift_verdict(passed: bool | None) -> str:
+    return "not testable on this model" if passed is None else "ignored" if passed else "changes it"
+
+
 def fidelity_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(tool, check, measured, verdict) from whatever ran on this subject."""
     rows: list[tuple[str, str, str, str]] = []
@@ -124,7 +128,7 @@ def fidelity_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             rho = _get(sal, f"randomisation_rho.{m}")
             dele, ins = _get(sal, f"deletion_auc.{m}"), _get(sal, f"insertion_auc.{m}")
             measured = (f"randomisation rho {rho:.2f} (passes below {d['threshold']}); "
-                        f"input shift {'ignored' if d['invariance_pass'][m] else 'changes it'}; "
+                        f"input shift {_shift_verdict(d['invariance_pass'].get(m))}; "
                         f"deletion / insertion AUC {dele:.2f} / {ins:.2f} (random {rnd_del:.2f} / {rnd_ins:.2f})"
                         if None not in (rho, dele, ins, rnd_del, rnd_ins) else "")
             rows.append((f"saliency: {d['labels'][m]}", "sanity checks (Adebayo et al.; Kindermans et al.)",

@@ -28,6 +28,7 @@ ESTIMATORS = ("binning", "kde_upper", "kde_lower")
 
 @register
 class InformationPlane(Analysis):
+    param_bounds = {"noise_var": (1e-6, None), "bins": (2, None)}
     name = "information-plane"
     title = "The information plane"
     section = "looking-in"

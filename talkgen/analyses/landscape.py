@@ -233,6 +233,7 @@ def basin_radii(loss: np.ndarray, coords: np.ndarray, delta: float, rays: int = 
 
 @register
 class LossLandscape(Analysis):
+    param_bounds = {"grid": (3, None), "line_points": (3, None), "span": (1e-6, None), "basin_delta": (1e-6, None)}
     name = "loss-landscape"
     title = "The loss landscape"
     section = "looking-in"

@@ -77,6 +77,7 @@ ZOO_QUICK = {"zoo_members": 64, "zoo_steps": [30, 300]}
 
 class _ZooAnalysis(Analysis):
     section = "method"
+    param_bounds = {"zoo_seed": (0, None), "min_attack_success": (0, 1)}
     applies_text = "image classifiers with the architecture of a bundled image sample (digits-cnn)"
 
     def applies_to(self, subject) -> bool | str:

@@ -69,6 +69,7 @@ def normalise(maps: np.ndarray) -> np.ndarray:
 
 @register
 class Saliency(Analysis):
+    param_bounds = {"input_shift": (None, None), "cascade_threshold": (0, 1)}
     name = "saliency"
     title = "Saliency maps and their sanity checks"
     section = "looking-in"

@@ -102,7 +102,8 @@ def shifted_twin(model: nn.Module, x: torch.Tensor, shift: float) -> nn.Module |
         return "the model has no parameters"
     mod = twin.get_submodule(first[0])
     if not isinstance(mod, LINEAR_FIRST):
-        return f"its first layer ({first[0]}, {type(mod).__name__}) is not linear or convolutional"
+        where = f"{first[0]}, {type(mod).__name__}" if first[0] else f"the model itself, {type(mod).__name__}"
+        return f"its first layer ({where}) is not linear or convolutional"
     base = torch.full_like(x[:1], shift)
     with torch.no_grad():
         if isinstance(mod, nn.Linear):

@@ -242,6 +242,7 @@ def score_labels(values: np.ndarray, indices: np.ndarray, neurons: np.ndarray, l
 
 @register
 class SparseFeatures(Analysis):
+    param_bounds = {"dashboard": (0, None)}
     name = "sparse-features"
     title = "Sparse features: what a second network finds in the first one's activations"
     section = "method"

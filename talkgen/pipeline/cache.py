@@ -43,8 +43,8 @@ class Cache:
         try:
             result = Result.load(str(d))
             cost = json.loads((d / "cost.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError):
-            return None  # a damaged entry is a miss, and is overwritten by the next put
+        except Exception:  # noqa: BLE001 - a damaged entry (any shape of damage) is a miss, overwritten by the next put
+            return None
         return result, cost
 
     def put(self, analysis: str, key: str, result: Result, cost: Mapping[str, Any]) -> None:

@@ -50,6 +50,7 @@ class Slide:
     tables: tuple[Table, ...] = ()
     subject: str | None = None
     analysis: str | None = None
+    error: str = ""  # for an error slide: what went wrong, as plain text
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,10 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                 slides.extend(new)
                 for f in o.result.findings:
                     findings.append((o.subject, f, new[0].id))
+                for sl in new:
+                    if sl.kind == "error":
+                        findings.append((o.subject, Finding(severity="medium", title=sl.title, detail=sl.error),
+                                         sl.id))
             elif o.status == "failed":
                 sid = _slug("error", o.subject, o.analysis)
                 slides.append(Slide(
@@ -253,13 +258,23 @@ def _content_slides(o: Outcome, section: str, commentary: Commentary, figure_cac
         notes=commentary.render(o.analysis, "notes", view, fallback=title_of),
         tables=result.tables, subject=o.subject, analysis=o.analysis)]
     for spec in result.figures:
-        counter[0] += 1
-        if spec.kind == "coloured_text":
-            from talkgen.render.html import coloured_text_html
+        try:
+            if spec.kind == "coloured_text":
+                from talkgen.render.html import coloured_text_html
 
-            png, html = b"", coloured_text_html(spec, result.arrays)
-        else:
-            png, html = figure_cache.png(spec, result), ""
+                png, html = b"", coloured_text_html(spec, result.arrays)
+            else:
+                png, html = figure_cache.png(spec, result), ""
+        except Exception as exc:  # noqa: BLE001 - one figure that cannot be drawn never sinks the build
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            out.append(Slide(
+                id=_slug("figure-error", o.subject, o.analysis, spec.id), kind="error", section=section,
+                title=f"A figure of {o.analysis} could not be drawn ({o.subject})",
+                body=md_escape(f"Figure '{spec.id}' ({spec.title}): {message}"),
+                notes=Markup("Drawing this figure failed; the measurement itself is in the report."),
+                subject=o.subject, analysis=o.analysis, error=f"figure '{spec.id}': {message}"))
+            continue
+        counter[0] += 1
         ref = FigureRef(number=counter[0], subject=o.subject, analysis=o.analysis, spec_id=spec.id,
                         title=spec.title, caption=spec.caption, alt=spec.alt, png=png, html=html)
         out.append(Slide(
