@@ -11,6 +11,7 @@ the trace sums the curvature over all directions. Assumptions: a differentiable 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,29 +33,68 @@ def _unflat(v: torch.Tensor, like: Params) -> Params:
     return out
 
 
-def lanczos_top_eigenvalues(loss, params: Params, k: int, iterations: int, seed: int) -> np.ndarray:
-    """The ``k`` largest (algebraic) Ritz values after ``iterations`` Lanczos steps on H."""
+@dataclass(frozen=True)
+class LanczosFit:
+    """Ritz values of H, largest first, with the bound on each one's error."""
+
+    values: np.ndarray     # the k largest Ritz values
+    residuals: np.ndarray  # ||H u - theta u|| for each: |theta - lambda| <= residual for some eigenvalue lambda
+    steps: int
+    tolerance: float
+
+    @property
+    def converged(self) -> np.ndarray:
+        """The leading Ritz values whose residual is within ``tolerance`` of their size (a prefix: a
+        later value is only trusted when every larger one is)."""
+        ok = self.residuals <= self.tolerance * np.maximum(np.abs(self.values), 1e-12)
+        n = int(np.argmin(ok)) if not ok.all() else len(ok)
+        return self.values[:n]
+
+
+def lanczos(loss, params: Params, k: int, iterations: int, seed: int, max_iterations: int | None = None,
+            tolerance: float = 1e-3) -> LanczosFit:
+    """Lanczos on H with full re-orthogonalisation: at least ``iterations`` steps, then more (up to
+    ``max_iterations``) until the ``k`` largest Ritz values have converged. A Ritz pair (theta, u = Q s)
+    after m steps has residual beta_m |s_m| (the next off-diagonal times the last entry of s)."""
     n = sum(t.numel() for t in params.values())
-    m = min(iterations, n)
+    limit = min(max(max_iterations or iterations, iterations), n)
     g = torch.Generator().manual_seed(seed)
     first = next(iter(params.values()))
     q = torch.randn(n, generator=g, dtype=first.dtype)
     q /= q.norm()
     basis = [q]
-    alphas, betas = [], []
-    for j in range(m):
+    alphas: list[float] = []
+    betas: list[float] = []
+    fit = None
+    for j in range(limit):
         w = _flat(hvp(loss, params, _unflat(basis[-1], params)))
-        alpha = float(w @ basis[-1])
-        alphas.append(alpha)
-        for b in basis:  # full re-orthogonalisation: numerical safety over speed
-            w = w - (w @ b) * b
+        alphas.append(float(w @ basis[-1]))
+        for _ in range(2):  # full re-orthogonalisation, twice ("twice is enough"): one pass lets ghost
+            for b in basis:  # Ritz values appear once the top eigenvalues have converged
+                w = w - (w @ b) * b
         beta = float(w.norm())
-        if j == m - 1 or beta < 1e-10:
-            break
         betas.append(beta)
+        if j + 1 >= min(iterations, limit) or beta < 1e-10:
+            fit = _ritz(alphas, betas, k, tolerance)
+            if beta < 1e-10 or j + 1 == limit or len(fit.converged) >= min(k, len(alphas)):
+                break
         basis.append(w / beta)
-    t = np.diag(alphas) + np.diag(betas[: len(alphas) - 1], 1) + np.diag(betas[: len(alphas) - 1], -1)
-    return np.sort(np.linalg.eigvalsh(t))[::-1][:k]
+    assert fit is not None
+    return fit
+
+
+def _ritz(alphas: list[float], betas: list[float], k: int, tolerance: float) -> LanczosFit:
+    m = len(alphas)
+    t = np.diag(alphas) + np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)
+    theta, s = np.linalg.eigh(t)
+    order = np.argsort(theta)[::-1][:k]
+    return LanczosFit(values=theta[order], residuals=abs(betas[m - 1]) * np.abs(s[-1, order]), steps=m,
+                      tolerance=tolerance)
+
+
+def lanczos_top_eigenvalues(loss, params: Params, k: int, iterations: int, seed: int) -> np.ndarray:
+    """The ``k`` largest (algebraic) Ritz values after ``iterations`` Lanczos steps on H, converged or not."""
+    return lanczos(loss, params, k, iterations, seed).values
 
 
 def hutchinson_trace(loss, params: Params, probes: int, seed: int) -> tuple[float, float]:
@@ -74,12 +114,15 @@ class Curvature(Analysis):
     name = "curvature"
     title = "Sharpness of the minimum"
     section = "looking-in"
-    version = 1
+    version = 2  # 2: only converged Ritz values are reported; Lanczos runs on until the top k converge
     applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
     # batch: examples for classifiers; sequence models use batch // 128 sequences (an LSTM's
     # double backward through 256 steps is the expensive case)
-    params = {"batch": 512, "top_k": 5, "lanczos_iterations": 30, "probes": 50, "seq_len": 256}
-    quick = {"batch": 128, "lanczos_iterations": 12, "probes": 10, "seq_len": 64}
+    # lanczos_iterations steps at least, more (up to lanczos_max_iterations) until the top_k Ritz values
+    # converge; only converged ones are reported
+    params = {"batch": 512, "top_k": 5, "lanczos_iterations": 30, "lanczos_max_iterations": 120, "probes": 50,
+              "seq_len": 256}
+    quick = {"batch": 128, "lanczos_iterations": 12, "lanczos_max_iterations": 40, "probes": 10, "seq_len": 64}
 
     def applies_to(self, subject) -> bool | str:
         if not subject.data.labelled:
@@ -92,7 +135,9 @@ class Curvature(Analysis):
         x, y = loss_batch(s, n, ctx.seed, ctx.params["seq_len"])
         params = parameter_copy(s.model)
         loss = make_loss(s.model, x, y)
-        top = lanczos_top_eigenvalues(loss, params, ctx.params["top_k"], ctx.params["lanczos_iterations"], ctx.seed)
+        fit = lanczos(loss, params, ctx.params["top_k"], ctx.params["lanczos_iterations"], ctx.seed,
+                      ctx.params["lanczos_max_iterations"])
+        top = fit.converged if len(fit.converged) else fit.values[:1]  # lambda1 is reported even unconverged
         trace, trace_se = hutchinson_trace(loss, params, ctx.params["probes"], ctx.seed)
         with torch.no_grad():
             loss_value = float(loss(params))
@@ -104,19 +149,28 @@ class Curvature(Analysis):
             "top_to_mean": Scalar(float(top[0]) / (trace / n_params) if trace else math.nan, "ratio",
                                   "top eigenvalue over the mean eigenvalue (trace / parameters)"),
             "loss_at_minimum": Scalar(loss_value, "nats", "training loss on the batch used"),
+            "eigenvalues_converged": Scalar(float(len(fit.converged)), "",
+                                            f"of the top {ctx.params['top_k']} Ritz values, those whose residual is "
+                                            f"within {fit.tolerance:g} of their size after {fit.steps} Lanczos steps"),
+            "top_eigenvalue_residual": Scalar(float(fit.residuals[0]), "",
+                                              "error bound on the largest eigenvalue (Ritz residual)"),
         }
         arrays = {"top": top}
         rows = tuple((f"λ{i + 1}", f"{v:.4g}") for i, v in enumerate(top)) + (
+            ("converged", f"{len(top)} of {ctx.params['top_k']} after {fit.steps} Lanczos steps"),
             ("trace", f"{trace:.4g} ± {trace_se:.2g}"), ("parameters", f"{n_params:,}"),
             ("batch", f"{len(x)} examples"), ("loss", f"{loss_value:.4f}"))
         return Result(
             analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries,
             figures=(Bars(id="eigenvalues", title="Top Hessian eigenvalues",
                           caption=f"The {len(top)} largest eigenvalues of the loss Hessian at the trained weights "
-                                  f"(Lanczos, {ctx.params['lanczos_iterations']} steps, {len(x)} training examples).",
+                                  f"whose Lanczos estimate converged ({fit.steps} steps, Ritz residual within "
+                                  f"{fit.tolerance:g} of the value; {len(x)} training examples).",
                           alt="Bar chart of the largest Hessian eigenvalues, largest first.",
                           categories=tuple(f"λ{i + 1}" for i in range(len(top))), values=("top",),
                           series=("eigenvalue",), ylabel="Hessian eigenvalue"),),
             tables=(Table(id="curvature", title="Curvature at the minimum", columns=("quantity", "value"), rows=rows),),
             data={"n_params": n_params, "batch": len(x), "top": [float(v) for v in top], "trace": trace,
-                  "trace_se": trace_se})
+                  "trace_se": trace_se, "lanczos_steps": fit.steps, "asked": ctx.params["top_k"],
+                  "unconverged": [float(v) for v in fit.values[len(top):]],
+                  "residuals": [float(v) for v in fit.residuals]})

@@ -89,7 +89,7 @@ class Probes(Analysis):
     name = "probes"
     title = "Probes: what each layer makes decodable"
     section = "method"
-    version = 1
+    version = 2  # 2: linear probes are solved to convergence (L-BFGS), not 300 Adam steps
     applies_text = "labelled classifiers, and character models with per-character labels"
     params = {"n_examples": 3000, "n_chars": 16000, "steps": 300, "hidden": 64, "max_features": 2048}
     quick = {"n_examples": 600, "n_chars": 4000, "steps": 150}

@@ -3,9 +3,17 @@
 Heavy-tailed self-regularisation (Martin & Mahoney 2021, JMLR 22(165)): the eigenvalues of
 X = W^T W / N of a well-trained layer have a power-law tail p(lambda) ~ lambda^-alpha; alpha in
 [2, 6] is typical of well-trained layers, alpha > 6 of layers that look random (under-trained),
-alpha < 2 of very heavy, over-correlated layers. The tail is fitted as in Clauset, Shalizi &
-Newman (2009): the continuous power-law MLE alpha = 1 + n / sum(ln(lambda_i / xmin)) for each
-candidate xmin, keeping the xmin whose fit has the smallest Kolmogorov-Smirnov distance D.
+alpha < 2 of very heavy, over-correlated layers.
+
+The tail is fitted as Clauset, Shalizi & Newman (2009) and their reference code do (``plfit``; the
+``powerlaw`` package 1.5, which WeightWatcher uses, gives the same xmin, alpha and D): every
+distinct eigenvalue but the largest is a candidate xmin; for each, the continuous MLE
+alpha = 1 + n / sum(ln(lambda_i / xmin)) over the n eigenvalues >= xmin, and the Kolmogorov-Smirnov
+distance D = max_i |F(lambda_i) - i/n| between the fitted CDF and the empirical CDF just below
+each sorted point (one-sided); the xmin with the smallest D wins. The MLE is biased upwards on
+short tails, so the reported alpha carries Clauset's finite-size correction
+alpha* = 1 + (n - 1)(alpha - 1) / n (the unbiased estimate of alpha - 1); the uncorrected MLE is
+kept as ``alpha_mle``. A tail of fewer than ``MIN_TAIL`` eigenvalues is fitted but not judged.
 """
 
 from __future__ import annotations
@@ -15,17 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_TAIL = 5         # fewer tail eigenvalues than this: no fit
-MIN_EIGENVALUES = 10  # a matrix with fewer eigenvalues gets no fit at all
+MIN_TAIL = 5            # a shorter fitted tail gets alpha and its error, but no verdict
+MIN_EIGENVALUES = 3     # the reference needs two candidate xmins: three distinct non-zero eigenvalues
 
 
 @dataclass(frozen=True)
 class PowerLawFit:
-    alpha: float
+    alpha: float         # finite-size corrected
     xmin: float
     ks_distance: float
     n_tail: int
     alpha_stderr: float  # (alpha - 1) / sqrt(n_tail), the MLE's asymptotic standard error
+    alpha_mle: float = math.nan  # the plain MLE at the chosen xmin, as the reference code reports it
     reason: str = ""     # why there is no fit (alpha is NaN then)
 
 
@@ -40,27 +49,27 @@ def fit_power_law(eigenvalues: np.ndarray) -> PowerLawFit:
     lam = np.sort(np.asarray(eigenvalues, dtype=np.float64))
     lam = lam[lam > lam.max() * 1e-12] if lam.size else lam
     nan = math.nan
-    if lam.size < MIN_EIGENVALUES:
+    candidates = np.unique(lam)[:-1]  # the largest value cannot start a tail
+    if candidates.size < MIN_EIGENVALUES - 1:
         return PowerLawFit(nan, nan, nan, int(lam.size), nan,
-                           reason=f"only {lam.size} non-zero eigenvalues (need {MIN_EIGENVALUES})")
-    best: PowerLawFit | None = None
-    for i in range(0, lam.size - MIN_TAIL + 1):
-        xmin = lam[i]
-        tail = lam[i:]
-        logs = np.log(tail / xmin)
-        total = logs.sum()
+                           reason=f"only {np.unique(lam).size} distinct non-zero eigenvalues (need {MIN_EIGENVALUES})")
+    best: tuple[float, float, float, int] | None = None  # (D, xmin, alpha_mle, n)
+    for xmin in candidates:
+        tail = lam[lam >= xmin]
+        n = tail.size
+        total = np.log(tail / xmin).sum()
         if total <= 0:
             continue
-        n = tail.size
         alpha = 1.0 + n / total
-        empirical = np.arange(n) / n                      # CDF just below each sorted point
-        model = 1.0 - (tail / xmin) ** (1.0 - alpha)      # fitted CDF
-        d = float(np.max(np.maximum(np.abs(model - empirical), np.abs(model - (np.arange(1, n + 1) / n)))))
-        if best is None or d < best.ks_distance:
-            best = PowerLawFit(alpha, float(xmin), d, n, (alpha - 1.0) / math.sqrt(n))
+        model = 1.0 - (tail / xmin) ** (1.0 - alpha)  # fitted CDF at each sorted tail point
+        d = float(np.max(np.abs(model - np.arange(n) / n)))
+        if best is None or d < best[0]:
+            best = (d, float(xmin), alpha, n)
     if best is None:
         return PowerLawFit(nan, nan, nan, 0, nan, reason="eigenvalues are all equal")
-    return best
+    d, xmin, alpha_mle, n = best
+    alpha = 1.0 + (n - 1) * (alpha_mle - 1.0) / n
+    return PowerLawFit(alpha, xmin, d, n, (alpha - 1.0) / math.sqrt(n), alpha_mle=alpha_mle)
 
 
 def ccdf(eigenvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,9 +84,11 @@ def fitted_ccdf(fit: PowerLawFit, x: np.ndarray, tail_fraction: float) -> np.nda
     return tail_fraction * (x / fit.xmin) ** (1.0 - fit.alpha)
 
 
-def verdict(alpha: float) -> str:
+def verdict(alpha: float, n_tail: int = MIN_TAIL) -> str:
     if not math.isfinite(alpha):
         return "no fit"
+    if n_tail < MIN_TAIL:
+        return f"tail of {n_tail} eigenvalues: too short to judge"
     if alpha < 2:
         return "very heavy tail (over-correlated)"
     if alpha <= 6:

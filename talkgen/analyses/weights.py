@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Finding, Result, Scalar, register
-from talkgen.analyses.spectral import ccdf, esd, fit_power_law, fitted_ccdf, verdict
+from talkgen.analyses.spectral import MIN_TAIL, ccdf, esd, fit_power_law, fitted_ccdf, verdict
 from talkgen.analyses.specs import Bars, Curves, Heatmaps, ImageGrid, Table
 from talkgen.models.introspect import blocks, first_conv, weight_matrices
 
@@ -43,7 +43,7 @@ class Weights(Analysis):
     name = "weights"
     title = "Weight matrices"
     section = "looking-in"
-    version = 2
+    version = 3  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha
     applies_text = "any model with a weight matrix (a parameter of 2+ dims)"
     params = {"max_side": 128, "max_panels": 8, "max_spectra": 8}
     quick = {"max_side": 64}
@@ -117,11 +117,12 @@ class Weights(Analysis):
             rel = [l["stable_rank"] / l["max_rank"] for l in finite_layers]
             summaries["mean_relative_stable_rank"] = Scalar(
                 float(np.mean(rel)), "fraction", "mean over layers of stable rank / full rank")
-        fitted = [f for f in fits if math.isfinite(f["alpha"])]
+        fitted = [f for f in fits if f["judged"]]
         if fitted:
             summaries["mean_alpha"] = Scalar(float(np.mean([f["alpha"] for f in fitted])), "",
-                                             "mean power-law alpha over fitted blocks")
-            both = [f for f in fitted if math.isfinite(f["alpha_shuffled"])]
+                                             f"mean power-law alpha over blocks whose fitted tail has >= {MIN_TAIL} "
+                                             "eigenvalues")
+            both = [f for f in fitted if f["judged_shuffled"]]
             if both:
                 summaries["mean_alpha_shuffled"] = Scalar(float(np.mean([f["alpha_shuffled"] for f in both])), "",
                                                           "mean alpha of the same blocks shuffled")
@@ -162,8 +163,11 @@ class Weights(Analysis):
             arrays[f"fit_y:{key}"] = fitted_ccdf(fit, tail_x, fit.n_tail / len(x))
         return {"key": key, "label": label, "n_eigen": int(len(lam)), "alpha": fit.alpha, "stderr": fit.alpha_stderr,
                 "ks": fit.ks_distance, "n_tail": fit.n_tail, "xmin": fit.xmin, "reason": fit.reason,
-                "alpha_shuffled": fit_s.alpha, "ks_shuffled": fit_s.ks_distance, "verdict": verdict(fit.alpha),
-                "verdict_shuffled": verdict(fit_s.alpha)}
+                "alpha_mle": fit.alpha_mle, "alpha_shuffled": fit_s.alpha, "ks_shuffled": fit_s.ks_distance,
+                "verdict": verdict(fit.alpha, fit.n_tail), "verdict_shuffled": verdict(fit_s.alpha, fit_s.n_tail),
+                # a fit whose tail is long enough to be read as trained or random (the summaries use these)
+                "judged": bool(math.isfinite(fit.alpha) and fit.n_tail >= MIN_TAIL),
+                "judged_shuffled": bool(math.isfinite(fit_s.alpha) and fit_s.n_tail >= MIN_TAIL)}
 
     @staticmethod
     def _figures(model, mats, arrays, sv_keys, fits, params) -> tuple:
@@ -197,7 +201,7 @@ class Weights(Analysis):
                 alt="Line plot of singular value against rank for " + ", ".join(sv_keys) + ".",
                 x=tuple(f"rank:{n}" for n in sv_keys), y=tuple(f"sv:{n}" for n in sv_keys),
                 labels=tuple(sv_keys), xlabel="rank (1 = largest)", ylabel="singular value", logy=True))
-        fitted = [f for f in fits if math.isfinite(f["alpha"])]
+        fitted = [f for f in fits if f["judged"]]
         if fitted:
             chosen = sorted(fitted, key=lambda f: -f["n_eigen"])[: params["max_spectra"]]
             chosen = [f for f in fits if f in chosen]
@@ -217,7 +221,7 @@ class Weights(Analysis):
                 x=tuple(xs), y=tuple(ys), labels=tuple(labels), panels=tuple(panels), styles=tuple(styles),
                 panel_titles=tuple(f["label"] for f in chosen), xlabel="eigenvalue", ylabel="P(λ ≥ x)",
                 logx=True, logy=True))
-            both = [f for f in fitted if math.isfinite(f["alpha_shuffled"])][:24]
+            both = [f for f in fitted if f["judged_shuffled"]][:24]
             if both:
                 arrays["alpha_trained"] = np.array([f["alpha"] for f in both])
                 arrays["alpha_shuffled"] = np.array([f["alpha_shuffled"] for f in both])
