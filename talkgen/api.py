@@ -30,26 +30,44 @@ class FigureImage:
         return self.html or None
 
 
-def result(talk: Mapping[str, Any], subject: str, analysis: str) -> Result:
-    """The Result of ``analysis`` on ``subject`` for the talk ``talk`` (from the cache, or computed)."""
+_RUNS: dict[str, dict[tuple[str, str], Any]] = {}  # one run of a talk's plan per process (canonical JSON -> outcomes)
+
+
+def _outcomes(talk: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+    """Every (subject, analysis) outcome of the talk, from the same plan the build ran: the same
+    subjects and analyses give the same cache keys, so a built talk is read back, not recomputed
+    (a gathering analysis such as the fingerprint or the costs is keyed by everything it gathered)."""
     from talkgen.build import load_subject
+    from talkgen.hashing import canonical_json
     from talkgen.pipeline import Cache, make_plan, run_plan
     from talkgen.pipeline.plan import select_names
 
-    talk = dict(talk)
-    cache_dir = talk.pop("cache", None)
-    config = TalkConfig.from_json(talk)
-    matches = [s for s in config.subjects if s.name == subject]
-    if not matches:
-        raise TalkgenError(f"no subject {subject!r} in this talk; subjects: {', '.join(s.name for s in config.subjects)}")
-    subj = load_subject(matches[0])
-    plan = make_plan([subj], select_names([analysis]), config.profile, config.params)
-    cache = Cache(Path(cache_dir) if cache_dir else Path(".talkgen-cache"))
-    outcomes = run_plan(plan, cache, seed=config.seed, device=config.device, profile=config.profile)
-    last = outcomes[-1]
-    if last.status != "ok" or last.result is None:
-        raise TalkgenError(f"{analysis} on {subject}: {last.status}: {last.message}")
-    return last.result
+    key = canonical_json(dict(talk))
+    if key not in _RUNS:
+        talk = dict(talk)
+        cache_dir = talk.pop("cache", None)
+        config = TalkConfig.from_json(talk)
+        subjects = [load_subject(s) for s in config.subjects]
+        plan = make_plan(subjects, select_names(config.only, config.skip), config.profile, config.params)
+        cache = Cache(Path(cache_dir) if cache_dir else Path(".talkgen-cache"))
+        outcomes = run_plan(plan, cache, seed=config.seed, device=config.device, profile=config.profile)
+        _RUNS[key] = {(o.subject, o.analysis): o for o in outcomes}
+    return _RUNS[key]
+
+
+def result(talk: Mapping[str, Any], subject: str, analysis: str) -> Result:
+    """The Result of ``analysis`` on ``subject`` for the talk ``talk`` (from the cache, or computed)."""
+    outcomes = _outcomes(talk)
+    subjects = list(dict.fromkeys(s for s, _ in outcomes))
+    if subject not in subjects:
+        raise TalkgenError(f"no subject {subject!r} in this talk; subjects: {', '.join(subjects)}")
+    outcome = outcomes.get((subject, analysis))
+    if outcome is None:
+        analyses = [a for s, a in outcomes if s == subject]
+        raise TalkgenError(f"{analysis!r} is not in this talk; analyses: {', '.join(analyses)}")
+    if outcome.status != "ok" or outcome.result is None:
+        raise TalkgenError(f"{analysis} on {subject}: {outcome.status}: {outcome.message}")
+    return outcome.result
 
 
 def figure(talk: Mapping[str, Any], subject: str, analysis: str, figure_id: str) -> FigureImage:

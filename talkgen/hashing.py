@@ -45,10 +45,15 @@ def hash_tensors(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> s
 
 
 def hash_module(model: torch.nn.Module) -> str:
-    """Hash of a model's code, its architecture text and every tensor in its state dict (sorted by
-    name): a changed ``forward()`` with the same weights is a different model."""
+    """Hash of a model's architecture text and every tensor in its state dict (sorted by name)."""
     state = model.state_dict(keep_vars=False)
-    return hash_tensors(sorted(state.items()), salt=type(model).__qualname__ + repr(model) + code_digest(model))
+    return hash_tensors(sorted(state.items()), salt=type(model).__qualname__ + repr(model))
+
+
+def model_identity(tensor_hash: str, model: torch.nn.Module) -> str:
+    """What a model's results depend on: its tensors (``tensor_hash``, from :func:`hash_module`) and its
+    code (:func:`code_digest`): a changed ``forward()`` with the same weights is a different model."""
+    return hashlib.sha256(f"{tensor_hash}:{code_digest(model)}".encode()).hexdigest()
 
 
 def code_digest(model: torch.nn.Module) -> str:

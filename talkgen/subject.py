@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from talkgen.hashing import hash_module, hash_tensors
+from talkgen.hashing import hash_module, hash_tensors, model_identity
 
 TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier", "text-classifier")
 
@@ -66,8 +66,14 @@ class Subject:
         self.model.eval()
 
     @cached_property
-    def model_hash(self) -> str:
+    def tensor_hash(self) -> str:
+        """The weights (and architecture text): what an analysis must leave as it found it."""
         return hash_module(self.model)
+
+    @cached_property
+    def model_hash(self) -> str:
+        """The weights and the code that computes with them: the model's identity in cache keys."""
+        return model_identity(self.tensor_hash, self.model)
 
     @property
     def data_hash(self) -> str:

@@ -145,3 +145,31 @@ def test_closing_bullets_come_from_this_builds_numbers(quick_build):
     trojan = summary["subjects"]["digits-cnn-trojan"]["analyses"]["meta-trojan"]["summaries"]
     assert ("flags digits-cnn-trojan" in text) == bool(trojan["flagged"]["value"])
     assert text.count("\n- ") <= 6 + 3  # at most six lessons and three findings
+
+
+def test_the_notebook_runs_end_to_end_and_every_figure_cell_reproduces_its_image(quick_build, tmp_path):
+    """talk.ipynb executed by a kernel (nbclient): every cell runs, gathering analyses (fingerprint, costs)
+    included, reading the build's cache; every figure cell's new output is the image the build drew."""
+    import nbclient
+
+    nb = nbformat.read(quick_build / "talk.ipynb", as_version=4)
+    before = {i: c.outputs[0]["data"] for i, c in enumerate(nb.cells)
+              if c.cell_type == "code" and c.metadata["talkgen"].get("part") == "figure"}
+    assert len(before) >= 20
+    gathered = {c.source.split(",")[2].strip(" '") for i, c in enumerate(nb.cells) if i in before}
+    assert {"costs", "fingerprint"} <= gathered
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    different = []
+    for i, data in before.items():
+        outputs = [o for o in nb.cells[i].outputs if o.output_type in ("display_data", "execute_result")]
+        assert outputs, nb.cells[i].source
+        new = outputs[-1]["data"]
+        if "image/png" in data:
+            import base64
+
+            same = "image/png" in new and base64.b64decode(new["image/png"]) == base64.b64decode(data["image/png"])
+        else:
+            same = new.get("text/html") == data["text/html"]
+        if not same:
+            different.append(nb.cells[i].source)
+    assert not different, different

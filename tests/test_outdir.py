@@ -3,6 +3,7 @@ turns, and a build's outputs replace the earlier ones together (or not at all)."
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -132,8 +133,9 @@ def test_a_full_disk_while_rendering_keeps_the_earlier_outputs(quick_build, tmp_
         Path(path).write_bytes(data.encode() if isinstance(data, str) else data)
 
     monkeypatch.setattr(build_module, "write_atomic", full_disk)
+    retitled = dataclasses.replace(default_config(), title="A retitled talk")  # cache hits, then a re-render
     with pytest.raises(OSError):
-        build_module.build(default_config(), out, force=True)
+        build_module.build(retitled, out)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert not list(out.glob(".staging-*")) and not (out / outdir.COMMIT).exists()
 

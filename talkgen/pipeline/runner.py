@@ -58,7 +58,7 @@ def _side_effects(subject: Subject, before: dict[str, Any]) -> str | None:
     changed = sorted(k for k in before if before[k] != after.get(k))
     if changed:
         return "left the model changed: " + ", ".join(changed[:6])
-    if hash_module(subject.model) != subject.model_hash:
+    if hash_module(subject.model) != subject.tensor_hash:
         return "left the model's weights changed"
     return None
 

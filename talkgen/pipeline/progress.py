@@ -1,0 +1,135 @@
+"""Progress of a build: what runs now, how much is done, how long is left.
+
+On a terminal a live display (rich): done/total, elapsed time and an estimate of what is left. Anywhere
+else (a log file, CI, a notebook) plain lines, one when an analysis starts and one when it finishes,
+with its time and done/total, so a log always shows life. ``--quiet`` silences both.
+
+The estimate weighs each analysis by what it cost last time (its cost ledger in the cache) where that
+is known, and by the mean of the finished ones otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Protocol
+
+
+class Progress(Protocol):
+    def start(self, total: int, expected: dict[tuple[str, str], float]) -> None: ...
+    def begin(self, subject: str, analysis: str) -> None: ...
+    def end(self, subject: str, analysis: str, status: str, seconds: float, cached: bool) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Clock:
+    """done/total and the time left, from the expected cost of what is not done yet."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self.expected: dict[tuple[str, str], float] = {}
+        self.spent: list[float] = []
+        self.finished: set[tuple[str, str]] = set()
+
+    def start(self, total: int, expected: dict[tuple[str, str], float]) -> None:
+        self.total, self.expected, self.t0 = total, dict(expected), time.perf_counter()
+
+    def finish(self, key: tuple[str, str], seconds: float, cached: bool) -> None:
+        self.done += 1
+        self.finished.add(key)
+        if not cached:
+            self.spent.append(seconds)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def remaining(self) -> float | None:
+        left = [k for k in self.expected if k not in self.finished]
+        unknown = self.total - self.done - len(left)
+        known = sum(self.expected[k] for k in left)
+        if unknown > 0:
+            if not self.spent:
+                return None if not known else known
+            known += unknown * (sum(self.spent) / len(self.spent))
+        return known
+
+
+def _clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class PlainProgress:
+    """One line per analysis started and finished, for logs and CI."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.clock = _Clock()
+
+    def _say(self, text: str) -> None:
+        print(f"talkgen: {text}", file=self.stream, flush=True)
+
+    def start(self, total: int, expected: dict[tuple[str, str], float]) -> None:
+        self.clock.start(total, expected)
+        self._say(f"{total} analyses to run or read from the cache")
+
+    def begin(self, subject: str, analysis: str) -> None:
+        self._say(f"[{self.clock.done + 1}/{self.clock.total}] {analysis} on {subject}: started")
+
+    def end(self, subject: str, analysis: str, status: str, seconds: float, cached: bool) -> None:
+        self.clock.finish((subject, analysis), seconds, cached)
+        how = "from the cache" if cached else f"{status} in {seconds:.1f} s"
+        left = self.clock.remaining()
+        self._say(f"[{self.clock.done}/{self.clock.total}] {analysis} on {subject}: {how}; "
+                  f"elapsed {_clock_text(self.clock.elapsed())}, about {_clock_text(left)} left")
+
+    def close(self) -> None:
+        pass
+
+
+class LiveProgress:
+    """A live progress bar on a terminal (rich): the running analysis, done/total, elapsed, time left."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.clock = _Clock()
+        self._left = TextColumn("{task.fields[left]}")
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("left"), self._left,
+                            console=Console(stderr=True), transient=False)
+        self.task = None
+
+    def start(self, total: int, expected: dict[tuple[str, str], float]) -> None:
+        self.clock.start(total, expected)
+        self.bar.start()
+        self.task = self.bar.add_task("starting", total=total, left=_clock_text(self.clock.remaining()))
+
+    def begin(self, subject: str, analysis: str) -> None:
+        self.bar.update(self.task, description=f"{analysis} on {subject}")
+
+    def end(self, subject: str, analysis: str, status: str, seconds: float, cached: bool) -> None:
+        self.clock.finish((subject, analysis), seconds, cached)
+        if status == "failed":
+            self.bar.console.print(f"[red]failed[/red] {analysis} on {subject}", highlight=False)
+        self.bar.update(self.task, advance=1, left=_clock_text(self.clock.remaining()))
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, description="done")
+        self.bar.stop()
+
+
+def reporter(quiet: bool = False, stream: IO[str] | None = None) -> Progress | None:
+    """The progress display for this process: live on a terminal, plain lines elsewhere, none if quiet."""
+    if quiet:
+        return None
+    out = stream or sys.stderr
+    if stream is None and out.isatty():
+        return LiveProgress()
+    return PlainProgress(out)
