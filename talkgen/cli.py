@@ -45,18 +45,46 @@ def cli() -> None:
     """
 
 
-def _report_build(report, out: Path) -> None:
+def _report_build(report, out: Path, quiet: bool = False) -> None:
     for w in report.warnings:
         click.echo(f"talkgen: warning: {w}", err=True)
     ok = sum(o.status == "ok" for o in report.outcomes)
     cached = sum(o.cached for o in report.outcomes)
     failed = [o for o in report.outcomes if o.status == "failed"]
-    skipped = sum(o.status == "skipped" for o in report.outcomes)
-    click.echo(f"{ok} analyses ok ({cached} from cache), {skipped} skipped, {len(failed)} failed")
+    skipped = [o for o in report.outcomes if o.status == "skipped"]
     for o in failed:
         click.echo(f"  failed: {o.analysis} on {o.subject}: {o.message}", err=True)
+    if quiet:
+        return
+    click.echo(f"{ok} analyses ok ({cached} from cache), {len(skipped)} skipped, {len(failed)} failed")
+    for line in skipped_summary(skipped):
+        click.echo(f"  {line}")
+    ran = sorted((o for o in report.outcomes if o.status == "ok" and not o.cached),
+                 key=lambda o: -float(o.cost.get("wall_s", 0.0)))[:5]
+    if ran:
+        click.echo("  costliest: " + ", ".join(f"{o.analysis} on {o.subject} {float(o.cost['wall_s']):.1f} s"
+                                            for o in ran))
     for name, path in report.outputs.items():
         click.echo(f"  {name:9s} {path}")
+
+
+def skipped_summary(skipped) -> list[str]:
+    """One line per reason: '12 skipped: needs labels (4 models: a, b, c, d)', commonest first."""
+    by_reason: dict[str, list] = {}
+    for o in skipped:
+        by_reason.setdefault(o.message, []).append(o)
+    lines = []
+    for reason, group in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        models = list(dict.fromkeys(o.subject for o in group))
+        analyses = list(dict.fromkeys(o.analysis for o in group))
+        shown = ", ".join(analyses[:4]) + (", ..." if len(analyses) > 4 else "")
+        lines.append(f"{len(group)} skipped ({shown}): {reason} "
+                     f"({len(models)} model{'s' if len(models) != 1 else ''}: {', '.join(models)})")
+    return lines
+
+
+_QUIET = click.option("--quiet", "-q", is_flag=True,
+                      help="No progress and no summary: only errors and warnings (on stderr).")
 
 
 @cli.command()
@@ -72,7 +100,8 @@ def _report_build(report, out: Path) -> None:
 @click.option("--format", "formats", default=None, help="Comma-separated: slides,report,notebook,pdf (pdf: report.pdf, printed by headless Chromium).")
 @click.option("--device", default=None, help="Torch device for analyses that can use one (cpu, cuda).")
 @click.option("--strict", is_flag=True, help="Stop at the first failing analysis.")
-def build(config_path, out, only, skip, force, profile, formats, device, strict) -> None:
+@_QUIET
+def build(config_path, out, only, skip, force, profile, formats, device, strict, quiet) -> None:
     """Run every analysis that applies and render the talk.
 
     \b
@@ -82,7 +111,7 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict)
     """
     from talkgen.build import build as run_build
     from talkgen.config import FORMATS, default_config, load_config
-    from talkgen.pipeline.runner import stderr_progress
+    from talkgen.pipeline.progress import reporter
 
     if config_path is None and Path("talk.toml").is_file():
         config_path = "talk.toml"
@@ -103,8 +132,8 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict)
             raise TalkgenError(f"unknown format {bad[0]!r}; formats: {', '.join(FORMATS)}")
         changes["formats"] = fs
     config = replace(config, **changes)
-    report = run_build(config, Path(out), force=force, strict=strict, progress=stderr_progress())
-    _report_build(report, Path(out))
+    report = run_build(config, Path(out), force=force, strict=strict, progress=reporter(quiet))
+    _report_build(report, Path(out), quiet)
     sys.exit(report.exit_code)
 
 
@@ -117,15 +146,18 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict)
               type=click.Choice(["image-classifier", "char-lm", "sequence-model", "tabular-classifier"]),
               help="What MODEL does (a Hugging Face directory's task comes from its config).")
 @click.option("--name", default=None, help="Name of the model in the report (default: derived from MODEL).")
-@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True)
-@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: build/audit-NAME, apart from the talk's build/).")
+@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
+              help="quick: small settings, minutes; full: the settings of the real talk.")
 @click.option("--format", "formats", default="report,notebook", show_default=True,
               help="Comma-separated: report,notebook,slides,pdf (pdf: report.pdf printed by headless Chromium).")
-@click.option("--only", default=None, help="Comma-separated analyses to run.")
+@click.option("--only", default=None, help="Comma-separated analyses to run (see `talkgen analyses`).")
 @click.option("--skip", default=None, help="Comma-separated analyses to leave out.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--force", is_flag=True)
-def audit(model, weights, data, task, name, out, profile, formats, only, skip, device, force) -> None:
+@click.option("--device", default="cpu", show_default=True, help="Torch device to compute on (cpu, cuda, cuda:1, mps).")
+@click.option("--force", is_flag=True, help="Ignore the cache: re-run every analysis and re-render everything.")
+@_QUIET
+def audit(model, weights, data, task, name, out, profile, formats, only, skip, device, force, quiet) -> None:
     """Audit one model: report.html with findings first, evidence, provenance.
 
     MODEL is a bundled sample's name, file.py:factory or package.module:factory
@@ -149,6 +181,7 @@ def audit(model, weights, data, task, name, out, profile, formats, only, skip, d
     if model in SAMPLES:
         subject = SubjectConfig(name=name or model, sample=model)
     else:
+        _no_such_sample(model)
         target, sep, _ = model.rpartition(":")
         path = target if sep and target.endswith(".py") else (model if not sep else None)
         if path is not None and not Path(path).is_file() and not Path(path).is_dir():
@@ -171,9 +204,29 @@ def audit(model, weights, data, task, name, out, profile, formats, only, skip, d
     config = TalkConfig(title=f"Audit of {subject.name}", subtitle="What looking inside this model found",
                         profile=profile, device=device, formats=fs, subjects=(subject,),
                         only=_csv(only), skip=_csv(skip), source="talkgen audit " + model)
-    report = run_build(config, Path(out), force=force)
-    _report_build(report, Path(out))
+    from talkgen.pipeline.progress import reporter
+
+    out = out or str(Path("build") / f"audit-{_folder_name(subject.name)}")
+    report = run_build(config, Path(out), force=force, progress=reporter(quiet))
+    _report_build(report, Path(out), quiet)
     sys.exit(report.exit_code)
+
+
+def _folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "model"
+
+
+def _no_such_sample(model: str) -> None:
+    """MODEL that is neither a path nor a module spec: a mistyped sample name gets the closest names."""
+    import difflib
+
+    from talkgen.models.samples import SAMPLES
+
+    if ":" in model or "/" in model or Path(model).exists() or Path(model).suffix:
+        return
+    close = difflib.get_close_matches(model, list(SAMPLES), n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}?" if close else f"samples: {', '.join(SAMPLES)}"
+    raise TalkgenError(f"{model!r} is not a bundled sample, a model file or a module:factory; {hint}")
 
 
 @cli.command("analyses")
@@ -212,11 +265,12 @@ def samples_list() -> None:
       talkgen samples list
     """
     from talkgen.models.samples import SAMPLES, read_card
+    from talkgen.render.text import number
 
     for name, spec in SAMPLES.items():
         try:
             card = read_card(name)
-            metrics = ", ".join(f"{k} {v:.4g}" for k, v in card["metrics"].items())
+            metrics = ", ".join(f"{k} {number(v)}" for k, v in card["metrics"].items())
         except TalkgenError:
             metrics = "not trained yet"
         click.echo(f"{name:24s} {spec.task:18s} {spec.description}; {metrics}")
@@ -273,7 +327,7 @@ def _zoo_builder(subject, n, seed, steps, out):
 _ZOO_OPTIONS = [
     click.option("--subject", default="digits-cnn", show_default=True, help="Sample whose architecture and data it copies."),
     click.option("--n", "n", type=int, default=1024, show_default=True, help="Members."),
-    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the zoo's recipes and initialisations."),
     click.option("--steps", default="30,1500", show_default=True, help="Range of training steps (log-uniform)."),
     click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True,
                  help="Build folder whose cache keeps the zoo (a later `talkgen build --out` reuses it)."),
@@ -336,7 +390,8 @@ def _zoo_progress():
 
 
 @cli.command()
-@click.option("--path", type=click.Path(dir_okay=False), default="talk.toml", show_default=True)
+@click.option("--path", type=click.Path(dir_okay=False), default="talk.toml", show_default=True,
+              help="Where to write the talk.toml.")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(path, force) -> None:
     """Write a commented talk.toml to start from.
@@ -345,17 +400,20 @@ def init(path, force) -> None:
     Example:
       talkgen init && talkgen build
     """
-    from talkgen.config import INIT_TEMPLATE
+    from talkgen.config import init_template
+    from talkgen.models.samples import SAMPLES
 
     p = Path(path)
     if p.exists() and not force:
         raise TalkgenError(f"{p} exists; use --force to overwrite it")
-    p.write_text(INIT_TEMPLATE, encoding="utf-8")
-    click.echo(f"wrote {p}")
+    p.write_text(init_template(), encoding="utf-8")
+    click.echo(f"wrote {p}: the built-in talk ({len(SAMPLES)} sample models: {', '.join(SAMPLES)}; every analysis); "
+               "edit it, then run `talkgen build`")
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True,
+              help="The build folder to empty (only a folder talkgen made).")
 @click.option("--keep-cache", is_flag=True, help="Remove the outputs but keep cached results.")
 def clean(out, keep_cache) -> None:
     """Remove a build folder's outputs (and its cache unless --keep-cache).

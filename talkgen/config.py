@@ -256,7 +256,7 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     )
 
 
-INIT_TEMPLATE = '''# talk.toml: what `talkgen build` builds. Every key is optional.
+_INIT_TEMPLATE = '''# talk.toml: what `talkgen build` builds. Every key is optional.
 title = "Making The Black Box Transparent"
 subtitle = "Lessons in Opacity"
 speaker = ""
@@ -265,11 +265,8 @@ seed = 0                     # every analysis is seeded from this
 device = "cpu"               # or "cuda" where an analysis can use a GPU
 formats = ["slides", "report", "notebook"]
 
-# The models to look into. A bundled sample (`talkgen samples list`) ...
-[[subjects]]
-name = "digits-cnn"
-sample = "digits-cnn"
-
+# The models to look into: the bundled samples (`talkgen samples list`), as the built-in talk has them ...
+{subjects}
 # ... or your own: an architecture factory plus weights (safetensors or a plain state dict),
 # a TorchScript .pt or torch.export .pt2 file, and data (.npz with x and y, optional classes).
 # [[subjects]]
@@ -288,3 +285,11 @@ skip = []
 # [analyses.params.weights]
 # max_side = 64
 '''
+
+
+def init_template() -> str:
+    """The commented talk.toml `talkgen init` writes: the built-in talk (every bundled sample), ready to edit."""
+    from talkgen.models.samples import SAMPLES
+
+    subjects = "\n".join(f'[[subjects]]\nname = "{n}"\nsample = "{n}"\n' for n in SAMPLES)
+    return _INIT_TEMPLATE.replace("{subjects}", subjects)

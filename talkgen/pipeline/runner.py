@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sys
+import json
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -14,6 +14,7 @@ from talkgen.errors import TalkgenError
 from talkgen.pipeline.cache import Cache, cache_key
 from talkgen.pipeline.costs import CostMeter
 from talkgen.pipeline.plan import Plan, PlanItem
+from talkgen.pipeline.progress import Progress
 from talkgen.subject import Subject
 
 
@@ -82,40 +83,76 @@ def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
 
 
 def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", profile: str = "quick",
-             force: bool = False, strict: bool = False,
-             progress: Callable[[str], None] | None = None) -> list[Outcome]:
+             force: bool = False, strict: bool = False, progress: Progress | None = None) -> list[Outcome]:
     """Run every applicable item once (cache hits are free); failures are isolated unless strict."""
     outcomes: list[Outcome] = []
     done: dict[tuple[str, str], Outcome] = {}
     dev = torch.device(device)
     plan_params = {i.analysis.name: dict(i.params) for i in plan.items}
-    for item in plan.items:
-        s, a = item.subject.name, item.analysis.name
-        if progress:
-            progress(f"{s} / {a}")
-        if item.skip_reason is not None:
-            out = Outcome(s, a, "skipped", message=item.skip_reason)
-        elif item.analysis.gathers:
-            # every result so far, of every subject, keyed "subject/analysis"
-            gathered = {f"{ks}/{ka}": o for (ks, ka), o in done.items() if o.status == "ok"}
-            out = _execute(item, cache, seed, dev, profile, force,
-                           {k: o.result for k, o in gathered.items()},  # type: ignore[misc]
-                           {k: o.key for k, o in gathered.items()}, plan_params,
-                           {k: dict(o.cost) for k, o in gathered.items()})
-        else:
-            dep_outs = {d: done.get((s, d)) for d in item.analysis.deps}
-            bad = [d for d, o in dep_outs.items() if o is None or o.status != "ok"]
-            if bad:
-                out = Outcome(s, a, "skipped", message=f"needs {', '.join(bad)}, which did not run")
-            else:
+    ledger = _read_ledger(cache)
+    if progress:
+        todo = [(i.subject.name, i.analysis.name) for i in plan.items if i.skip_reason is None]
+        progress.start(len(todo), {k: ledger[f"{k[0]}/{k[1]}"] for k in todo if f"{k[0]}/{k[1]}" in ledger})
+    try:
+        for item in plan.items:
+            s, a = item.subject.name, item.analysis.name
+            if item.skip_reason is not None:
+                out = Outcome(s, a, "skipped", message=item.skip_reason)
+                done[(s, a)] = out
+                outcomes.append(out)
+                continue
+            if progress:
+                progress.begin(s, a)
+            if item.analysis.gathers:
+                # every result so far, of every subject, keyed "subject/analysis"
+                gathered = {f"{ks}/{ka}": o for (ks, ka), o in done.items() if o.status == "ok"}
                 out = _execute(item, cache, seed, dev, profile, force,
-                               {d: o.result for d, o in dep_outs.items()},  # type: ignore[misc]
-                               {d: o.key for d, o in dep_outs.items()})  # type: ignore[misc]
-                if out.status == "failed" and strict:
-                    raise AnalysisFailed(f"{a} failed on {s}: {out.message}")
-        done[(s, a)] = out
-        outcomes.append(out)
+                               {k: o.result for k, o in gathered.items()},  # type: ignore[misc]
+                               {k: o.key for k, o in gathered.items()}, plan_params,
+                               {k: dict(o.cost) for k, o in gathered.items()})
+            else:
+                dep_outs = {d: done.get((s, d)) for d in item.analysis.deps}
+                bad = [d for d, o in dep_outs.items() if o is None or o.status != "ok"]
+                if bad:
+                    out = Outcome(s, a, "skipped", message=f"needs {', '.join(bad)}, which did not run")
+                else:
+                    out = _execute(item, cache, seed, dev, profile, force,
+                                   {d: o.result for d, o in dep_outs.items()},  # type: ignore[misc]
+                                   {d: o.key for d, o in dep_outs.items()})  # type: ignore[misc]
+            if progress:
+                progress.end(s, a, out.status, float(out.cost.get("wall_s", 0.0)), out.cached)
+            if out.status == "failed" and strict:
+                raise AnalysisFailed(f"{a} failed on {s}: {out.message}")
+            done[(s, a)] = out
+            outcomes.append(out)
+            if out.status == "ok" and not out.cached:
+                ledger[f"{s}/{a}"] = float(out.cost.get("wall_s", 0.0))
+    finally:
+        if progress:
+            progress.close()
+        _write_ledger(cache, ledger)
     return outcomes
+
+
+LEDGER = "ledger.json"  # subject/analysis -> seconds it took when last computed (the progress estimate)
+
+
+def _read_ledger(cache: Cache) -> dict[str, float]:
+    try:
+        raw = json.loads((cache.root / LEDGER).read_text(encoding="utf-8"))
+        return {str(k): float(v) for k, v in raw.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _write_ledger(cache: Cache, ledger: dict[str, float]) -> None:
+    from talkgen.files import write_atomic
+
+    if ledger and cache.root.parent.is_dir():
+        try:
+            write_atomic(cache.root / LEDGER, json.dumps(ledger, sort_keys=True, indent=0))
+        except OSError:  # the estimate is a convenience: never fail a build over it
+            pass
 
 
 def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile: str,
@@ -140,17 +177,3 @@ def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile
                        traceback="".join(traceback.format_exception(exc)))
     cache.put(a, key, result, cost)
     return Outcome(s, a, "ok", result=result, cost=cost, key=key)
-
-
-def stderr_progress() -> Callable[[str], None] | None:
-    """A one-line progress display on a terminal; nothing when stderr is not a terminal."""
-    if not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-
-    console = Console(stderr=True)
-
-    def show(label: str) -> None:
-        console.print(f"[dim]running[/dim] {label}", highlight=False)
-
-    return show

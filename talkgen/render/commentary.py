@@ -22,7 +22,7 @@ import jinja2
 from markupsafe import Markup
 
 from talkgen.analyses.base import Result, Scalar
-from talkgen.render.text import md_escape, md_finalize
+from talkgen.render.text import md_escape, md_finalize, no_negative_zero
 
 
 def _plain(value: Any) -> Any:
@@ -47,12 +47,12 @@ def fmt(value: Any, digits: int = 3) -> str:
     out = f"{v:.{digits}g}"
     if "e" in out:  # 6779.8 gives "6.78e+03": print the rounded number in full, "6,780"
         out = f"{float(out):,.0f}"
-    return out
+    return no_negative_zero(out)
 
 
 def pct(value: Any, digits: int = 1) -> str:
     v = _plain(value)
-    return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.{digits}f}%"
+    return "n/a" if v is None or not math.isfinite(float(v)) else no_negative_zero(f"{100 * float(v):.{digits}f}%")
 
 
 def exp_neg(value: Any) -> float:

@@ -31,3 +31,13 @@ def md_finalize(value: Any) -> Any:
     if value is None or hasattr(value, "__html__"):
         return value
     return md_escape(value)
+
+
+def no_negative_zero(text: str) -> str:
+    """'-0', '-0.0', '-0.00%' (a tiny negative number rounded away) print without the sign."""
+    return text[1:] if re.fullmatch(r"-0(\.0*)?(e[+-]?0+)?%?", text) else text
+
+
+def number(value: float, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits, never '-0'."""
+    return no_negative_zero(f"{value:.{digits}g}")
