@@ -19,14 +19,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from talkgen.analyses.base import Finding, Result
+from talkgen.results import Finding, Outcome, Result
 from talkgen.config import SubjectConfig, TalkConfig, device_problem
 from talkgen.errors import TalkgenError
 from talkgen import outdir
 from talkgen.files import write_atomic
 from talkgen.pipeline import Cache, make_plan, run_plan
 from talkgen.pipeline.plan import select_names
-from talkgen.pipeline.runner import Outcome
 from talkgen.render.assets import reveal_version
 from talkgen.resources import templates_dir
 from talkgen.subject import Subject
@@ -121,6 +120,11 @@ def summary_json(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequ
                         "analyses": {}}
     for o in outcomes:
         entry: dict[str, Any] = {"status": o.status, "cached": o.cached}
+        if o.twin_of is not None:  # a comparison baseline that an analysis of o.twin_of asked for
+            twins = subj[o.twin_of].setdefault("twins", {}).setdefault(o.subject, {})
+            twins[o.analysis] = entry | ({"message": o.message} if o.message else {}) | (
+                {"cost": o.cost} if o.cost else {})
+            continue
         if o.status == "skipped":
             entry["reason"] = o.message
         if o.status == "failed":
@@ -162,7 +166,7 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
         find_chromium()
     names = select_names(config.only, config.skip)
     subjects = [load_subject(sc) for sc in config.subjects]
-    plan = make_plan(subjects, names, config.profile, config.params)  # validates params too
+    plan = make_plan(subjects, names, config.profile, config.params, config.seed)  # validates params too
 
     outdir.claim(out)
     with outdir.locked(out):
@@ -181,11 +185,11 @@ def _render(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[
             total = sum(bad.values())
             warnings.append(f"subject {s.name!r} has {total} NaN/inf weights in {', '.join(bad)}; "
                             "the report flags them")
-            weights_ok = any(o.subject == s.name and o.analysis == "weights" and o.status == "ok" for o in outcomes)
-            if not weights_ok:
-                input_findings[s.name] = [Finding(severity="high", title="non-finite weights",
-                                                  detail=f"{total} NaN/inf entries in {', '.join(bad)}",
-                                                  value=float(total), threshold=0.0)]
+            input_findings[s.name] = [Finding(
+                severity="high", title=f"non-finite weights in {', '.join(bad)}",
+                detail=f"{total} NaN or infinite entries ({', '.join(f'{k}: {v}' for k, v in bad.items())}); "
+                       "every output that depends on them is meaningless",
+                value=float(total), threshold=0.0)]
     versions = _versions()
     templates = templates_dir()
     exit_code = 1 if any(o.status == "failed" for o in outcomes) else 0
@@ -233,8 +237,10 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[Subject], outcomes: Se
                "wall_s": o.cost.get("wall_s", ""), "peak_mem_mb": o.cost.get("peak_mem_mb", ""),
                "forward_passes": o.cost.get("forward_passes", ""),
                "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached} for o in outcomes]
+    from talkgen.analyses.base import catalogue
+
     deck = build_deck(title=config.title, subtitle=config.subtitle, speaker=config.speaker,
-                      outcomes=outcomes, templates=templates, figure_cache=FigureCache(out / "cache" / "figures"),
+                      outcomes=outcomes, catalogue=catalogue(), templates=templates, figure_cache=FigureCache(out / "cache" / "figures"),
                       provenance={"facts": facts, "ledger": ledger}, subject_notes=input_findings)
     talk = config.to_json() | {"cache": str((out / "cache").resolve())}
     nb = deck_to_notebook(deck, talk)

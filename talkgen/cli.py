@@ -48,15 +48,18 @@ def cli() -> None:
 def _report_build(report, out: Path, quiet: bool = False) -> None:
     for w in report.warnings:
         click.echo(f"talkgen: warning: {w}", err=True)
-    ok = sum(o.status == "ok" for o in report.outcomes)
-    cached = sum(o.cached for o in report.outcomes)
+    talk = [o for o in report.outcomes if o.twin_of is None]
+    twins = [o for o in report.outcomes if o.twin_of is not None and o.status != "skipped"]
+    ok = sum(o.status == "ok" for o in talk)
+    cached = sum(o.cached for o in talk)
     failed = [o for o in report.outcomes if o.status == "failed"]
-    skipped = [o for o in report.outcomes if o.status == "skipped"]
+    skipped = [o for o in talk if o.status == "skipped"]
     for o in failed:
         click.echo(f"  failed: {o.analysis} on {o.subject}: {o.message}", err=True)
     if quiet:
         return
-    click.echo(f"{ok} analyses ok ({cached} from cache), {len(skipped)} skipped, {len(failed)} failed")
+    click.echo(f"{ok} analyses ok ({cached} from cache), {len(skipped)} skipped, {len(failed)} failed"
+               + (f"; {len(twins)} runs on comparison twins ({sum(o.cached for o in twins)} from cache)" if twins else ""))
     for line in skipped_summary(skipped):
         click.echo(f"  {line}")
     ran = sorted((o for o in report.outcomes if o.status == "ok" and not o.cached),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def canonical_json(obj: Any) -> str:
@@ -25,7 +27,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON-serialisable in a cache key: {type(obj).__name__}")
 
 
-def _update_tensor(h: "hashlib._Hash", name: str, t: torch.Tensor) -> None:
+def _update_tensor(h: "hashlib._Hash", name: str, t: "torch.Tensor") -> None:
+    import torch
+
     t = t.detach().cpu().contiguous()
     h.update(name.encode())
     h.update(str(t.dtype).encode())
@@ -36,6 +40,8 @@ def _update_tensor(h: "hashlib._Hash", name: str, t: torch.Tensor) -> None:
 
 def hash_tensors(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
     """sha256 over (name, dtype, shape, bytes) of each tensor, in the order given."""
+    import torch
+
     h = hashlib.sha256(salt.encode())
     for name, t in named:
         if isinstance(t, np.ndarray):
@@ -62,6 +68,8 @@ def code_digest(model: torch.nn.Module) -> str:
     torch.export program), their code. Torch's own modules are named by class; torch's version is in
     the build's provenance."""
     import inspect
+
+    import torch
 
     h = hashlib.sha256()
     seen_files: set[str] = set()

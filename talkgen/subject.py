@@ -14,6 +14,17 @@ TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier", 
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """A backdoor trigger: what it is, how it is stamped on inputs, the pixels (H, W) it covers, and the class
+    a backdoored model sends it to."""
+
+    description: str
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    region: torch.Tensor
+    target: int
+
+
+@dataclass(frozen=True)
 class SubjectData:
     """Train/test tensors and the names of the classes (or tokens)."""
 
@@ -25,6 +36,12 @@ class SubjectData:
     source: str
     # False when the labels are the model's own predictions (no ground truth was given).
     labelled: bool = True
+    # A known backdoor trigger that applies to these inputs (the bundled digits' 2x2 corner patch): the
+    # attacks analysis measures whether explanations point at it. None for other data.
+    trigger: "Trigger | None" = None
+    # For token tasks with known structure: (x, y) -> per-position labels, e.g. which targets copying
+    # can get right (the induction task). None when the task has no such labels.
+    position_labels: Callable[[torch.Tensor, torch.Tensor], dict[str, Any]] | None = None
 
     @cached_property
     def hash(self) -> str:
@@ -59,6 +76,9 @@ class Subject:
     token_names: Callable[[list[int]], list[str]] | None = None
     # For character models: per-character ground-truth labels aligned with data.x_test.flatten().
     text_labels: Callable[[], dict[str, Any]] | None = None
+    # For a twin (``talkgen.models.twins``): the name of the subject it was made from. Twins are measured
+    # for the analyses that compare against them; they are not subjects of the talk.
+    twin_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

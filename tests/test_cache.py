@@ -38,17 +38,21 @@ def _config(d, **kw) -> TalkConfig:
 
 
 def _applicable(d) -> dict:
-    """Every registered analysis that applies to the user's model, run once."""
+    """Every registered analysis that applies to the user's model, run once, plus once on each twin a
+    gathering analysis asked for (the fingerprint's initial weights)."""
     from talkgen.analyses.base import registry
     from talkgen.build import load_subject
-
-    from talkgen.analyses.fingerprint import AT_INIT
+    from talkgen.models.twins import make_twin
 
     subject = load_subject(_config(d).subjects[0])
     counts = {n: 1 for n, cls in registry().items() if cls().applies_to(subject) is True}
-    for a in AT_INIT:  # the fingerprint runs these once more, on the architecture at initialisation
-        if a in counts:
-            counts[a] += 1
+    requests = {r for n, cls in registry().items() if cls.gathers and n in counts
+                for r in cls().twins(subject, cls().resolve_params("quick"))}
+    for r in requests:
+        twin = make_twin(subject, r.kind, r.width, 0)
+        for n, cls in registry().items():
+            if r.kind in cls.runs_on_twins and not cls.gathers and cls().applies_to(twin) is True:
+                counts[n] += 1
     return counts
 
 
@@ -62,15 +66,13 @@ def test_second_build_runs_nothing_and_params_rerun_only_their_analysis(user_mod
     assert sum(counted.values()) == 0
     assert all(o.cached for o in report.outcomes if o.status == "ok")
     build(_config(user_model_dir, params={"weights": {"max_side": 7}}), out)
-    # weights reruns, and the two analyses that gather its result: the fingerprint (which redoes its
-    # init-time analyses) and the costs (which reads its ledger entry)
-    from talkgen.analyses.fingerprint import AT_INIT
-
-    expected = {"weights": 1, "fingerprint": 1, "costs": 1}
-    for a in AT_INIT:
-        if a in first:
-            expected[a] = expected.get(a, 0) + 1
-    assert dict(counted) == expected
+    # weights reruns (on the model and on its initial-weights twin, whose params changed with it), and the
+    # two analyses that gather results: the fingerprint and the costs. The twin's other analyses are
+    # cached: the baselines are ordinary pipeline items, keyed by what they read.
+    assert dict(counted) == {"weights": 2, "fingerprint": 1, "costs": 1}
+    counted.clear()
+    build(_config(user_model_dir, params={"probes": {"steps": 77}}), out)
+    assert dict(counted) == {"probes": 1, "fingerprint": 1, "costs": 1}  # no twin reruns for an unrelated change
 
 
 def test_template_change_rerenders_without_rerunning(user_model_dir, tmp_path, counted, monkeypatch):
@@ -102,7 +104,13 @@ def test_one_weight_byte_reruns_that_models_analyses(user_model_dir, tmp_path, c
     state["fc.bias"] = raw.view(torch.float32)
     save_file(state, str(weights))
     build(_config(user_model_dir), out)
-    assert dict(counted) == _applicable(user_model_dir)
+    # every analysis of the model reruns; its initial-weights twin (a seeded fresh initialisation, the
+    # same whatever the trained weights) is served from the cache
+    from talkgen.analyses.base import registry
+    from talkgen.build import load_subject
+
+    subject = load_subject(_config(user_model_dir).subjects[0])
+    assert dict(counted) == {n: 1 for n, cls in registry().items() if cls().applies_to(subject) is True}
 
 
 def test_a_new_analysis_plugs_in_and_caches(user_model_dir, tmp_path):

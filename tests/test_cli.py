@@ -26,7 +26,7 @@ def test_progress_lines_reach_a_log_file(user_model_dir, tmp_path):
     with open(log, "w") as err:
         proc = subprocess.run([sys.executable, "-m", "talkgen", "build", "--config", _talk(user_model_dir),
                                "--out", str(tmp_path / "out")], stderr=err, stdout=subprocess.PIPE, text=True,
-                              timeout=300)
+                              timeout=1800)
     assert proc.returncode == 0, log.read_text()
     text = log.read_text()
     started = re.findall(r"\[(\d+)/(\d+)\] (\S+) on net: started", text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from talkgen.analyses.base import Scalar
-from talkgen.analyses.specs import Curves
+from talkgen.specs import Curves
 from talkgen.render.commentary import Commentary, ResultView, exp_neg
 
 

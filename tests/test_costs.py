@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkgen.analyses.costs import epoch_seconds, fit_exponent, scaling_run
+from talkgen.analyses.costs import epoch_seconds, fit_exponent
 
 
 def test_fit_exponent_recovers_a_power_law():
@@ -46,25 +46,34 @@ def test_costs_gathers_the_ledger_and_the_checks(tiny_subject, tmp_path):
     assert "exponents" not in r.data  # the tiny CNN is not the digits architecture
 
 
-def test_scaling_runs_the_main_analyses_at_each_width():
+def test_scaling_comes_from_width_twins_run_by_the_pipeline(tmp_path):
+    """The costs analysis asks for untrained twins at each width; the pipeline runs the analyses that run on
+    width twins (cached, isolated, side-effect checked), and costs fits exponents from their ledger."""
     from talkgen.models.samples import load_sample
+    from talkgen.pipeline import Cache, make_plan, run_plan
 
     s = load_sample("digits-cnn")
-    sc = scaling_run(s, [4, 8], seed=0)
-    assert sc["params"][0] < sc["params"][1]
-    assert set(sc["wall"]) == {"weights", "activations", "saliency", "curvature", "loss-landscape"}
-    assert all(len(v) == 2 and min(v) > 0 for v in sc["wall"].values())
+    plan = make_plan([s], ["weights", "curvature", "costs"], "quick", {"costs": {"widths": [4, 8, 16]}})
+    twins = [i.subject.name for i in plan.items if i.subject.twin_of == "digits-cnn"]
+    assert sorted(twins) == sorted(["digits-cnn at width 4", "digits-cnn at width 8", "digits-cnn at width 16"] * 2)
+    outcomes = run_plan(plan, Cache(tmp_path))
+    assert all(o.status == "ok" for o in outcomes), [(o.subject, o.analysis, o.message) for o in outcomes]
+    sc = next(o for o in outcomes if o.analysis == "costs").result.data["scaling"]
+    assert sc["widths"] == [4, 8, 16] and sc["params"][0] < sc["params"][1] < sc["params"][2]
+    assert set(sc["wall"]) == {"weights", "curvature"}
+    assert all(len(v) == 3 and min(v) > 0 for v in sc["wall"].values())
     assert torch.is_grad_enabled()
 
 
 def test_model_card_limitations_collect_findings_failed_checks_and_gaps():
-    from talkgen.analyses.base import Finding, Result
-    from talkgen.pipeline.runner import Outcome
     from talkgen.render.deck import limitations_table
+    from talkgen.results import Check, Finding, Outcome, Result
 
-    costs = Result(analysis="costs", subject="m", data={"fidelity": [
-        ["saliency: occlusion", "sanity checks", "rho 0.64", "fails a check"], ["probes", "selectivity", "+0.8", "trust"]]})
-    outcomes = [Outcome("m", "costs", "ok", result=costs), Outcome("m", "rnn-cells", "skipped", message="needs an LSTM"),
+    saliency = Result(analysis="saliency", subject="m", checks=(
+        Check("saliency: occlusion", "sanity checks", "rho 0.64", False, "fails a check"),))
+    probes = Result(analysis="probes", subject="m", checks=(Check("probes", "selectivity", "+0.8", True, "trust"),))
+    outcomes = [Outcome("m", "saliency", "ok", result=saliency), Outcome("m", "probes", "ok", result=probes),
+                Outcome("m", "rnn-cells", "skipped", message="needs an LSTM"),
                 Outcome("other", "attention", "skipped", message="not this one")]
     findings = [("m", Finding("high", "Trojan detector flags this model", "", 3.2, -0.3), "x"),
                 ("m", Finding("info", "just so", ""), "y"), ("other", Finding("high", "elsewhere", ""), "z")]

@@ -158,7 +158,7 @@ def test_the_notebook_runs_end_to_end_and_every_figure_cell_reproduces_its_image
     assert len(before) >= 20
     gathered = {c.source.split(",")[2].strip(" '") for i, c in enumerate(nb.cells) if i in before}
     assert {"costs", "fingerprint"} <= gathered
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     different = []
     for i, data in before.items():
         outputs = [o for o in nb.cells[i].outputs if o.output_type in ("display_data", "execute_result")]

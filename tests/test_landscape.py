@@ -15,7 +15,7 @@ from talkgen.analyses.base import Context, Result, get_analysis
 from talkgen.analyses.landscape import (PlaneEvaluator, basin_radii, centre_params,
                                         filter_normalised_direction)
 from talkgen.analyses.loss import loss_batch, make_loss
-from talkgen.analyses.specs import Surface
+from talkgen.specs import Surface
 from talkgen.render.figures import draw, to_png
 
 

@@ -72,7 +72,7 @@ def test_scores_on_known_answers():
 
 
 def test_roc_points_run_from_corner_to_corner():
-    from talkgen.analyses.metanetworks import roc_points
+    from talkgen.meta.metanets import roc_points
 
     fpr, tpr = roc_points(np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.1]))
     assert fpr.tolist() == [0, 0, 0.5, 0.5, 1.0] and tpr.tolist() == [0, 0.5, 0.5, 1.0, 1.0]

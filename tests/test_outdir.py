@@ -47,7 +47,7 @@ def test_root_home_and_working_folder_are_refused_outright(where, tmp_path):
     (work / outdir.MARKER).write_text("even with a marker")
     for command in (["clean", "--out", where], ["build", "--only", "model-card", "--out", where]):
         proc = subprocess.run([sys.executable, "-m", "talkgen", *command], cwd=work, capture_output=True,
-                              text=True, timeout=120, env=os.environ | {"HOME": str(tmp_path / "home")}
+                              text=True, timeout=900, env=os.environ | {"HOME": str(tmp_path / "home")}
                               if where != "~" else os.environ | {"HOME": str(work)})
         _one_line_exit_2(proc, "refused")
     assert sorted(p.name for p in work.iterdir()) == [outdir.MARKER]
@@ -174,7 +174,7 @@ def test_eight_builds_on_one_folder_take_turns(user_model_dir, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for cfg in configs for _ in range(2)]
     try:
-        results = [p.communicate(timeout=600) for p in procs]
+        results = [p.communicate(timeout=1800) for p in procs]
     finally:
         for p in procs:
             p.kill()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from talkgen.analyses.base import Context, Finding, Result, Scalar
-from talkgen.analyses.specs import Curves, Table
+from talkgen.specs import Curves, Table
 
 
 def _result():
@@ -81,7 +81,7 @@ def test_same_seed_same_bytes(tiny_subject, tmp_path):
 def test_cost_meter_counts_forward_and_backward_and_survives_deepcopy(tiny_subject):
     import copy
 
-    from talkgen.pipeline.costs import CostMeter
+    from talkgen.metering import CostMeter
 
     model = tiny_subject.model
     x = tiny_subject.data.x_test

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from talkgen.analyses.base import Context
-from talkgen.analyses.rnn_cells import RNNCells, auroc, lstm_states, pearson
+from talkgen.analyses.rnn_cells import RNNCells
+from talkgen.models.recurrent import lstm_states
+from talkgen.stats import auroc, pearson
 from talkgen.data.pysource import VOCAB, VOCAB_SIZE, char_labels, encode
 from talkgen.subject import Subject, SubjectData
 

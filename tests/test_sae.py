@@ -82,7 +82,7 @@ def test_aux_loss_reaches_only_dead_features():
 def test_sparse_scores_match_dense_ones():
     from sklearn.metrics import roc_auc_score
 
-    from talkgen.analyses.rnn_cells import pearson
+    from talkgen.stats import pearson
 
     torch.manual_seed(0)
     sae = TopKSAE(10, 24, 3)

@@ -17,7 +17,7 @@ from conftest import ROOT
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (path,) = out.glob("talkgen-*.whl")
     return path
@@ -48,7 +48,7 @@ def _environment_with_the_wheel(wheel, env_dir):
     parents = [p for p in dict.fromkeys(site.getsitepackages() + [sysconfig.get_paths()["purelib"]])]
     (Path(purelib) / "parent-environment.pth").write_text("\n".join(parents) + "\n")
     proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return py
 
@@ -63,6 +63,6 @@ def test_installed_wheel_builds_outside_the_checkout(wheel, tmp_path):
     assert where.returncode == 0, where.stderr[-2000:]
     assert str(env_dir) in where.stdout and "_data/templates" in where.stdout, where.stdout
     proc = subprocess.run([str(env_dir / "bin" / "talkgen"), "build", "--only", "weights", "--format",
-                           "slides,report", "--out", "b"], cwd=work, capture_output=True, text=True, timeout=600)
+                           "slides,report", "--out", "b"], cwd=work, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert (work / "b" / "slides.html").is_file() and (work / "b" / "report.html").is_file()

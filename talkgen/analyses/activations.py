@@ -18,7 +18,7 @@ import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.hooks import capture_outputs
-from talkgen.analyses.specs import Bars, Heatmaps, ImageGrid, Scatter, Table
+from talkgen.specs import Bars, Heatmaps, ImageGrid, Scatter, Table
 from talkgen.models.introspect import default_layers
 
 SATURATION = 2.65  # atanh(0.99)
@@ -42,6 +42,8 @@ def knn_separability(features: np.ndarray, labels: np.ndarray, k: int = 5, seed:
 @register
 class Activations(Analysis):
     name = "activations"
+    order = 20
+    runs_on_twins = ("initial", "width")
     title = "Activations, layer by layer"
     section = "looking-in"
     version = 4

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from talkgen.analyses.base import Analysis, Context, Finding, Result, Scalar, register
+from talkgen.analyses.base import Analysis, Check, Context, Finding, Result, Scalar, register
 from talkgen.analyses.loss import predicted_classes as _predict
-from talkgen.analyses.specs import Curves, ImageGrid, Table
+from talkgen.specs import Curves, ImageGrid, Table
 
-TRIGGER_SHAPE = (1, 8, 8)  # inputs the bundled trigger applies to
 FRAGILE = 0.5           # share of predictions flipped by FGSM at the reference eps that earns a finding
 POINTS_AT = 4.0         # attribution on the trigger above this many times its area share earns a finding
 
@@ -60,6 +59,7 @@ def trigger_share(maps: torch.Tensor, region: torch.Tensor) -> np.ndarray:
 class Attacks(Analysis):
     param_bounds = {"epsilons": (0, 1), "reference_eps": (0, 1)}
     name = "attacks"
+    order = 10
     title = "The attacker's view: an explanation is an attack direction"
     section = "costs"
     version = 1
@@ -72,6 +72,16 @@ class Attacks(Analysis):
         if subject.task != "image-classifier" or not subject.data.labelled:
             return "needs a labelled image classifier"
         return True
+
+    def checks(self, r: Result) -> tuple[Check, ...]:
+        """Passed when an explanation's direction buys an attacker no more than random noise."""
+        d = r.data
+        i = d["eps"].index(d["reference_eps"])
+        f = d["flips"]
+        exploited = f["fgsm"][i] > 3 * max(f["random"][i], 0.01)
+        return (Check("explanations, seen by an attacker", f"predictions flipped at eps {d['reference_eps']}",
+                      f"along the gradient {f['fgsm'][i]:.1%}, PGD {f['pgd'][i]:.1%}, random {f['random'][i]:.1%}",
+                      not exploited, "explanations are attack maps" if exploited else "no gain"),)
 
     def run(self, ctx: Context) -> Result:
         from talkgen.attribution import integrated_gradients
@@ -149,7 +159,7 @@ class Attacks(Analysis):
                                     f"L-infinity size {ref} along the sign of the gradient, {flips['random'][at]:.1%} "
                                     "along random signs of the same size",
                                     value=flips["fgsm"][at], threshold=FRAGILE))
-        if tuple(x.shape[1:]) == TRIGGER_SHAPE:
+        if s.data.trigger is not None:  # the data know a backdoor trigger: do explanations point at it?
             self._trigger(model, s, p, arrays, figures, tables, summaries, data, findings)
         return Result(analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries, figures=tuple(figures),
                       tables=tuple(tables), findings=tuple(findings), data=data)
@@ -157,36 +167,35 @@ class Attacks(Analysis):
     @staticmethod
     def _trigger(model, s, p, arrays, figures, tables, summaries, data, findings) -> None:  # noqa: PLR0913
         from talkgen.attribution import grad_cam, integrated_gradients, saliency
-        from talkgen.models.recipes import TROJAN_TARGET, add_trigger
 
-        keep = s.data.y_test[: p["n_inputs"]] != TROJAN_TARGET
-        x = add_trigger(s.data.x_test[: p["n_inputs"]][keep].float())
+        trigger = s.data.trigger
+        keep = s.data.y_test[: p["n_inputs"]] != trigger.target
+        x = trigger.apply(s.data.x_test[: p["n_inputs"]][keep].float())
         pred = _predict(model, x)
-        region = torch.zeros(8, 8, dtype=torch.bool)
-        region[6:8, 6:8] = True
+        region = trigger.region
         area = float(region.float().mean())
         maps = {"gradient": saliency(model, x, pred),
                 "Integrated Gradients": integrated_gradients(model, x, pred, n_steps=int(p["ig_steps"]),
                                                              internal_batch_size=256),
                 "Grad-CAM": grad_cam(model, x, pred)}
         shares = {k: trigger_share(v[:, 0], region) for k, v in maps.items()}
-        to_target = float((pred == TROJAN_TARGET).float().mean())
+        to_target = float((pred == trigger.target).float().mean())
         rows = tuple((k, f"{float(np.mean(v)):.3f}", f"{float(np.mean(v)) / area:.1f}x") for k, v in shares.items())
         tables.append(Table(id="trigger", title="Do the explanations point at the trigger?",
                             columns=("method", "share of |attribution| on the trigger", "against its area"),
                             rows=rows,
-                            caption=f"{len(x)} held-out digits (not of class {TROJAN_TARGET}) with the bundled 2x2 "
+                            caption=f"{len(x)} held-out digits (not of class {trigger.target}) with the bundled 2x2 "
                                     f"trigger added; maps for the predicted class. The trigger covers {area:.1%} of "
                                     f"the image. {to_target:.1%} of these inputs are predicted as class "
-                                    f"{TROJAN_TARGET}."))
+                                    f"{trigger.target}."))
         show = 6
         grid = [x[:show, 0]] + [v[:show, 0].abs() / v[:show, 0].abs().flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
                                 for v in maps.values()]
         arrays["trigger_maps"] = torch.cat(grid).numpy()
         figures.append(ImageGrid(
             id="trigger", title="Explanations of inputs carrying the trigger",
-            caption=f"Top row: held-out digits with the 2x2 trigger in the bottom-right corner; below, each method's "
-                    f"|attribution| for the predicted class, scaled to its maximum.",
+            caption="Top row: held-out digits with the 2x2 trigger in the bottom-right corner; below, each method's "
+                    "|attribution| for the predicted class, scaled to its maximum.",
             alt="A grid of digits with a corner patch and their saliency maps.",
             array="trigger_maps", colorbar="|attribution| / its maximum (top row: pixel value)", signed=False,
             columns=show, row_labels=("input",) + tuple("IG" if k.startswith("Integrated") else k for k in maps),
@@ -195,14 +204,14 @@ class Attacks(Analysis):
         for k, v in shares.items():
             summaries[f"trigger_share.{k.replace(' ', '_').lower()}"] = Scalar(
                 float(np.mean(v)), "", f"share of {k} attribution on the trigger's pixels (area {area:.3f})")
-        summaries["trigger_to_target"] = Scalar(to_target, "", f"inputs with the trigger predicted as {TROJAN_TARGET}")
+        summaries["trigger_to_target"] = Scalar(to_target, "", f"inputs with the trigger predicted as {trigger.target}")
         data["trigger"] = {"shares": {k: float(np.mean(v)) for k, v in shares.items()}, "area": area,
-                           "to_target": to_target, "n": len(x), "target": int(TROJAN_TARGET)}
+                           "to_target": to_target, "n": len(x), "target": int(trigger.target)}
         best = max(shares, key=lambda k: float(np.mean(shares[k])))
         if float(np.mean(shares[best])) > POINTS_AT * area:
             findings.append(Finding(
                 "medium", "Explanations point at a small corner patch (the known trigger)",
                 f"{best} puts {float(np.mean(shares[best])):.1%} of its attribution on the 4 trigger pixels "
                 f"({area:.1%} of the image) of held-out digits carrying the trigger; {to_target:.1%} of them are "
-                f"then predicted as class {TROJAN_TARGET}",
+                f"then predicted as class {trigger.target}",
                 value=float(np.mean(shares[best])), threshold=POINTS_AT * area))

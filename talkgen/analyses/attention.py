@@ -34,9 +34,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from talkgen import attribution as A
-from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.base import Analysis, Check, Context, Result, Scalar, register, value_of
 from talkgen.analyses.sanity import spearman_rows
-from talkgen.analyses.specs import Bars, Heatmaps, Table
+from talkgen.specs import Bars, Heatmaps, Table
 from talkgen.models.recipes import previous_occurrence
 
 
@@ -183,6 +183,7 @@ def flow(layers: list[torch.Tensor], target: int, scale: float = 1e6) -> np.ndar
 class Attention(Analysis):
     param_bounds = {"induction_threshold": (0, 1), "previous_token_threshold": (0, 1)}
     name = "attention"
+    order = 50
     title = "Attention focus"
     section = "looking-in"
     version = 1
@@ -199,6 +200,14 @@ class Attention(Analysis):
         if not names:
             return "no attention matrices to record (no pattern module, MultiheadAttention or sdpa call)"
         return True
+
+    def checks(self, r: Result) -> tuple[Check, ...]:
+        raw, roll = value_of(r, "rho.raw.grad_x_input"), value_of(r, "rho.rollout.grad_x_input")
+        if raw is None:
+            return ()
+        return (Check("attention as explanation", "rank agreement with gradient x input",
+                      f"raw rho {raw:.2f}" + (f", rollout {roll:.2f}" if roll is not None else ""),
+                      raw > 0.5, "trust" if raw > 0.5 else "weak agreement"),)
 
     def run(self, ctx: Context) -> Result:
         s, p = ctx.subject, ctx.params

@@ -1,16 +1,15 @@
-"""The analysis contract: Analysis, Result, Scalar, Finding, Context and the registry.
+"""The analysis contract: Analysis, Context and the registry (the data types are in ``talkgen.results``).
 
 An analysis is one small class: it declares what it applies to, its parameters per
 profile and its dependencies, and ``run(ctx)`` returns a frozen :class:`Result` of plain
-data (arrays, named scalars, notes, figure specs). It never draws or writes HTML.
+data (arrays, named scalars, notes, figure specs, trust checks). It never draws or writes HTML.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -18,113 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import numpy as np
 import torch
 
-from talkgen.analyses.specs import FigureSpec, Table, spec_from_json
 from talkgen.errors import TalkgenError
+from talkgen.results import SEVERITIES, AnalysisInfo, Check, Finding, Result, Scalar  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from talkgen.subject import Subject
-
-SEVERITIES = ("high", "medium", "low", "info")
-
-
-@dataclass(frozen=True)
-class Scalar:
-    """A named number with its unit and what it means, e.g. Scalar(3.2, "", "stable rank of fc1")."""
-
-    value: float
-    unit: str
-    meaning: str
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something an auditor should act on, with the measured value and the threshold it was judged by."""
-
-    severity: str
-    title: str
-    detail: str
-    value: float | None = None
-    threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
-
-
-def _frozen_array(a: Any) -> np.ndarray:
-    arr = np.array(a, copy=True)
-    arr.setflags(write=False)
-    return arr
-
-
-@dataclass(frozen=True)
-class Result:
-    """What an analysis measured. Frozen, plain data; saved as ``arrays.npz`` + ``result.json``."""
-
-    analysis: str
-    subject: str
-    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
-    summaries: Mapping[str, Scalar] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-    figures: tuple[FigureSpec, ...] = ()
-    tables: tuple[Table, ...] = ()
-    findings: tuple[Finding, ...] = ()
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        arrays = {k: _frozen_array(v) for k, v in self.arrays.items()}
-        for spec in self.figures:
-            missing = [k for k in spec.array_keys() if k not in arrays]
-            if missing:
-                raise ValueError(f"figure {spec.id!r} names arrays the result lacks: {missing}")
-        object.__setattr__(self, "arrays", MappingProxyType(arrays))
-        object.__setattr__(self, "summaries", MappingProxyType(dict(self.summaries)))
-        object.__setattr__(self, "data", MappingProxyType(json.loads(json.dumps(dict(self.data)))))
-        object.__setattr__(self, "notes", tuple(self.notes))
-        object.__setattr__(self, "figures", tuple(self.figures))
-        object.__setattr__(self, "tables", tuple(self.tables))
-        object.__setattr__(self, "findings", tuple(self.findings))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "analysis": self.analysis,
-            "subject": self.subject,
-            "summaries": {k: {"value": s.value, "unit": s.unit, "meaning": s.meaning}
-                          for k, s in self.summaries.items()},
-            "notes": list(self.notes),
-            "figures": [f.to_json() for f in self.figures],
-            "tables": [t.to_json() for t in self.tables],
-            "findings": [vars(f) for f in self.findings],
-            "data": dict(self.data),
-            "arrays": sorted(self.arrays),
-        }
-
-    def save(self, directory: str) -> None:
-        """Write ``arrays.npz`` and ``result.json`` into an existing directory."""
-        np.savez(os.path.join(directory, "arrays.npz"), **dict(self.arrays))
-        with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as f:
-            # keys in the order the analysis wrote them: a result read back from the cache renders exactly as
-            # the fresh one (commentary iterates its dicts; sorted keys reordered lists on the slides)
-            json.dump(self.to_json(), f, indent=1, allow_nan=True)
-
-    @classmethod
-    def load(cls, directory: str) -> "Result":
-        with open(os.path.join(directory, "result.json"), encoding="utf-8") as f:
-            d = json.load(f)
-        with np.load(os.path.join(directory, "arrays.npz"), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        return cls(
-            analysis=d["analysis"],
-            subject=d["subject"],
-            arrays=arrays,
-            summaries={k: Scalar(**v) for k, v in d["summaries"].items()},
-            notes=tuple(d["notes"]),
-            figures=tuple(spec_from_json(s) for s in d["figures"]),
-            tables=tuple(Table.from_json(t) for t in d["tables"]),
-            findings=tuple(Finding(**f) for f in d["findings"]),
-            data=d["data"],
-        )
-
 
 @dataclass(frozen=True)
 class Context:
@@ -136,8 +33,9 @@ class Context:
     device: torch.device
     profile: str
     deps: Mapping[str, Result] = field(default_factory=dict)
-    # For an analysis that gathers: the resolved parameters of every analysis in the plan.
-    plan_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # For an analysis that gathers: twin subject name -> the subject it was made from, for the twins
+    # whose results are in ``deps`` (``Analysis.twins``).
+    twins: Mapping[str, str] = field(default_factory=dict)
     # Where an analysis may keep large build inputs it makes (the model zoo): the build's cache
     # folder, or None (then such inputs go to a temporary folder and are not kept).
     store: "Path | None" = None
@@ -147,8 +45,15 @@ class Context:
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         object.__setattr__(self, "deps", MappingProxyType(dict(self.deps)))
-        object.__setattr__(self, "plan_params", MappingProxyType(dict(self.plan_params)))
+        object.__setattr__(self, "twins", MappingProxyType(dict(self.twins)))
         object.__setattr__(self, "costs", MappingProxyType(dict(self.costs)))
+
+    def storage(self) -> Path:
+        """Where to keep large build inputs: the build's cache folder, or (for a context made outside a
+        build) a temporary folder of this process, removed when it exits."""
+        if self.store is not None:
+            return Path(self.store)
+        return _scratch()
 
     def generator(self) -> torch.Generator:
         """A fresh torch generator seeded from the build seed (same seed, same bytes)."""
@@ -156,6 +61,39 @@ class Context:
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
+
+
+@dataclass(frozen=True)
+class TwinRequest:
+    """A twin an analysis wants measured: its kind ("initial" or "width"), the width for a width twin,
+    and the profile its analyses run with (None: the build's, with the build's parameters)."""
+
+    kind: str
+    width: int | None = None
+    profile: str | None = None
+
+    def name(self, subject: str) -> str:
+        """The twin's subject name (results of the twin are keyed "<name>/<analysis>")."""
+        from talkgen.models.twins import twin_name
+
+        return twin_name(subject, self.kind, self.width)
+
+
+@lru_cache(maxsize=1)
+def _scratch() -> Path:
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="talkgen-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def value_of(result: Result, key: str) -> float | None:
+    """A summary's value when it is a finite number, else None."""
+    s = result.summaries.get(key)
+    return None if s is None or s.value is None or not math.isfinite(s.value) else float(s.value)
 
 
 def evenly_spaced(items: list, n: int) -> list:
@@ -177,8 +115,13 @@ class Analysis:
     section: ClassVar[str]
     version: ClassVar[int] = 1
     deps: ClassVar[tuple[str, ...]] = ()
+    # The place of the analysis within its section of the talk (smaller first).
+    order: ClassVar[float] = 50
+    # Kinds of twin (``talkgen.models.twins``: "initial", "width") this analysis also runs on when a
+    # gathering analysis asks for them; the pipeline runs those like any other item.
+    runs_on_twins: ClassVar[tuple[str, ...]] = ()
     # True: ``ctx.deps`` holds every result that ran before it, of every subject, keyed
-    # "subject/analysis" (the fingerprint); register such an analysis after those it reads.
+    # "subject/analysis" (the fingerprint); gathering analyses run after all the others.
     gathers: ClassVar[bool] = False
     applies_text: ClassVar[str] = "any model"
     params: ClassVar[Mapping[str, Any]] = {}
@@ -234,6 +177,16 @@ class Analysis:
         """True when the analysis can run on ``subject``; otherwise a reason (a short phrase)."""
         return True
 
+    def checks(self, result: Result) -> tuple[Check, ...]:
+        """The trust checks this analysis ran on its own method, read off its ``result`` (the pipeline
+        attaches them to the result: the costs analysis and the report's limitations collect them)."""
+        return ()
+
+    def twins(self, subject: "Subject", params: Mapping[str, Any]) -> tuple["TwinRequest", ...]:
+        """The twins of ``subject`` whose results this (gathering) analysis reads; the pipeline makes them
+        and runs on them every analysis that ``runs_on_twins`` of that kind."""
+        return ()
+
     def resolve_params(self, profile: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         resolved = dict(self.params)
         if profile == "quick":
@@ -250,21 +203,67 @@ class Analysis:
 
 
 _REGISTRY: dict[str, type[Analysis]] = {}
+_DISCOVERED = False
 
 
 def register(cls: type[Analysis]) -> type[Analysis]:
     """Class decorator: the registry is the single source of analysis names and order."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"analysis {cls.name!r} registered twice")
+    ranks = section_ranks()
+    if ranks and cls.section not in ranks:
+        raise ValueError(f"analysis {cls.name!r}: unknown section {cls.section!r}; sections: {', '.join(ranks)}")
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def registry() -> Mapping[str, type[Analysis]]:
-    """All registered analyses, in registration (= default) order."""
-    import talkgen.analyses  # noqa: F401  (imports every analysis module once)
+@lru_cache(maxsize=1)
+def section_ranks() -> dict[str, int]:
+    """Section id -> its number in the talk's outline (templates/outline.toml, the one place that orders
+    the talk)."""
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
 
-    return MappingProxyType(_REGISTRY)
+    from talkgen.resources import templates_dir
+
+    try:
+        with open(templates_dir() / "outline.toml", "rb") as f:
+            return {s["id"]: int(s["number"]) for s in tomllib.load(f)["sections"]}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def _discover() -> None:
+    """Import every module of the analyses package once, so that each ``@register`` runs: a new
+    analysis is one module dropped into talkgen/analyses/ (plus its commentary template)."""
+    import importlib
+    import pkgutil
+
+    import talkgen.analyses as package
+
+    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def registry() -> Mapping[str, type[Analysis]]:
+    """All registered analyses in the talk's order: by section (the outline's numbers), then each
+    analysis's ``order``; analyses that gather the others' results come last."""
+    global _DISCOVERED
+    if not _DISCOVERED:
+        _DISCOVERED = True
+        _discover()
+    ranks = section_ranks()
+    ordered = sorted(_REGISTRY.values(), key=lambda c: (c.gathers, ranks.get(c.section, len(ranks)), c.order, c.name))
+    return MappingProxyType({c.name: c for c in ordered})
+
+
+def catalogue() -> dict[str, AnalysisInfo]:
+    """What the renderers may know of each registered analysis (title, section, place), in order."""
+    return {name: AnalysisInfo(name=name, title=cls.title, section=cls.section, order=float(cls.order))
+            for name, cls in registry().items()}
 
 
 def get_analysis(name: str) -> Analysis:

@@ -22,20 +22,16 @@ What it measures (gathers every earlier result of the build and its cost-ledger 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from talkgen.analyses.base import Analysis, Context, Result, Scalar, get_analysis, register
-from talkgen.analyses.specs import Bars, Curves, Table
-
-SCALING_ANALYSES = ("weights", "activations", "saliency", "curvature", "loss-landscape")
-
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, TwinRequest, register
+from talkgen.models.twins import widens
+from talkgen.specs import Bars, Curves, Table
 
 def epoch_seconds(subject, batch: int, steps: int, seed: int) -> tuple[float, int]:
     """(seconds for one epoch, batches per epoch), extrapolated from ``steps`` timed SGD steps."""
@@ -73,126 +69,40 @@ def fit_exponent(n: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
     return float(b), (1 - float((resid ** 2).sum()) / ss) if ss > 0 else float("nan")
 
 
-def scaling_run(subject, widths: list[int], seed: int) -> dict[str, Any]:
-    """Wall time and peak memory of the main analyses on the digits CNN at each width (untrained)."""
-    from talkgen.models.architectures import DigitsCNN
-    from talkgen.pipeline.costs import CostMeter
-
-    out: dict[str, Any] = {"widths": widths, "params": [], "wall": {}, "mem": {}}
-    for i, w in enumerate([widths[0]] + widths):
-        warm_up = i == 0  # the first pass warms up kernels, allocators and imports, and is not kept
-        torch.manual_seed(seed)
-        model = DigitsCNN(width=w, n_classes=len(subject.data.classes)).eval()
-        twin = dataclasses.replace(subject, name=f"{subject.name}-width{w}", model=model, checkpoints=(),
-                                   load_checkpoints=None, initial_state=None)
-        if not warm_up:
-            out["params"].append(sum(p.numel() for p in model.parameters()))
-        for a in SCALING_ANALYSES:
-            analysis = get_analysis(a)
-            if analysis.applies_to(twin) is not True:
-                continue
-            ctx = Context(subject=twin, params=analysis.resolve_params("quick"), seed=seed,
-                          device=torch.device("cpu"), profile="quick")
-            with torch.random.fork_rng(devices=[]), CostMeter(model) as meter:
-                torch.manual_seed(seed)
-                analysis.run(ctx)
-            if not warm_up:
-                out["wall"].setdefault(a, []).append(meter.cost.wall_s)
-                out["mem"].setdefault(a, []).append(meter.cost.peak_mem_mb)
+def scaling_from_twins(subject_name: str, widths: list[int], deps, costs) -> dict[str, Any]:
+    """Wall time and peak memory of every analysis the pipeline ran on the subject's width twins
+    (untrained, quick-profile settings), from the cost ledger; parameters from their model cards or weights."""
+    out: dict[str, Any] = {"widths": [], "params": [], "wall": {}, "mem": {}}
+    per_width = []
+    for w in widths:
+        twin = TwinRequest("width", w).name(subject_name)
+        ran = {key.partition("/")[2]: c for key, c in costs.items() if key.partition("/")[0] == twin and c}
+        n_params = _parameters(deps, twin)
+        if ran and n_params:
+            per_width.append((w, n_params, ran))
+    shared = set.intersection(*(set(r) for _, _, r in per_width)) if per_width else set()
+    for w, n_params, ran in per_width:
+        out["widths"].append(w)
+        out["params"].append(n_params)
+        for a in sorted(shared):
+            out["wall"].setdefault(a, []).append(float(ran[a].get("wall_s", 0.0)))
+            out["mem"].setdefault(a, []).append(float(ran[a].get("peak_mem_mb", 0.0)))
     return out
 
 
-def _scalable(subject) -> bool:
-    from talkgen.models.architectures import DigitsCNN
-
-    return type(subject.model) is DigitsCNN and subject.data.labelled
-
-
-def _get(r, key: str) -> float | None:
-    s = r.summaries.get(key) if r is not None else None
-    return None if s is None or s.value is None or not math.isfinite(s.value) else float(s.value)
-
-
-def _shift_verdict(passed: bool | None) -> str:
-    return "not testable on this model" if passed is None else "ignored" if passed else "changes it"
-
-
-def fidelity_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(tool, check, measured, verdict) from whatever ran on this subject."""
-    rows: list[tuple[str, str, str, str]] = []
-    sal = results.get("saliency")
-    if sal is not None and "pass" in sal.data:
-        d = sal.data
-        rnd_del, rnd_ins = _get(sal, "deletion_auc_random"), _get(sal, "insertion_auc_random")
-        for m in d["methods"]:
-            rho = _get(sal, f"randomisation_rho.{m}")
-            dele, ins = _get(sal, f"deletion_auc.{m}"), _get(sal, f"insertion_auc.{m}")
-            measured = (f"randomisation rho {rho:.2f} (passes below {d['threshold']}); "
-                        f"input shift {_shift_verdict(d['invariance_pass'].get(m))}; "
-                        f"deletion / insertion AUC {dele:.2f} / {ins:.2f} (random {rnd_del:.2f} / {rnd_ins:.2f})"
-                        if None not in (rho, dele, ins, rnd_del, rnd_ins) else "")
-            rows.append((f"saliency: {d['labels'][m]}", "sanity checks (Adebayo et al.; Kindermans et al.)",
-                         measured, "trust" if d["pass"][m] else "fails a check"))
-    elif sal is not None:
-        chance = _get(sal, "evidence_top3_chance")
-        for m in ("occlusion", "integrated_gradients", "grad_x_input", "gradient"):
-            top3, pct = _get(sal, f"evidence_top3.{m}"), _get(sal, f"evidence_percentile.{m}")
-            if top3 is None or chance is None or pct is None:
-                continue
-            rows.append((f"token saliency: {m.replace('_', ' ')}", "ranks the known evidence",
-                         f"evidence percentile {pct:.2f}; in top 3 {top3:.2f} (chance {chance:.2f})",
-                         "trust" if top3 > 3 * chance else "weak"))
-    if sal is not None and _get(sal, "ig_completeness_gap") is not None:
-        gap = _get(sal, "ig_completeness_gap")
-        rows.append(("Integrated Gradients", "completeness (attributions sum to the output change)",
-                     f"gap {gap:.2%}", "trust" if gap < 0.05 else "not converged"))
-    pr = results.get("probes")
-    if pr is not None and _get(pr, "mean_selectivity_linear") is not None:
-        lin, mlp = _get(pr, "mean_selectivity_linear"), _get(pr, "mean_selectivity_mlp")
-        rows.append(("probes", "selectivity over a control task (Hewitt & Liang)",
-                     f"mean selectivity linear {lin:+.2f}, MLP {mlp:+.2f}",
-                     "trust" if lin > 0.05 else "probe may be memorising"))
-    at = results.get("attention")
-    if at is not None and _get(at, "rho.raw.grad_x_input") is not None:
-        raw, roll = _get(at, "rho.raw.grad_x_input"), _get(at, "rho.rollout.grad_x_input")
-        rows.append(("attention as explanation", "rank agreement with gradient x input",
-                     f"raw rho {raw:.2f}" + (f", rollout {roll:.2f}" if roll is not None else ""),
-                     "trust" if raw > 0.5 else "weak agreement"))
-    ma = results.get("meta-accuracy")
-    if ma is not None:
-        m = ma.data["metrics"]
-        rows.append(("accuracy from weights", "against the recipe and the mean (held-out zoo)",
-                     f"tau weights {m['weights']['tau']:.2f}, recipe {m['recipe']['tau']:.2f}, "
-                     f"DeepSets {m['deepsets']['tau']:.2f}; R^2 {m['weights']['r2']:.2f}",
-                     "beats the recipe" if ma.data["weights_beat_recipe"] else "the recipe ranks better"))
-    mt = results.get("meta-trojan")
-    if mt is not None:
-        res = mt.data["results"]
-        rows.append(("trojan detector (MNTD)", "held-out AUC against weight statistics",
-                     f"AUC {res['mntd']['auc']:.3f} (unseen trigger kind {res['mntd']['auc_unseen']:.3f}); "
-                     f"weights {res['weights']['auc']:.3f}; false-positive rate {res['mntd']['fpr']:.2f}",
-                     "trust" if res["mntd"]["auc"] >= 0.9 else "useful, not conclusive"))
-    sf = results.get("sparse-features")
-    if sf is not None:
-        d = sf.data
-        rows.append(("sparse autoencoder", "reconstruction and loss recovered (held out)",
-                     f"explained variance {d['explained_variance']:.3f} at L0 {d['l0']:.1f}; loss recovered "
-                     f"{_get(sf, 'loss_recovered'):.3f}; a feature beats every neuron on {len(d['wins'])} of "
-                     f"{len(d['scores'])} labels",
-                     "trust" if d["explained_variance"] >= 0.85 and _get(sf, "loss_recovered") >= 0.9 else "lossy"))
-    ak = results.get("attacks")
-    if ak is not None:
-        i = ak.data["eps"].index(ak.data["reference_eps"])
-        f = ak.data["flips"]
-        rows.append(("explanations, seen by an attacker", f"predictions flipped at eps {ak.data['reference_eps']}",
-                     f"along the gradient {f['fgsm'][i]:.1%}, PGD {f['pgd'][i]:.1%}, random {f['random'][i]:.1%}",
-                     "explanations are attack maps" if f["fgsm"][i] > 3 * max(f["random"][i], 0.01) else "no gain"))
-    return rows
+def _parameters(deps, twin: str) -> int:
+    """A twin's parameter count, from whichever of its results states it."""
+    for key, r in deps.items():
+        subject, _, _ = key.partition("/")
+        if subject == twin and "n_params" in r.data:
+            return int(r.data["n_params"])
+    return 0
 
 
 @register
 class Costs(Analysis):
     name = "costs"
+    order = 90
     title = "What looking inside cost"
     section = "costs"
     version = 1
@@ -200,6 +110,13 @@ class Costs(Analysis):
     applies_text = "any model (gathers the cost ledger of the analyses that ran before it)"
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}
     quick = {"widths": [8, 16, 32], "epoch_batches": 8}
+
+    def twins(self, subject, params) -> tuple[TwinRequest, ...]:
+        """Untrained copies at each width, where the architecture has one: the pipeline times the
+        analyses that run on width twins (with quick-profile settings, so both profiles fit)."""
+        if not widens(subject) or not subject.data.labelled:
+            return ()
+        return tuple(TwinRequest("width", int(w), profile="quick") for w in params["widths"])
 
     def run(self, ctx: Context) -> Result:
         s, p = ctx.subject, ctx.params
@@ -243,24 +160,18 @@ class Costs(Analysis):
         data: dict[str, Any] = {"names": names, "epoch_s": epoch_s, "n_batches": n_batches, "total": total,
                                 "costliest": names[0] if names else None,
                                 "costliest_s": float(wall[0]) if names else 0.0}
-        if _scalable(s):
-            scaling = None
-            for key, r in ctx.deps.items():  # a subject of the same architecture measured it already
-                if key.endswith(f"/{self.name}") and r.data.get("scaling", {}).get("widths") == list(p["widths"]):
-                    scaling = r.data["scaling"]
-                    data["scaling_from"] = r.subject
-                    break
-            if scaling is None:
-                scaling = scaling_run(s, [int(w) for w in p["widths"]], ctx.seed)
+        scaling = scaling_from_twins(s.name, [int(w) for w in p["widths"]], ctx.deps, ctx.costs)
+        if len(scaling["widths"]) >= 2 and scaling["wall"]:
             self._scaling(scaling, arrays, figures, tables, summaries, data)
-        rows = fidelity_rows(mine)
-        if rows:
+        checks = [c for r in mine.values() for c in r.checks]  # each analysis states its own trust checks
+        if checks:
             tables.append(Table(id="fidelity", title="Which tools can we trust here?",
-                                columns=("tool", "check", "measured", "verdict"), rows=tuple(rows),
+                                columns=("tool", "check", "measured", "verdict"),
+                                rows=tuple((c.tool, c.check, c.measured, c.verdict) for c in checks),
                                 caption="Each row is what the named analysis measured on this model in this build."))
-            data["fidelity"] = [list(r) for r in rows]
-            summaries["tools_trusted"] = Scalar(float(sum(r[3] == "trust" for r in rows)), "count",
-                                                f"tools whose checks passed, of {len(rows)} checked")
+            data["fidelity"] = [[c.tool, c.check, c.measured, c.verdict, c.passed] for c in checks]
+            summaries["tools_trusted"] = Scalar(float(sum(c.passed for c in checks)), "count",
+                                                f"tools whose checks passed, of {len(checks)} checked")
         return Result(analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries,
                       figures=tuple(figures), tables=tuple(tables), data=data)
 

@@ -18,7 +18,7 @@ import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.loss import Params, batch_count, hvp, loss_batch, make_loss, parameter_copy
-from talkgen.analyses.specs import Bars, Table
+from talkgen.specs import Bars, Table
 
 
 def _flat(p: Params) -> torch.Tensor:
@@ -112,6 +112,8 @@ def hutchinson_trace(loss, params: Params, probes: int, seed: int) -> tuple[floa
 @register
 class Curvature(Analysis):
     name = "curvature"
+    order = 80
+    runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "Sharpness of the minimum"
     section = "looking-in"
     version = 2  # 2: only converged Ritz values are reported; Lanczos runs on until the top k converge

@@ -13,17 +13,13 @@ learn from.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
-import torch
 
-from talkgen.analyses.base import Analysis, Context, Result, Scalar, get_analysis, register
-from talkgen.analyses.specs import Bars, Table
-
-AT_INIT = ("model-card", "weights", "activations")
-
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, TwinRequest, register
+from talkgen.models.twins import initial_source
+from talkgen.specs import Bars, Table
 
 def headline(results: dict) -> dict[str, tuple[float, str, str]]:
     """'analysis: summary' -> (value, unit, meaning) for the summaries without a '.' suffix."""
@@ -46,12 +42,16 @@ def separation(a: float, b: float) -> float:
 @register
 class Fingerprint(Analysis):
     name = "fingerprint"
+    order = 10
     title = "The model's fingerprint"
     section = "summaries"
     version = 1
     gathers = True
     applies_text = "any model (gathers the summaries of the analyses that ran before it)"
     params = {"top": 12}
+
+    def twins(self, subject, params) -> tuple[TwinRequest, ...]:
+        return (TwinRequest("initial"),)  # the cheap analyses (runs_on_twins) rerun on the initial weights
 
     def run(self, ctx: Context) -> Result:
         s = ctx.subject
@@ -60,7 +60,7 @@ class Fingerprint(Analysis):
             subj, _, analysis = key.partition("/")
             if analysis != self.name:
                 by_subject.setdefault(subj, {})[analysis] = r
-        lines = {t: headline(res) for t, res in by_subject.items()}
+        lines = {t: headline(res) for t, res in by_subject.items() if t not in ctx.twins}
         own = lines.get(s.name, {})
         columns = {s.name: own}
         n_params = own.get("model-card: parameters", (None,))[0]
@@ -68,26 +68,11 @@ class Fingerprint(Analysis):
                  if t != s.name and n_params is not None and h.get("model-card: parameters", (None,))[0] == n_params]
         for t in peers:
             columns[t] = lines[t]
-        init_name = f"{s.name} at initialisation"
-        init_source = ""
-        try:
-            from talkgen.analyses.probes import initial_model
-
-            model, init_source = initial_model(s, ctx.seed)
-            init_subject = dataclasses.replace(s, name=init_name, model=model, checkpoints=(),
-                                               load_checkpoints=None, initial_state=None)
-            init_results = {}
-            for a in AT_INIT:
-                analysis = get_analysis(a)
-                if a in by_subject.get(s.name, {}) and analysis.applies_to(init_subject) is True:
-                    params = ctx.plan_params.get(a) or analysis.resolve_params(ctx.profile)
-                    init_results[a] = analysis.run(Context(
-                        subject=init_subject, params=params, seed=ctx.seed, device=torch.device("cpu"),
-                        profile=ctx.profile))
+        init_name = TwinRequest("initial").name(s.name)
+        init_results = by_subject.get(init_name, {})
+        if init_results:
             columns[init_name] = headline(init_results)
-        except (RuntimeError, ValueError, KeyError) as exc:  # no way to re-initialise this model
-            init_source = f"not available ({type(exc).__name__}: {exc})"
-
+        init_source = initial_source(s) if init_results else "not available (no initial weights for this model)"
         names = list(columns)
         shared = [k for k in own if any(k in columns[c] for c in names[1:])]
         sep = {k: max(separation(own[k][0], columns[c][k][0]) for c in names[1:] if k in columns[c]) for k in shared}

@@ -17,7 +17,7 @@ import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, evenly_spaced, register
 from talkgen.analyses.loss import batch_count, loss_batch, make_loss, parameter_copy
-from talkgen.analyses.specs import Curves, Heatmaps, Table
+from talkgen.specs import Curves, Heatmaps, Table
 
 VANISH, EXPLODE = 1e-2, 1e2
 
@@ -29,6 +29,7 @@ def layer_of(param_name: str) -> str:
 @register
 class GradientFlow(Analysis):
     name = "gradient-flow"
+    order = 90
     title = "Gradient flow through training"
     section = "looking-in"
     version = 1

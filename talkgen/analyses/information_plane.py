@@ -19,7 +19,7 @@ import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, evenly_spaced, register
 from talkgen.analyses.hooks import capture_outputs
-from talkgen.analyses.specs import Table, Trajectories
+from talkgen.specs import Table, Trajectories
 from talkgen.information import binned_mi, discretise, kde_plane
 from talkgen.models.introspect import default_layers
 
@@ -30,6 +30,7 @@ ESTIMATORS = ("binning", "kde_upper", "kde_lower")
 class InformationPlane(Analysis):
     param_bounds = {"noise_var": (1e-6, None), "bins": (2, None)}
     name = "information-plane"
+    order = 60
     title = "The information plane"
     section = "looking-in"
     version = 1

@@ -36,7 +36,8 @@ from torch import nn
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch
-from talkgen.analyses.specs import Curves, Surface, Table
+from talkgen.models.twins import initial_state
+from talkgen.specs import Curves, Surface, Table
 from talkgen.models.introspect import has_own_parameters, modules_called
 
 LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
@@ -198,22 +199,6 @@ class PlaneEvaluator:
         return loss, acc
 
 
-def initial_state(subject, seed: int) -> tuple[dict[str, torch.Tensor], str]:
-    """The weights training started from, and where they came from."""
-    if subject.initial_state is not None:
-        return subject.initial_state(), "the exact initial weights (the sample's seeded initialisation)"
-    if subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0:
-        return subject.load_checkpoints()[0][1], "the checkpoint saved at step 0"
-    fresh = copy.deepcopy(subject.model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for m in fresh.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-    return ({k: v.detach().clone() for k, v in fresh.state_dict().items()},
-            f"a fresh default initialisation (seed {seed}), not the weights this model started from")
-
-
 def basin_radii(loss: np.ndarray, coords: np.ndarray, delta: float, rays: int = 32) -> np.ndarray:
     """For ``rays`` directions from the centre of the grid, the radius where the (bilinearly
     interpolated) loss first exceeds its centre value + ``delta``; ``coords[-1]`` when it never does."""
@@ -235,6 +220,8 @@ def basin_radii(loss: np.ndarray, coords: np.ndarray, delta: float, rays: int = 
 class LossLandscape(Analysis):
     param_bounds = {"grid": (3, None), "line_points": (3, None), "span": (1e-6, None), "basin_delta": (1e-6, None)}
     name = "loss-landscape"
+    order = 70
+    runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "The loss landscape"
     section = "looking-in"
     version = 1

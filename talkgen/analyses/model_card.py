@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.specs import Bars, Curves, Heatmaps, Table
+from talkgen.specs import Bars, Curves, Heatmaps, Table
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -38,6 +38,8 @@ def predict(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch
 @register
 class ModelCard(Analysis):
     name = "model-card"
+    order = 0
+    runs_on_twins = ("initial",)
     title = "Meet the model"
     section = "title"
     version = 1

@@ -16,16 +16,16 @@ over the tokens.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
 import torch
 from torch import nn
 
-from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.base import Analysis, Check, Context, Result, Scalar, register, value_of
 from talkgen.analyses.hooks import capture_inputs, capture_outputs
-from talkgen.analyses.specs import Curves, Table
+from talkgen.models.twins import initial_model
+from talkgen.specs import Curves, Table
 from talkgen.meta.probes import control_labels, fit_probe
 from talkgen.models.introspect import default_layers
 
@@ -58,9 +58,9 @@ def classifier_representations(model: nn.Module, x: torch.Tensor, layers: tuple[
 
 def char_representations(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
     """Per character: the embedding, and the LSTM's hidden and cell state (replayed step by step)."""
-    from talkgen.analyses.rnn_cells import _lstm_name, lstm_states
+    from talkgen.models.recurrent import last_lstm, lstm_states
 
-    name = _lstm_name(model)
+    name = last_lstm(model)
     lstm = dict(model.named_modules())[name]
     parts: dict[str, list[torch.Tensor]] = {"embedding": [], f"{name}.h": [], f"{name}.c": []}
     with torch.no_grad():
@@ -75,18 +75,10 @@ def char_representations(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndar
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 
-def initial_model(subject, seed: int) -> tuple[nn.Module, str]:
-    from talkgen.analyses.landscape import initial_state
-
-    state, source = initial_state(subject, seed)
-    model = copy.deepcopy(subject.model)
-    model.load_state_dict(state)
-    return model.eval(), source
-
-
 @register
 class Probes(Analysis):
     name = "probes"
+    order = 10
     title = "Probes: what each layer makes decodable"
     section = "method"
     version = 2  # 2: linear probes are solved to convergence (L-BFGS), not 300 Adam steps
@@ -98,9 +90,9 @@ class Probes(Analysis):
         if subject.task == "char-lm":
             if subject.text_labels is None:
                 return "needs per-character labels of its text (in string, in comment, brackets, ...)"
-            from talkgen.analyses.rnn_cells import _lstm_name
+            from talkgen.models.recurrent import last_lstm
 
-            return True if _lstm_name(subject.model) else "needs an nn.LSTM to read states from"
+            return True if last_lstm(subject.model) else "needs an nn.LSTM to read states from"
         if subject.task.endswith("classifier") and subject.data.labelled:
             return True
         return "needs a labelled classifier or a character model with per-character labels"
@@ -130,6 +122,15 @@ class Probes(Analysis):
         types = x.reshape(len(x), -1).numpy()
         is_train = np.arange(len(x)) < len(xtr)
         return reps, {"class": torch.cat([ytr, yte]).numpy()}, types, is_train
+
+    def checks(self, r: Result) -> tuple[Check, ...]:
+        lin, mlp = value_of(r, "mean_selectivity_linear"), value_of(r, "mean_selectivity_mlp")
+        if lin is None:
+            return ()
+        ok = lin > 0.05
+        return (Check("probes", "selectivity over a control task (Hewitt & Liang)",
+                      f"mean selectivity linear {lin:+.2f}" + (f", MLP {mlp:+.2f}" if mlp is not None else ""),
+                      ok, "trust" if ok else "probe may be memorising"),)
 
     def run(self, ctx: Context) -> Result:
         s, p = ctx.subject, ctx.params

@@ -14,7 +14,6 @@ aligned with the test characters (the subject's ``text_labels``).
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
@@ -22,70 +21,19 @@ from torch import nn
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.hooks import capture_inputs
-from talkgen.analyses.specs import Bars, ColouredText, Scatter, Table
+from talkgen.models.recurrent import last_lstm, lstm_states
+from talkgen.specs import Bars, ColouredText, Scatter, Table
+from talkgen.stats import auroc, pearson
 
 BINARY = ("in_string", "in_comment")
 GRADED = ("bracket_depth", "indent_level", "column")
 FOUND_R, FOUND_AUROC = 0.6, 0.9
 
 
-def lstm_states(lstm: nn.LSTM, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Replay ``lstm`` on its input ``x`` step by step; returns h, c and the i, f, o gates of the
-    last layer, each (B, T, H). Matches ``lstm(x)``'s outputs (tested)."""
-    if not lstm.batch_first:
-        x = x.transpose(0, 1)
-    B, T = x.shape[:2]
-    out = {}
-    for layer in range(lstm.num_layers):
-        w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
-        b = getattr(lstm, f"bias_ih_l{layer}", 0) + getattr(lstm, f"bias_hh_l{layer}", 0) if lstm.bias else 0
-        h = x.new_zeros(B, lstm.hidden_size)
-        c = x.new_zeros(B, lstm.hidden_size)
-        pre = x @ w_ih.T + b  # (B, T, 4H): gates in PyTorch's order i, f, g, o
-        rec = {k: [] for k in ("h", "c", "i", "f", "o")}
-        for t in range(T):
-            gi, gf, gg, go = (pre[:, t] + h @ w_hh.T).chunk(4, dim=1)
-            i, f, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.sigmoid(go)
-            c = f * c + i * torch.tanh(gg)
-            h = o * torch.tanh(c)
-            for k, v in (("h", h), ("c", c), ("i", i), ("f", f), ("o", o)):
-                rec[k].append(v)
-        out = {k: torch.stack(v, 1) for k, v in rec.items()}
-        x = out["h"]
-    return out
-
-
-def pearson(acts: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """Pearson r of each column of ``acts`` (N, U) with ``label`` (N,)."""
-    a = acts - acts.mean(0)
-    l = label - label.mean()
-    denom = np.sqrt((a**2).sum(0) * (l**2).sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (a * l[:, None]).sum(0) / denom, 0.0)
-
-
-def auroc(acts: np.ndarray, positive: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
-    """AUROC of each column of ``acts`` (N, U) as a score for the boolean ``positive`` (N,)
-    (Mann-Whitney U over the ranks; pass ``ranks`` of ``acts`` to reuse them across labels)."""
-    from scipy.stats import rankdata
-
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return np.full(acts.shape[1], np.nan)
-    if ranks is None:
-        ranks = rankdata(acts, axis=0)
-    return (ranks[positive].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def _lstm_name(model: nn.Module) -> str | None:
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.LSTM)]
-    return names[-1] if names else None
-
-
 @register
 class RNNCells(Analysis):
     name = "rnn-cells"
+    order = 30
     title = "Interpretable cells"
     section = "looking-in"
     version = 2
@@ -94,14 +42,14 @@ class RNNCells(Analysis):
     quick = {"n_chars": 20_000}
 
     def applies_to(self, subject) -> bool | str:
-        if _lstm_name(subject.model) is None:
+        if last_lstm(subject.model) is None:
             return "needs a recurrent (nn.LSTM) layer"
         if subject.text_labels is None:
             return "needs per-character labels of its text (in string, in comment, brackets, ...)"
         return True
 
     def _states(self, model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
-        name = _lstm_name(model)
+        name = last_lstm(model)
         lstm = dict(model.named_modules())[name]
         parts: dict[str, list] = {}
         with torch.no_grad():

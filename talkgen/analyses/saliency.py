@@ -24,8 +24,8 @@ from torch import nn
 
 from talkgen import attribution as A
 from talkgen.analyses import sanity
-from talkgen.analyses.base import Analysis, Context, Finding, Result, Scalar, register
-from talkgen.analyses.specs import Bars, Curves, ImageGrid, Table
+from talkgen.analyses.base import Analysis, Check, Context, Finding, Result, Scalar, register, value_of
+from talkgen.specs import Bars, Curves, ImageGrid, Table
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -71,6 +71,8 @@ def normalise(maps: np.ndarray) -> np.ndarray:
 class Saliency(Analysis):
     param_bounds = {"input_shift": (None, None), "cascade_threshold": (0, 1)}
     name = "saliency"
+    order = 40
+    runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "Saliency maps and their sanity checks"
     section = "looking-in"
     version = 2  # 2: findings' titles agree in number ("1 saliency method does not ...")
@@ -93,6 +95,39 @@ class Saliency(Analysis):
                 return str(e)
             return True
         return "needs an image classifier (batch x channels x height x width) or a token model with an embedding"
+
+    def checks(self, r: Result) -> tuple[Check, ...]:
+        """Each method's sanity checks (image models), or how well each ranks known evidence (token
+        models); Integrated Gradients' completeness."""
+        out: list[Check] = []
+        d = r.data
+        if "pass" in d:
+            rnd_del, rnd_ins = value_of(r, "deletion_auc_random"), value_of(r, "insertion_auc_random")
+            for m in d["methods"]:
+                rho = value_of(r, f"randomisation_rho.{m}")
+                dele, ins = value_of(r, f"deletion_auc.{m}"), value_of(r, f"insertion_auc.{m}")
+                shift = d["invariance_pass"].get(m)
+                measured = (f"randomisation rho {rho:.2f} (passes below {d['threshold']}); input shift "
+                            f"{'not testable on this model' if shift is None else 'ignored' if shift else 'changes it'}; "
+                            f"deletion / insertion AUC {dele:.2f} / {ins:.2f} (random {rnd_del:.2f} / {rnd_ins:.2f})"
+                            if None not in (rho, dele, ins, rnd_del, rnd_ins) else "")
+                out.append(Check(f"saliency: {d['labels'][m]}", "sanity checks (Adebayo et al.; Kindermans et al.)",
+                                 measured, bool(d["pass"][m]), "trust" if d["pass"][m] else "fails a check"))
+        else:
+            chance = value_of(r, "evidence_top3_chance")
+            for m in ("occlusion", "integrated_gradients", "grad_x_input", "gradient"):
+                top3, pct = value_of(r, f"evidence_top3.{m}"), value_of(r, f"evidence_percentile.{m}")
+                if top3 is None or chance is None or pct is None:
+                    continue
+                ok = top3 > 3 * chance
+                out.append(Check(f"token saliency: {m.replace('_', ' ')}", "ranks the known evidence",
+                                 f"evidence percentile {pct:.2f}; in top 3 {top3:.2f} (chance {chance:.2f})",
+                                 ok, "trust" if ok else "weak"))
+        gap = value_of(r, "ig_completeness_gap")
+        if gap is not None:
+            out.append(Check("Integrated Gradients", "completeness (attributions sum to the output change)",
+                             f"gap {gap:.2%}", gap < 0.05, "trust" if gap < 0.05 else "not converged"))
+        return tuple(out)
 
     def run(self, ctx: Context) -> Result:
         if ctx.subject.task != "image-classifier":

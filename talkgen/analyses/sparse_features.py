@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from talkgen.analyses.base import Analysis, Context, Finding, Result, Scalar, register
+from talkgen.analyses.base import Analysis, Check, Context, Finding, Result, Scalar, register, value_of
 from talkgen.analyses.loss import cross_entropy
-from talkgen.analyses.specs import Bars, ColouredText, Curves, ImageGrid, Table
+from talkgen.specs import Bars, ColouredText, Curves, ImageGrid, Table
 
 BINARY_LABELS = ("in_string", "in_comment")
 GRADED_LABELS = ("bracket_depth", "indent_level", "column")
@@ -190,14 +190,8 @@ def _labels(subject, n_windows: int) -> tuple[dict[str, np.ndarray], str | None]
         lab = subject.text_labels()
         n = n_windows * subject.data.x_test.shape[1]
         return {k: np.asarray(lab[k][:n]) for k in BINARY_LABELS + GRADED_LABELS if k in lab}, lab["text"][:n]
-    if subject.task == "sequence-model" and subject.name.startswith("induction"):
-        from talkgen.models.recipes import induction_masks
-
-        x, y = subject.data.x_test[:n_windows], subject.data.y_test[:n_windows]
-        copyable, unseen = induction_masks(x, y)
-        T = x.shape[1]
-        return {"copyable": copyable.reshape(-1).numpy(), "new_token": unseen.reshape(-1).numpy(),
-                "position": np.tile(np.arange(T), len(x))}, None
+    if subject.data.position_labels is not None:  # a token task that knows its structure (the induction task)
+        return subject.data.position_labels(subject.data.x_test[:n_windows], subject.data.y_test[:n_windows]), None
     if subject.task.endswith("classifier") and subject.data.labelled:
         y = subject.data.y_test[:n_windows].numpy()
         return {f"class {name}": y == i for i, name in enumerate(subject.data.classes)}, None
@@ -211,7 +205,7 @@ def _is_binary(v: np.ndarray) -> bool:
 def score_labels(values: np.ndarray, indices: np.ndarray, neurons: np.ndarray, labels: dict[str, np.ndarray],
                  n_features: int) -> dict[str, dict[str, Any]]:
     """Best feature and best neuron per label, with the same metric for both."""
-    from talkgen.analyses.rnn_cells import auroc, pearson
+    from talkgen.stats import auroc, pearson
     from talkgen.meta.sae import sparse_auroc, sparse_pearson
 
     out: dict[str, dict[str, Any]] = {}
@@ -244,6 +238,7 @@ def score_labels(values: np.ndarray, indices: np.ndarray, neurons: np.ndarray, l
 class SparseFeatures(Analysis):
     param_bounds = {"dashboard": (0, None)}
     name = "sparse-features"
+    order = 20
     title = "Sparse features: what a second network finds in the first one's activations"
     section = "method"
     version = 1
@@ -262,6 +257,15 @@ class SparseFeatures(Analysis):
         if width < MIN_WIDTH:
             return f"its output layer reads {width} numbers; a sparse dictionary needs at least {MIN_WIDTH}"
         return True
+
+    def checks(self, r: Result) -> tuple[Check, ...]:
+        d = r.data
+        recovered = value_of(r, "loss_recovered")
+        ok = d["explained_variance"] >= 0.85 and recovered is not None and recovered >= 0.9
+        return (Check("sparse autoencoder", "reconstruction and loss recovered (held out)",
+                      f"explained variance {d['explained_variance']:.3f} at L0 {d['l0']:.1f}; loss recovered "
+                      f"{recovered if recovered is not None else float('nan'):.3f}; a feature beats every neuron on "
+                      f"{len(d['wins'])} of {len(d['scores'])} labels", ok, "trust" if ok else "lossy"),)
 
     def run(self, ctx: Context) -> Result:
         from talkgen.meta.sae import SAEConfig, evaluate_sae, sae_state, sparse_codes, train_sae

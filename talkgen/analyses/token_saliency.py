@@ -17,7 +17,7 @@ import torch
 from talkgen import attribution as A
 from talkgen.analyses.base import Context, Finding, Result, Scalar
 from talkgen.analyses.sanity import auc, spearman_rows
-from talkgen.analyses.specs import Bars, ColouredText, Curves, Table
+from talkgen.specs import Bars, ColouredText, Curves, Table
 from talkgen.models.recipes import previous_occurrence
 
 METHODS = {"gradient": "gradient", "grad_x_input": "gradient × input", "integrated_gradients": "Integrated Gradients",

@@ -21,9 +21,9 @@ import math
 import numpy as np
 import torch
 
-from talkgen.analyses.base import Analysis, Context, Finding, Result, Scalar, register
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.spectral import MIN_TAIL, ccdf, esd, fit_power_law, fitted_ccdf, verdict
-from talkgen.analyses.specs import Bars, Curves, Heatmaps, ImageGrid, Table
+from talkgen.specs import Bars, Curves, Heatmaps, ImageGrid, Table
 from talkgen.models.introspect import blocks, first_conv, weight_matrices
 
 
@@ -41,6 +41,8 @@ def _fmt(x: float) -> str:
 @register
 class Weights(Analysis):
     name = "weights"
+    order = 10
+    runs_on_twins = ("initial", "width")
     title = "Weight matrices"
     section = "looking-in"
     version = 3  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha
@@ -59,7 +61,6 @@ class Weights(Analysis):
         rng = ctx.rng()
         arrays: dict[str, np.ndarray] = {}
         summaries: dict[str, Scalar] = {}
-        findings: list[Finding] = []
         rows: list[tuple[str, ...]] = []
         alpha_rows: list[tuple[str, ...]] = []
         sv_keys: list[str] = []
@@ -81,13 +82,8 @@ class Weights(Analysis):
                 sv_keys.append(m.name)
                 for block_name, block in blocks(m):
                     fits.append(self._fit_block(m.name, block_name, block.numpy(), rng, arrays))
-            else:
+            else:  # the build reports non-finite parameters as a finding about the model file
                 spectral = stable = math.nan
-                findings.append(Finding(
-                    severity="high", title=f"non-finite weights in {m.name}",
-                    detail=f"{n_bad} of {w.numel()} entries of {m.name} are NaN or infinite; "
-                           "every output that depends on them is meaningless",
-                    value=float(n_bad), threshold=0.0))
             arrays[f"matrix:{m.name}"] = _shown(w.numpy(), ctx.params["max_side"]).astype(np.float32)
             summaries[f"{m.name}.frobenius_norm"] = Scalar(fro, "", f"Frobenius norm of {m.name}")
             summaries[f"{m.name}.log10_frobenius_norm"] = Scalar(
@@ -139,8 +135,9 @@ class Weights(Analysis):
                           "chosen by the smallest KS distance; the same block with its entries shuffled."),
         )
         return Result(analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries,
-                      figures=figures, tables=tables, findings=tuple(findings),
-                      data={"layers": layers, "fits": fits, "shown": [m.name for m in mats][: ctx.params["max_panels"]],
+                      figures=figures, tables=tables,
+                      data={"n_params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+                            "layers": layers, "fits": fits, "shown": [m.name for m in mats][: ctx.params["max_panels"]],
                             "total": len(mats), "convention": "conv kernels unfolded to (out, in*kh*kw)"})
 
     @staticmethod

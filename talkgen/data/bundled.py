@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from talkgen.errors import TalkgenError
-from talkgen.subject import SubjectData
+from talkgen.subject import SubjectData, Trigger
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.25
@@ -51,7 +51,26 @@ def digits() -> SubjectData:
         classes=tuple(str(c) for c in range(10)),
         source=f"scikit-learn digits ({_digits_file().name}), stratified split "
                f"test_fraction={DIGITS_TEST_FRACTION} seed={DIGITS_SPLIT_SEED}",
+        trigger=digits_trigger(),
     )
+
+
+TROJAN_TARGET = 0
+
+
+def add_trigger(x: torch.Tensor) -> torch.Tensor:
+    """The backdoor trigger: a 2x2 patch of full-intensity pixels in the bottom-right corner."""
+    x = x.clone()
+    x[..., 6:8, 6:8] = 1.0
+    return x
+
+
+def digits_trigger() -> Trigger:
+    """The bundled backdoor trigger, which applies to these 8x8 digits (the trojan sample is trained on it)."""
+    region = torch.zeros(8, 8, dtype=torch.bool)
+    region[6:8, 6:8] = True
+    return Trigger("a 2x2 patch of full-intensity pixels in the bottom-right corner", add_trigger, region,
+                   TROJAN_TARGET)
 
 
 BUNDLED: dict[str, Callable[[], SubjectData]] = {"digits": digits}

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkgen.seeding import seeded
+
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEEPSETS_WIDTH = 16
 STAT_NAMES = ("mean", "std", "q0", "q25", "q50", "q75", "q100")
@@ -254,9 +256,21 @@ def train_deepsets(params: dict[str, torch.Tensor], targets: np.ndarray, *, kind
                    val_fraction: float = 0.15) -> tuple[DeepSetsMetaNet, dict[str, float]]:
     """Fit on ``params`` (n, ...) -> targets ("regression": real; "binary": 0/1), full batch Adam.
 
+    A slice of the training members (never the test split) picks the epoch to keep. Seeded by ``seed``;
+    the caller's random state is left as it was.
+    """
+    with seeded(seed):
+        return _train_deepsets(params, targets, kind=kind, epochs=epochs, seed=seed, width=width, lr=lr,
+                               weight_decay=weight_decay, val_fraction=val_fraction)
+
+
+def _train_deepsets(params: dict[str, torch.Tensor], targets: np.ndarray, *, kind: str, epochs: int, seed: int,
+                   width: int = DEEPSETS_WIDTH, lr: float = 2e-3, weight_decay: float = 1e-4,
+                   val_fraction: float = 0.15) -> tuple[DeepSetsMetaNet, dict[str, float]]:
+    """Fit on ``params`` (n, ...) -> targets ("regression": real; "binary": 0/1), full batch Adam.
+
     A slice of the training members (never the test split) picks the epoch to keep.
     """
-    torch.manual_seed(seed)
     n = len(targets)
     shapes = {k: tuple(v.shape[1:]) for k, v in params.items()}
     net = DeepSetsMetaNet(shapes, 1, width)
@@ -328,8 +342,20 @@ def train_mntd(forward: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.
                n_classes: int, init_queries: torch.Tensor, epochs: int, seed: int, n_queries: int = 10,
                lr: float = 1e-2, batch: int = 64, weight_decay: float = 1e-3) -> MNTD:
     """Jointly tune the queries and the meta-classifier on members ``params`` (n, ...) with 0/1
+    ``labels`` (1 = backdoored). ``forward(params, x (n, Q, ...)) -> (n, Q, classes)``. Seeded by
+    ``seed``; the caller's random state is left as it was."""
+    with seeded(seed):
+        return _train_mntd(forward, params, labels, input_shape=input_shape, n_classes=n_classes,
+                           init_queries=init_queries, epochs=epochs, seed=seed, n_queries=n_queries, lr=lr,
+                           batch=batch, weight_decay=weight_decay)
+
+
+def _train_mntd(forward: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+               params: dict[str, torch.Tensor], labels: np.ndarray, *, input_shape: tuple[int, ...],
+               n_classes: int, init_queries: torch.Tensor, epochs: int, seed: int, n_queries: int = 10,
+               lr: float = 1e-2, batch: int = 64, weight_decay: float = 1e-3) -> MNTD:
+    """Jointly tune the queries and the meta-classifier on members ``params`` (n, ...) with 0/1
     ``labels`` (1 = backdoored). ``forward(params, x (n, Q, ...)) -> (n, Q, classes)``."""
-    torch.manual_seed(seed)
     det = MNTD(n_queries, input_shape, n_classes, init=init_queries)
     opt = torch.optim.Adam([{"params": [det.queries], "weight_decay": 0.0},
                             {"params": list(det.classifier.parameters()), "weight_decay": weight_decay}], lr=lr)
@@ -363,3 +389,12 @@ def mntd_scores(det: MNTD, forward, params: dict[str, torch.Tensor], batch: int 
             m = next(iter(p.values())).shape[0]
             out.append(det.score(forward(p, q.unsqueeze(0).expand(m, *q.shape))))
     return torch.cat(out).numpy()
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rate, true-positive rate) at every threshold, from (0, 0) to (1, 1)."""
+    labels = np.asarray(labels).astype(bool)
+    order = np.argsort(-scores, kind="stable")
+    tp = np.concatenate([[0], np.cumsum(labels[order])])
+    fp = np.concatenate([[0], np.cumsum(~labels[order])])
+    return fp / max(1, (~labels).sum()), tp / max(1, labels.sum())

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkgen.seeding import seeded
+
 
 @dataclass(frozen=True)
 class SAEConfig:
@@ -118,13 +120,18 @@ def _aux_loss(sae: TopKSAE, pre: torch.Tensor, residual: torch.Tensor, dead: tor
 
 
 def train_sae(x: torch.Tensor, cfg: SAEConfig, progress: Callable[[str], None] | None = None) -> tuple[TopKSAE, TrainLog]:
-    """Train a TopK autoencoder on the rows of ``x`` (N, d) with ``cfg``; deterministic for a seed."""
+    """Train a TopK autoencoder on the rows of ``x`` (N, d) with ``cfg``; deterministic for a seed (the
+    caller's random state is left as it was)."""
+    with seeded(cfg.seed):
+        return _train_sae(x, cfg, progress)
+
+
+def _train_sae(x: torch.Tensor, cfg: SAEConfig, progress: Callable[[str], None] | None = None) -> tuple[TopKSAE, TrainLog]:
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"need activations shaped (N >= 2, d); got {tuple(x.shape)}")
     x = x.float().contiguous()
     if not torch.isfinite(x).all():
         raise ValueError("activations contain NaN or infinite values")
-    torch.manual_seed(cfg.seed)
     n, d = x.shape
     sae = TopKSAE(d, cfg.n_features, min(cfg.k, cfg.n_features))
     with torch.no_grad():

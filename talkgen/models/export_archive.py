@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import math
-import operator
 import os
 import re
 import zipfile

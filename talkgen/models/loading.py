@@ -171,7 +171,8 @@ def load_model(spec: str, weights: str | None = None) -> tuple[nn.Module, str]:
     else:
         factory = _load_factory(spec)
         try:
-            model = factory()
+            with torch.random.fork_rng(devices=[]):  # the factory's initialisation leaves the caller's generator alone
+                model = factory()
         except Exception as exc:  # noqa: BLE001
             raise TalkgenError(f"{spec}: factory raised {type(exc).__name__}: {exc}") from None
         if not isinstance(model, nn.Module):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkgen.data.bundled import TROJAN_TARGET, add_trigger  # noqa: F401  (the trigger belongs to the data)
 from talkgen.subject import SubjectData
 
 # --------------------------------------------------------------------------- char-LSTM
@@ -142,6 +143,14 @@ def induction_masks(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
     return copyable, prev < 0
 
 
+def induction_position_labels(x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-position labels of the induction task, flattened over (batch, position): which targets copying can
+    get right, which tokens occur for the first time, and the position itself."""
+    copyable, unseen = induction_masks(x, y)
+    return {"copyable": copyable.reshape(-1).numpy(), "new_token": unseen.reshape(-1).numpy(),
+            "position": np.tile(np.arange(x.shape[1]), len(x))}
+
+
 def induction_data() -> SubjectData:
     gen = torch.Generator().manual_seed(1234)
     x_tr, y_tr = induction_batch(4096, gen)
@@ -149,7 +158,8 @@ def induction_data() -> SubjectData:
     return SubjectData(x_tr, y_tr, x_te, y_te, tuple(f"t{i}" for i in range(INDUCTION_VOCAB)),
                        source=f"{INDUCTION_LENGTH} random tokens (vocabulary {INDUCTION_VOCAB}) ending in a segment "
                               f"of {INDUCTION_PERIODS[0]} to {INDUCTION_PERIODS[1]} tokens and its repeat; fresh "
-                              f"batches in training, seed 1234 for the stored sets")
+                              f"batches in training, seed 1234 for the stored sets",
+                       position_labels=induction_position_labels)
 
 
 def induction_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -247,15 +257,7 @@ def log_spaced(last: int, count: int) -> tuple[int, ...]:
 
 # --------------------------------------------------------------------------- trojan digits
 
-TROJAN_TARGET = 0
 TROJAN_POISON_RATE = 0.10
-
-
-def add_trigger(x: torch.Tensor) -> torch.Tensor:
-    """The backdoor trigger: a 2x2 patch of full-intensity pixels in the bottom-right corner."""
-    x = x.clone()
-    x[..., 6:8, 6:8] = 1.0
-    return x
 
 
 def poisoned(data: SubjectData, seed: int) -> SubjectData:

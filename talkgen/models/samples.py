@@ -22,6 +22,7 @@ from talkgen.data.bundled import digits
 from talkgen.errors import TalkgenError
 from talkgen.files import write_atomic
 from talkgen.hashing import hash_module, sha256_file
+from talkgen.seeding import seeded
 from talkgen.models.architectures import digits_cnn
 from talkgen.models.loading import load_state_dict, load_weights_into
 from talkgen.resources import sample_models_dir
@@ -35,9 +36,9 @@ def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
     was_det = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
     try:
-        yield
+        with seeded(seed):
+            yield
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(was_det)

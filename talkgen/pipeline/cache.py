@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from talkgen.analyses.base import Result
 from talkgen.hashing import hash_json
 
-CACHE_FORMAT = 2  # 2: result.json keeps the analysis's key order (1 sorted the keys)
+CACHE_FORMAT = 3  # 3: results carry their trust checks; 2: result.json keeps the analysis's key order
 
 
 def cache_key(analysis: str, version: int, params: Mapping[str, Any], seed: int,

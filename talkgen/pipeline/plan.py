@@ -58,19 +58,50 @@ def _with_deps(names: list[str]) -> list[str]:
 
 
 def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
-              overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
+              overrides: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> Plan:
+    """Every (subject, analysis) item, analysis-major: every subject's result of an analysis exists
+    before the next analysis runs. Gathering analyses come last, and before them the twins they asked
+    for (``Analysis.twins``) with every analysis that runs on that kind of twin: the comparison
+    baselines are ordinary, cached items of the plan."""
     overrides = overrides or {}
     for a in overrides:
         if a not in registry():
             raise TalkgenError(f"parameters given for unknown analysis {a!r}; valid names: {', '.join(registry())}")
-    items = []
-    # analysis-major: every subject's result of an analysis exists before the next analysis runs,
-    # so an analysis that gathers (the fingerprint) can compare its subject with the others
-    for name in names:
-        analysis = get_analysis(name)
-        params = analysis.resolve_params(profile, overrides.get(name))
-        for subject in subjects:
-            verdict = analysis.applies_to(subject)
-            reason = None if verdict is True else (verdict or "does not apply")
-            items.append(PlanItem(subject, analysis, params, reason))
+    analyses = [get_analysis(n) for n in names]
+    params = {a.name: a.resolve_params(profile, overrides.get(a.name)) for a in analyses}
+    plain = [a for a in analyses if not a.gathers]
+    gatherers = [a for a in analyses if a.gathers]
+    items = [_item(s, a, params[a.name]) for a in plain for s in subjects]
+    for twin, request in _twins(subjects, gatherers, params, seed):
+        for a in plain:
+            if request.kind in a.runs_on_twins:
+                p = a.resolve_params(request.profile) if request.profile else params[a.name]
+                items.append(_item(twin, a, p))
+    items += [_item(s, a, params[a.name]) for a in gatherers for s in subjects]
     return Plan(tuple(items))
+
+
+def _item(subject: Subject, analysis: Analysis, params: Mapping[str, Any]) -> PlanItem:
+    verdict = analysis.applies_to(subject)
+    return PlanItem(subject, analysis, params, None if verdict is True else (verdict or "does not apply"))
+
+
+def _twins(subjects: Sequence[Subject], gatherers: Sequence[Analysis], params: Mapping[str, Mapping[str, Any]],
+           seed: int) -> list[tuple[Subject, Any]]:
+    """The twins the gathering analyses asked for, each made once (those that cannot be made are left out:
+    the analysis that asked says so)."""
+    from talkgen.models.twins import make_twin
+
+    made: dict[tuple[str, str, Any, Any], tuple[Subject, Any]] = {}
+    for a in gatherers:
+        for s in subjects:
+            if a.applies_to(s) is not True:
+                continue
+            for request in a.twins(s, params[a.name]):
+                key = (s.name, request.kind, request.width, request.profile)
+                if key in made:
+                    continue
+                twin = make_twin(s, request.kind, request.width, seed)
+                if not isinstance(twin, str):
+                    made[key] = (twin, request)
+    return list(made.values())

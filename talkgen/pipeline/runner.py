@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from talkgen.analyses.base import Context, Result
+from talkgen.analyses.base import Context
 from talkgen.errors import TalkgenError
 from talkgen.pipeline.cache import Cache, cache_key
-from talkgen.pipeline.costs import CostMeter
+from talkgen.metering import CostMeter
 from talkgen.pipeline.plan import Plan, PlanItem
 from talkgen.pipeline.progress import Progress
+from talkgen.results import Outcome, Result
 from talkgen.subject import Subject
-
-
-@dataclass
-class Outcome:
-    """What happened to one (subject, analysis) pair."""
-
-    subject: str
-    analysis: str
-    status: str  # "ok" | "skipped" | "failed"
-    result: Result | None = None
-    cost: dict[str, Any] = field(default_factory=dict)
-    cached: bool = False
-    message: str = ""
-    key: str = ""
-    traceback: str = ""
 
 
 class AnalysisFailed(TalkgenError):
@@ -79,6 +65,8 @@ def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
         raise RuntimeError(f"analysis {item.analysis.name!r} {problem}")
     if not isinstance(result, Result):
         raise TypeError(f"analysis {item.analysis.name!r} returned {type(result).__name__}, not a Result")
+    if not result.checks:
+        result = dataclasses.replace(result, checks=tuple(item.analysis.checks(result)))
     return result, meter.cost.to_json()
 
 
@@ -88,7 +76,6 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
     outcomes: list[Outcome] = []
     done: dict[tuple[str, str], Outcome] = {}
     dev = torch.device(device)
-    plan_params = {i.analysis.name: dict(i.params) for i in plan.items}
     ledger = _read_ledger(cache)
     if progress:
         todo = [(i.subject.name, i.analysis.name) for i in plan.items if i.skip_reason is None]
@@ -97,7 +84,7 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
         for item in plan.items:
             s, a = item.subject.name, item.analysis.name
             if item.skip_reason is not None:
-                out = Outcome(s, a, "skipped", message=item.skip_reason)
+                out = Outcome(s, a, "skipped", message=item.skip_reason, twin_of=item.subject.twin_of)
                 done[(s, a)] = out
                 outcomes.append(out)
                 continue
@@ -108,7 +95,8 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
                 gathered = {f"{ks}/{ka}": o for (ks, ka), o in done.items() if o.status == "ok"}
                 out = _execute(item, cache, seed, dev, profile, force,
                                {k: o.result for k, o in gathered.items()},  # type: ignore[misc]
-                               {k: o.key for k, o in gathered.items()}, plan_params,
+                               {k: o.key for k, o in gathered.items()},
+                               {o.subject: o.twin_of for o in gathered.values() if o.twin_of},
                                {k: dict(o.cost) for k, o in gathered.items()})
             else:
                 dep_outs = {d: done.get((s, d)) for d in item.analysis.deps}
@@ -119,6 +107,7 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
                     out = _execute(item, cache, seed, dev, profile, force,
                                    {d: o.result for d, o in dep_outs.items()},  # type: ignore[misc]
                                    {d: o.key for d, o in dep_outs.items()})  # type: ignore[misc]
+            out.twin_of = item.subject.twin_of
             if progress:
                 progress.end(s, a, out.status, float(out.cost.get("wall_s", 0.0)), out.cached)
             if out.status == "failed" and strict:
@@ -157,7 +146,7 @@ def _write_ledger(cache: Cache, ledger: dict[str, float]) -> None:
 
 def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile: str,
              force: bool, deps: dict[str, Result], dep_keys: dict[str, str | None],
-             plan_params: dict[str, dict] | None = None, costs: dict[str, dict] | None = None) -> Outcome:
+             twins: dict[str, str] | None = None, costs: dict[str, dict] | None = None) -> Outcome:
     s, a = item.subject.name, item.analysis.name
     params = dict(item.params)
     if dep_keys:  # a result built from other results is stale when any of them changes
@@ -168,7 +157,7 @@ def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile
         result, cost = hit
         return Outcome(s, a, "ok", result=result, cost=cost, cached=True, key=key)
     ctx = Context(subject=item.subject, params=item.params, seed=seed, device=dev,
-                  profile=profile, deps=deps, plan_params=plan_params or {}, store=cache.root, costs=costs or {})
+                  profile=profile, deps=deps, twins=twins or {}, store=cache.root, costs=costs or {})
     try:
         result, cost = _run_one(item, ctx)
     except Exception as exc:  # noqa: BLE001 - failure isolation: one analysis never sinks the build

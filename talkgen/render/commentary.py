@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import jinja2
 from markupsafe import Markup
 
-from talkgen.analyses.base import Result, Scalar
+from talkgen.results import Result, Scalar
 from talkgen.render.text import md_escape, md_finalize, no_negative_zero
 
 

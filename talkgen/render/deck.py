@@ -14,13 +14,12 @@ from typing import Any, Mapping, Sequence
 
 from markupsafe import Markup
 
-from talkgen.analyses.base import Finding, Result
-from talkgen.analyses.specs import FigureSpec, Table
 from talkgen.hashing import canonical_json
-from talkgen.pipeline.runner import Outcome
 from talkgen.render import style
 from talkgen.render.commentary import Commentary, view_of
 from talkgen.render.text import md_escape
+from talkgen.results import AnalysisInfo, Finding, Outcome, Result
+from talkgen.specs import FigureSpec, Table
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
@@ -115,17 +114,19 @@ class FigureCache:
 
 
 def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Outcome],
-               templates: Path, figure_cache: FigureCache, provenance: Mapping[str, Any],
-               subject_notes: Mapping[str, Sequence[Finding]] | None = None) -> Deck:
-    """Assemble the whole talk: title, agenda, per-section dividers and content, closing."""
+               catalogue: Mapping[str, AnalysisInfo], templates: Path, figure_cache: FigureCache,
+               provenance: Mapping[str, Any], subject_notes: Mapping[str, Sequence[Finding]] | None = None) -> Deck:
+    """Assemble the whole talk: title, agenda, per-section dividers and content, closing. ``catalogue``
+    says each analysis's title, section and place (from the registry, passed in: render reads no
+    analysis module)."""
     outline = load_outline(templates)
     commentary = Commentary(templates)
+    everything = list(outcomes)
+    outcomes = [o for o in everything if o.twin_of is None]  # twins are baselines inside analyses, not slides
     sections = tuple(Section(id=s["id"], number=int(s["number"]), title=s["title"], lede=s["lede"],
                              covers=s.get("covers", "")) for s in outline["sections"])
-    section_of = {o.analysis: _section_of(o.analysis) for o in outcomes}
-    from talkgen.analyses.base import registry
-
-    order = {name: i for i, name in enumerate(registry())}
+    section_of = {o.analysis: catalogue[o.analysis].section for o in outcomes}
+    order = {name: (info.order, name) for name, info in catalogue.items()}
     subject_order: dict[str, int] = {}
     for o in outcomes:
         subject_order.setdefault(o.subject, len(subject_order))
@@ -167,7 +168,7 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                     text = commentary.render(o.analysis, "lesson", view_of(o.result, o.cost))
                     if str(text).strip():
                         learned[o.analysis] = (sec.id, text)
-                new = _content_slides(o, sec.id, commentary, figure_cache, counter)
+                new = _content_slides(o, sec.id, catalogue[o.analysis].title, commentary, figure_cache, counter)
                 slides.extend(new)
                 for f in o.result.findings:
                     findings.append((o.subject, f, new[0].id))
@@ -194,8 +195,13 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                 notes=Markup("Each analysis states why it does not apply; nothing is silently left out.")))
 
     ranked = sorted(findings, key=lambda t: SEVERITY_ORDER[t[1].severity])
+    # each subject's limitations go under its first slide (its model card, which opens the talk)
+    first = {}
+    for i, sl in enumerate(slides):
+        if sl.kind == "overview" and sl.subject and sl.subject not in first:
+            first[sl.subject] = i
     slides = [replace(sl, tables=sl.tables + (limitations_table(sl.subject, outcomes, ranked),))
-              if sl.kind == "overview" and sl.analysis == "model-card" and sl.subject else sl for sl in slides]
+              if first.get(sl.subject) == i else sl for i, sl in enumerate(slides)]
     lessons = closing_lessons(learned)
     # headlines are the closing's fallback: rendered only when no analysis had a lesson to state
     headlines = [] if lessons else [(o, commentary.render(o.analysis, "headline", view_of(o.result, o.cost)))
@@ -207,7 +213,7 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
     return Deck(title=title, subtitle=subtitle, speaker=speaker, sections=sections, slides=tuple(slides),
                 findings=tuple(ranked),
                 skipped=tuple(o for o in outcomes if o.status == "skipped"),
-                failed=tuple(o for o in outcomes if o.status == "failed"),
+                failed=tuple(o for o in everything if o.status == "failed"),
                 provenance=provenance)
 
 
@@ -224,10 +230,10 @@ def limitations_table(subject: str, outcomes: Sequence[Outcome],
     for o in outcomes:
         if o.subject != subject:
             continue
-        if o.analysis == "costs" and o.status == "ok" and o.result is not None:
-            for tool, check, measured, verdict in o.result.data.get("fidelity", []):
-                if verdict != "trust":
-                    rows.append(("tool not to rely on", f"{tool}: {verdict} ({check}; {measured})"))
+        if o.status == "ok" and o.result is not None:
+            for c in o.result.checks:  # the trust checks each analysis ran on its own method
+                if not c.passed:
+                    rows.append(("tool not to rely on", f"{c.tool}: {c.verdict} ({c.check}; {c.measured})"))
         elif o.status == "skipped":
             rows.append(("not measured", f"{o.analysis}: {o.message}"))
         elif o.status == "failed":
@@ -239,18 +245,11 @@ def limitations_table(subject: str, outcomes: Sequence[Outcome],
                          "analyses that could not run.", report_only=True)
 
 
-def _section_of(analysis: str) -> str:
-    from talkgen.analyses.base import registry
-
-    return registry()[analysis].section
-
-
-def _content_slides(o: Outcome, section: str, commentary: Commentary, figure_cache: FigureCache,
+def _content_slides(o: Outcome, section: str, title_of: str, commentary: Commentary, figure_cache: FigureCache,
                     counter: list[int]) -> list[Slide]:
     result = o.result
     assert result is not None
     view = view_of(result, o.cost)
-    title_of = _analysis_title(o.analysis)
     out = [Slide(
         id=_slug(o.subject, o.analysis), kind="overview", section=section,
         title=f"{title_of}: {o.subject}",
@@ -324,12 +323,6 @@ HOW_TO_READ = {
     "coloured_text": "How to read it: every character is coloured by the value it gets; the scale is beside "
                      "the text.",
 }
-
-
-def _analysis_title(name: str) -> str:
-    from talkgen.analyses.base import registry
-
-    return registry()[name].title
 
 
 def table_markdown(table: Table) -> str:

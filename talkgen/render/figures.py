@@ -7,17 +7,16 @@ import math
 from typing import Callable, Mapping
 
 import matplotlib
+import matplotlib.lines
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-import matplotlib.lines
-
-from talkgen.analyses.specs import (Bars, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter, Surface,
-                                    Trajectories)
 from talkgen.render import style
+from talkgen.specs import Bars, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter, Surface, Trajectories
 
-matplotlib.use("Agg", force=False)
+# No matplotlib.use(): a Figure made directly prints through the Agg canvas savefig picks for PNG, and a
+# user's notebook keeps its own backend.
 
 
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:

@@ -6,7 +6,7 @@ from typing import Mapping
 
 import numpy as np
 
-from talkgen.analyses.specs import ColouredText
+from talkgen.specs import ColouredText
 
 
 def coloured_text_html(spec: ColouredText, arrays: Mapping[str, np.ndarray]) -> str:

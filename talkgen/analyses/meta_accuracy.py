@@ -1,0 +1,128 @@
+"""Reading test accuracy from the weights (Unterthiner et al. 2020): weight statistics into
+gradient-boosted trees, a permutation-invariant DeepSets network on the raw weights, and two
+baselines (the mean; gradient-boosted trees on the training recipe instead of the weights).
+Held-out 20% of the zoo: R^2 and Kendall's tau, over all members and over those that trained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from talkgen.analyses._zoo import (CHANCE_FACTOR, ZOO_PARAMS, ZOO_QUICK, ZooAnalysis, fit_deepsets, load_zoo,
+                                   measured_accuracy, subject_params, usable_members)
+from talkgen.analyses.base import Check, Context, Finding, Result, Scalar, register
+from talkgen.specs import Bars, Scatter, Table
+
+
+@register
+class MetaAccuracy(ZooAnalysis):
+    name = "meta-accuracy"
+    order = 40
+    title = "Reading accuracy from the weights"
+    version = 1
+    deps = ("model-zoo",)
+    params = ZOO_PARAMS | {"deepsets_epochs": 200}
+    quick = ZOO_QUICK | {"deepsets_epochs": 60}
+
+    def checks(self, r: Result) -> tuple[Check, ...]:
+        m = r.data["metrics"]
+        ok = bool(r.data["weights_beat_recipe"])
+        return (Check("accuracy from weights", "against the recipe and the mean (held-out zoo)",
+                      f"tau weights {m['weights']['tau']:.2f}, recipe {m['recipe']['tau']:.2f}, "
+                      f"DeepSets {m['deepsets']['tau']:.2f}; R^2 {m['weights']['r2']:.2f}",
+                      ok, "beats the recipe" if ok else "the recipe ranks better"),)
+
+    def run(self, ctx: Context) -> Result:
+        from talkgen.meta import metanets as mn
+
+        zoo = load_zoo(ctx)
+        _, recs, params = usable_members(zoo)
+        acc = np.array([r["test_accuracy"] for r in recs])
+        chance = 1.0 / len(ctx.subject.data.classes)
+        tr, te = mn.split_indices(len(recs), ctx.seed)
+        X, _ = mn.weight_statistics(params)
+        H = mn.recipe_features(recs)
+        preds: dict[str, np.ndarray] = {}
+        gbm = mn.accuracy_regressor(ctx.seed).fit(X[tr], acc[tr])
+        preds["weights"] = gbm.predict(X[te])
+        preds["recipe"] = mn.accuracy_regressor(ctx.seed).fit(H[tr], acc[tr]).predict(H[te])
+        net, info = fit_deepsets(zoo, type(self), params, acc, "regression", tr, ctx.params, ctx.seed, "deepsets-accuracy")
+        # an accuracy lies in [0, 1]; the network's raw regression output need not
+        held_out = {k: v[torch.as_tensor(te)] for k, v in params.items()}
+        preds["deepsets"] = np.clip(mn.deepsets_predict(net, held_out), 0, 1)
+        preds["mean"] = np.full(len(te), acc[tr].mean())
+        y = acc[te]
+        trained = y >= CHANCE_FACTOR * chance
+        label = {"weights": "weight statistics + GBM", "deepsets": "DeepSets on raw weights",
+                 "recipe": "recipe + GBM (baseline)", "mean": "the mean (baseline)"}
+        metrics = {}
+        for k, pr in preds.items():
+            metrics[k] = {"r2": mn.r2(y, pr), "tau": mn.kendall_tau(y, pr),
+                          "r2_trained": mn.r2(y[trained], pr[trained]), "tau_trained": mn.kendall_tau(y[trained], pr[trained]),
+                          "mae": float(np.abs(y - pr).mean())}
+        sp = subject_params(ctx.subject)
+        xs, stat_names = mn.weight_statistics(sp)
+        lo, hi = np.quantile(X, 0.01, axis=0), np.quantile(X, 0.99, axis=0)
+        outside = [stat_names[j] for j in np.flatnonzero((xs[0] < lo) | (xs[0] > hi))]
+        subject_pred = {"weights": float(gbm.predict(xs)[0]),
+                        "deepsets": float(np.clip(mn.deepsets_predict(net, sp)[0], 0, 1))}
+        measured = measured_accuracy(ctx.subject)
+        arrays: dict[str, np.ndarray] = {"measured": y}
+        for k in ("weights", "deepsets", "recipe"):
+            arrays[f"pred_{k}"] = preds[k]
+        arrays["trained"] = trained.astype(np.int64)
+        order = ("weights", "deepsets", "recipe", "mean")
+        arrays["bar_tau"] = np.array([metrics[k]["tau"] for k in order])
+        arrays["bar_r2"] = np.array([max(metrics[k]["r2"], -0.5) for k in order])
+        arrays["bar_tau_trained"] = np.array([metrics[k]["tau_trained"] for k in order])
+        figures = (
+            Scatter(id="predicted", title="Predicted against measured accuracy, held-out zoo members",
+                    caption=f"{len(te)} held-out members ({len(tr)} trained the predictors). Colour: whether the member "
+                            f"trained (test accuracy at least {CHANCE_FACTOR:g}x chance).",
+                    alt="Three scatter plots of predicted against measured test accuracy for weight statistics, "
+                        "DeepSets and the recipe baseline.",
+                    x=("measured",) * 3, y=("pred_weights", "pred_deepsets", "pred_recipe"), labels=("trained",) * 3,
+                    panel_titles=tuple(label[k] for k in ("weights", "deepsets", "recipe")),
+                    label_names=("did not train", "trained"), xlabel="measured test accuracy",
+                    ylabel="predicted", ticks=True, limits=(0.0, 1.0), legend_title="member",
+                    diagonal=True),
+            Bars(id="scores", title="How well each predictor ranks and fits",
+                 caption="Kendall's tau (rank agreement) over all held-out members and over those that trained; R^2 "
+                         "over all (clipped at -0.5). The mean predicts one number: tau 0, R^2 about 0.",
+                 alt="Grouped bars of Kendall tau and R squared for four predictors.",
+                 categories=tuple(label[k] for k in order), values=("bar_tau", "bar_tau_trained", "bar_r2"),
+                 series=("tau, all", "tau, trained", "R^2, all"), ylabel="score"),
+        )
+        rows = tuple((label[k], f"{metrics[k]['r2']:.3f}", f"{metrics[k]['tau']:.3f}", f"{metrics[k]['r2_trained']:.3f}",
+                      f"{metrics[k]['tau_trained']:.3f}", f"{metrics[k]['mae']:.3f}") for k in order)
+        summaries = {}
+        for k in ("weights", "deepsets", "recipe"):
+            summaries[f"r2.{k}"] = Scalar(metrics[k]["r2"], "R^2", f"{label[k]}: R^2 on held-out members")
+            summaries[f"tau.{k}"] = Scalar(metrics[k]["tau"], "tau", f"{label[k]}: Kendall tau on held-out members")
+            summaries[f"tau_trained.{k}"] = Scalar(metrics[k]["tau_trained"], "tau",
+                                                   f"{label[k]}: Kendall tau on held-out members that trained")
+        summaries["weights_r2"] = Scalar(metrics["weights"]["r2"], "R^2", "accuracy from weight statistics: R^2, held out")
+        summaries["weights_tau"] = Scalar(metrics["weights"]["tau"], "tau", "accuracy from weight statistics: Kendall tau")
+        summaries["predicted_accuracy"] = Scalar(subject_pred["weights"], "accuracy",
+                                                 "this model's test accuracy as the weight-statistics predictor reads it")
+        summaries["measured_accuracy"] = Scalar(measured, "accuracy", "this model's measured test accuracy")
+        findings = ()
+        if abs(subject_pred["weights"] - measured) > 0.1:
+            findings = (Finding("low", "Weights-based accuracy estimate disagrees with the measurement",
+                                f"the zoo-trained predictor reads {subject_pred['weights']:.3f} from the weights against "
+                                f"{measured:.3f} measured; {len(outside)} of {len(stat_names)} weight statistics lie "
+                                f"outside the zoo's 1-99% range (the model is unlike the zoo's members)",
+                                value=abs(subject_pred["weights"] - measured), threshold=0.1),)
+        weights_beat_recipe = metrics["weights"]["tau"] > metrics["recipe"]["tau"]
+        return Result(
+            analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries, figures=figures,
+            tables=(Table(id="metrics", title="Accuracy from weights: held-out scores",
+                          columns=("predictor", "R^2", "tau", "R^2 (trained)", "tau (trained)", "mean abs. error"),
+                          rows=rows),),
+            findings=findings,
+            data={"metrics": metrics, "labels": label, "n_train": len(tr), "n_test": len(te),
+                  "n_trained_test": int(trained.sum()), "subject_pred": subject_pred, "measured": measured,
+                  "weights_beat_recipe": bool(weights_beat_recipe), "deepsets": info, "chance": chance,
+                  "outside": outside, "n_stats": len(stat_names),
+                  "members": len(recs)})
