@@ -25,6 +25,7 @@ Assumptions: a token model (B, T) -> (B, T, V) whose attention is causal or full
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -209,7 +210,22 @@ class Attention(Analysis):
                       f"raw rho {raw:.2f}" + (f", rollout {roll:.2f}" if roll is not None else ""),
                       raw > 0.5, "trust" if raw > 0.5 else "weak agreement"),)
 
+    EXPLAINERS = ("raw attention (last layer)", "rollout", "flow")
+    ATTRIBUTORS = ("grad_x_input", "integrated_gradients", "occlusion")
+    ATTR_LABELS = {"grad_x_input": "gradient × input", "integrated_gradients": "Integrated Gradients",
+                   "occlusion": "occlusion"}
+
     def run(self, ctx: Context) -> Result:
+        m = self._heads(ctx)
+        self._against_attribution(m, ctx)
+        arrays, figures = self._figures(m)
+        return Result(analysis=self.name, subject=m.s.name, arrays=arrays, summaries=self._summaries(m),
+                      figures=figures, tables=self._tables(m), data=self._data(m))
+
+    @staticmethod
+    def _heads(ctx: Context) -> SimpleNamespace:
+        """Every head's attention on held-out sequences, and its previous-token, duplicate-token and induction
+        scores on repeated random segments; the heads' entropy; rollout and flow on the first sequence."""
         s, p = ctx.subject, ctx.params
         model = s.model
         g = ctx.generator()
@@ -220,7 +236,6 @@ class Attention(Analysis):
         embedding = A.input_embedding(model, tokens[:1])
         probe = repeated_probe(len(tokens), t, embedding.num_embeddings, g)
         _, probe_maps = attention_maps(model, probe)
-
         prev_scores, ind_scores, dup_scores, entropies = [], [], [], []
         # the entropy of a uniform row over the positions each row can see (causal or not, padding excluded)
         causal_uniform = float(torch.log2((maps[0] > 0).sum(-1).clamp_min(1).double()).mean())
@@ -233,33 +248,34 @@ class Attention(Analysis):
         prev_scores, ind_scores, dup_scores, entropies = map(
             np.array, (prev_scores, ind_scores, dup_scores, entropies))  # (L, H)
         labels = [f"L{l}H{h}" for l in range(n_layers) for h in range(heads)]
-        induction_heads = [labels[i] for i in np.flatnonzero(ind_scores.ravel() >= p["induction_threshold"])]
-        prev_heads = [labels[i] for i in np.flatnonzero(prev_scores.ravel() >= p["previous_token_threshold"])]
-        dup_heads = [labels[i] for i in np.flatnonzero(dup_scores.ravel() >= p["previous_token_threshold"])]
-        best = int(np.nanargmax(ind_scores.ravel())) if np.isfinite(ind_scores).any() else 0
-
-        # rollout and flow on the first sequence; attention vs attribution on a few
         averaged = [a[0].mean(0) for a in maps]
         roll = rollout(averaged).numpy()
-        last = t - 1
-        flow_last = flow(averaged, last)
+        return SimpleNamespace(
+            s=s, p=p, model=model, tokens=tokens, names=names, maps=maps, heads=heads, t=t, embedding=embedding,
+            probe=probe, prev_scores=prev_scores, ind_scores=ind_scores, dup_scores=dup_scores, entropies=entropies,
+            causal_uniform=causal_uniform, labels=labels,
+            induction_heads=[labels[i] for i in np.flatnonzero(ind_scores.ravel() >= p["induction_threshold"])],
+            prev_heads=[labels[i] for i in np.flatnonzero(prev_scores.ravel() >= p["previous_token_threshold"])],
+            dup_heads=[labels[i] for i in np.flatnonzero(dup_scores.ravel() >= p["previous_token_threshold"])],
+            best=int(np.nanargmax(ind_scores.ravel())) if np.isfinite(ind_scores).any() else 0,
+            roll=roll, last=t - 1, flow_last=flow(averaged, t - 1))
 
-        cmp = tokens[: p["compare_sequences"]]
-        classifier = s.task == "text-classifier"  # explain the class; attention is read from position 0
+    def _against_attribution(self, m: SimpleNamespace, ctx: Context) -> None:
+        """Rank agreement of raw attention, rollout and flow with three token attributions, on a few sequences
+        and target positions (a classifier: its class, read at position 0)."""
+        p, s, t, maps = m.p, m.s, m.t, m.maps
+        m.cmp = cmp = m.tokens[: p["compare_sequences"]]
+        m.classifier = classifier = s.task == "text-classifier"
         pad = s.card.get("pad_token_id") if isinstance(s.card, dict) else None
-        positions = [0] if classifier else sorted(
+        m.positions = [0] if classifier else sorted(
             {int(v) for v in np.linspace(t // 2, t - 1, p["targets_per_sequence"]).round()})
-        explainers = ("raw attention (last layer)", "rollout", "flow")
-        attributors = ("grad_x_input", "integrated_gradients", "occlusion")
-        attr_labels = {"grad_x_input": "gradient × input", "integrated_gradients": "Integrated Gradients",
-                       "occlusion": "occlusion"}
-        rho = {(e, m): [] for e in explainers for m in attributors}
-        for pos in positions:
+        rho = {(e, a): [] for e in self.EXPLAINERS for a in self.ATTRIBUTORS}
+        for pos in m.positions:
             attrib = {}
-            for m in attributors:
-                kw = {"n_steps": p["ig_steps"]} if m == "integrated_gradients" else {}
-                attrib[m] = A.token_attributions(model, cmp, None if classifier else pos, method=m,
-                                                 embedding=embedding, **kw).abs()
+            for a in self.ATTRIBUTORS:
+                kw = {"n_steps": p["ig_steps"]} if a == "integrated_gradients" else {}
+                attrib[a] = A.token_attributions(m.model, cmp, None if classifier else pos, method=a,
+                                                 embedding=m.embedding, **kw).abs()
             for b in range(len(cmp)):
                 # the compared sequences are the first rows; padding is left out of the ranking
                 span = t if classifier else pos + 1
@@ -268,21 +284,23 @@ class Attention(Analysis):
                 views = {"raw attention (last layer)": seq_maps[-1][pos, :span].numpy()[keep],
                          "rollout": rollout(seq_maps).numpy()[pos, :span][keep],
                          "flow": flow(seq_maps, pos)[:span][keep]}
-                attrib_b = {m: attrib[m][b, :span].numpy()[keep] for m in attributors}
-                for e in explainers:
-                    for m in attributors:
-                        rho[(e, m)].append(float(spearman_rows(views[e][None], attrib_b[m][None])[0]))
-        rho_mean = {k: float(np.mean(v)) for k, v in rho.items()}
+                attrib_b = {a: attrib[a][b, :span].numpy()[keep] for a in self.ATTRIBUTORS}
+                for e in self.EXPLAINERS:
+                    for a in self.ATTRIBUTORS:
+                        rho[(e, a)].append(float(spearman_rows(views[e][None], attrib_b[a][None])[0]))
+        m.rho_mean = {k: float(np.mean(v)) for k, v in rho.items()}
 
+    def _figures(self, m: SimpleNamespace) -> tuple[dict[str, np.ndarray], tuple]:
+        ind_scores, last = m.ind_scores, m.last
         arrays: dict[str, np.ndarray] = {
-            "prev_scores": prev_scores.ravel(), "induction_scores": ind_scores.ravel(),
-            "duplicate_scores": dup_scores.ravel(),
-            "entropy": entropies.ravel(), "rollout": roll, "flow_last": flow_last[None, :],
-            "rollout_last": roll[last][None, :],
+            "prev_scores": m.prev_scores.ravel(), "induction_scores": ind_scores.ravel(),
+            "duplicate_scores": m.dup_scores.ravel(),
+            "entropy": m.entropies.ravel(), "rollout": m.roll, "flow_last": m.flow_last[None, :],
+            "rollout_last": m.roll[last][None, :],
         }
         panel_keys, panel_titles = [], []
-        for l, a in enumerate(maps):
-            for h in range(heads):
+        for l, a in enumerate(m.maps):
+            for h in range(m.heads):
                 key = f"map:{l}:{h}"
                 arrays[key] = a[0, h].numpy()
                 panel_keys.append(key)
@@ -290,14 +308,14 @@ class Attention(Analysis):
             arrays[f"mean:{l}"] = a[0].mean(0).numpy()
             panel_keys.append(f"mean:{l}")
             panel_titles.append(f"L{l}, mean of its heads")
-        for e in explainers:
-            arrays[f"rho:{e}"] = np.array([rho_mean[(e, m)] for m in attributors])
+        for e in self.EXPLAINERS:
+            arrays[f"rho:{e}"] = np.array([m.rho_mean[(e, a)] for a in self.ATTRIBUTORS])
         figures = (
             Heatmaps(id="heads", title="Every head's attention on one sequence, and each layer's average",
-                     caption=f"Attention weights of each layer and head ({', '.join(f'L{i} = {n}' for i, n in enumerate(names))}) "
-                             f"on the first of {len(tokens)} held-out "
+                     caption=f"Attention weights of each layer and head ({', '.join(f'L{i} = {n}' for i, n in enumerate(m.names))}) "
+                             f"on the first of {len(m.tokens)} held-out "
                              f"sequences (rows: the position attending; columns: the position attended to); "
-                             f"'ind' is the head's induction score on {len(probe)} repeated-segment probes.",
+                             f"'ind' is the head's induction score on {len(m.probe)} repeated-segment probes.",
                      alt=f"A grid of {len(panel_keys)} attention matrices, one per layer and head.",
                      arrays=tuple(panel_keys), panel_titles=tuple(panel_titles), xlabel="attended position",
                      ylabel="query position", colorbar="attention weight", signed=False),
@@ -305,9 +323,9 @@ class Attention(Analysis):
                  caption=f"Per head: previous-token score (attention from t to t−1), duplicate-token score (to the "
                          f"current token's earlier occurrence) and induction score (attention "
                          f"from the second copy of a repeated random segment to the token after the current "
-                         f"token's first occurrence), over {len(probe)} probe sequences of {t} tokens.",
+                         f"token's first occurrence), over {len(m.probe)} probe sequences of {m.t} tokens.",
                  alt="Grouped bars of previous-token and induction scores per head.",
-                 categories=tuple(labels), values=("prev_scores", "duplicate_scores", "induction_scores"),
+                 categories=tuple(m.labels), values=("prev_scores", "duplicate_scores", "induction_scores"),
                  series=("previous-token score", "duplicate-token score", "induction score"),
                  ylabel="mean attention weight"),
             Heatmaps(id="rollout", title="Attention rollout and flow",
@@ -320,43 +338,53 @@ class Attention(Analysis):
                                    f"flow into position {last}"),
                      xlabel="input position", ylabel="output position", colorbar="share", signed=False),
         )
-        table_rows = tuple((e,) + tuple(f"{rho_mean[(e, m)]:+.2f}" for m in attributors) for e in explainers)
-        tables = (
+        return arrays, figures
+
+    def _tables(self, m: SimpleNamespace) -> tuple[Table, ...]:
+        table_rows = tuple((e,) + tuple(f"{m.rho_mean[(e, a)]:+.2f}" for a in self.ATTRIBUTORS)
+                           for e in self.EXPLAINERS)
+        return (
             Table(id="attention_vs_attribution", title="Does attention agree with attribution?",
-                  columns=("attention view",) + tuple(attr_labels[m] for m in attributors), rows=table_rows,
-                  caption=f"Mean Spearman rank correlation of per-token importance, over {len(cmp)} sequences; "
+                  columns=("attention view",) + tuple(self.ATTR_LABELS[a] for a in self.ATTRIBUTORS), rows=table_rows,
+                  caption=f"Mean Spearman rank correlation of per-token importance, over {len(m.cmp)} sequences; "
                           + ("the predicted class, with attention read from position 0 (the classification "
-                             "token)." if classifier else
-                             f"{len(positions)} target positions (the model's predicted next token).")),
+                             "token)." if m.classifier else
+                             f"{len(m.positions)} target positions (the model's predicted next token).")),
             Table(id="heads_table", title="Heads",
                   columns=("head", "previous-token", "duplicate-token", "induction", "entropy (bits)"),
-                  rows=tuple((labels[i], f"{prev_scores.ravel()[i]:.2f}", f"{dup_scores.ravel()[i]:.2f}",
-                              f"{ind_scores.ravel()[i]:.2f}", f"{entropies.ravel()[i]:.2f}")
-                             for i in range(len(labels))),
-                  caption=f"Entropy of a uniform row over the positions it can see, averaged: {causal_uniform:.2f} bits."),
+                  rows=tuple((m.labels[i], f"{m.prev_scores.ravel()[i]:.2f}", f"{m.dup_scores.ravel()[i]:.2f}",
+                              f"{m.ind_scores.ravel()[i]:.2f}", f"{m.entropies.ravel()[i]:.2f}")
+                             for i in range(len(m.labels))),
+                  caption=f"Entropy of a uniform row over the positions it can see, averaged: "
+                          f"{m.causal_uniform:.2f} bits."),
         )
+
+    def _summaries(self, m: SimpleNamespace) -> dict[str, Scalar]:
+        p = m.p
         summaries = {
-            "best_induction_score": Scalar(float(ind_scores.ravel()[best]), "attention weight",
-                                           f"highest induction score of any head ({labels[best]})"),
-            "induction_heads": Scalar(float(len(induction_heads)), "heads",
+            "best_induction_score": Scalar(float(m.ind_scores.ravel()[m.best]), "attention weight",
+                                           f"highest induction score of any head ({m.labels[m.best]})"),
+            "induction_heads": Scalar(float(len(m.induction_heads)), "heads",
                                       f"heads with induction score ≥ {p['induction_threshold']}"),
-            "previous_token_heads": Scalar(float(len(prev_heads)), "heads",
+            "previous_token_heads": Scalar(float(len(m.prev_heads)), "heads",
                                            f"heads with previous-token score ≥ {p['previous_token_threshold']}"),
-            "duplicate_token_heads": Scalar(float(len(dup_heads)), "heads",
+            "duplicate_token_heads": Scalar(float(len(m.dup_heads)), "heads",
                                             f"heads with duplicate-token score ≥ {p['previous_token_threshold']}"),
-            "mean_head_entropy": Scalar(float(entropies.mean()), "bits",
-                                        f"mean entropy of attention rows (uniform over visible positions: {causal_uniform:.2f})"),
+            "mean_head_entropy": Scalar(float(m.entropies.mean()), "bits",
+                                        f"mean entropy of attention rows (uniform over visible positions: "
+                                        f"{m.causal_uniform:.2f})"),
         }
-        for e in explainers:
-            for m in attributors:
-                key = f"rho.{e.split(' ')[0]}.{m}"
-                summaries[key] = Scalar(rho_mean[(e, m)], "Spearman ρ", f"{e} vs {attr_labels[m]}")
-        return Result(
-            analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries, figures=figures, tables=tables,
-            data={"layers": names, "heads": heads, "length": t, "n_sequences": len(tokens),
-                  "induction_heads": induction_heads, "previous_token_heads": prev_heads,
-                  "duplicate_token_heads": dup_heads, "best_head": labels[best],
-                  "best_induction": float(ind_scores.ravel()[best]), "threshold": p["induction_threshold"],
-                  "rho": {f"{e}|{m}": rho_mean[(e, m)] for e in explainers for m in attributors},
-                  "positions": positions, "compare_sequences": len(cmp), "uniform_entropy": causal_uniform})
+        for e in self.EXPLAINERS:
+            for a in self.ATTRIBUTORS:
+                summaries[f"rho.{e.split(' ')[0]}.{a}"] = Scalar(m.rho_mean[(e, a)], "Spearman ρ",
+                                                                 f"{e} vs {self.ATTR_LABELS[a]}")
+        return summaries
+
+    def _data(self, m: SimpleNamespace) -> dict:
+        return {"layers": m.names, "heads": m.heads, "length": m.t, "n_sequences": len(m.tokens),
+                "induction_heads": m.induction_heads, "previous_token_heads": m.prev_heads,
+                "duplicate_token_heads": m.dup_heads, "best_head": m.labels[m.best],
+                "best_induction": float(m.ind_scores.ravel()[m.best]), "threshold": m.p["induction_threshold"],
+                "rho": {f"{e}|{a}": m.rho_mean[(e, a)] for e in self.EXPLAINERS for a in self.ATTRIBUTORS},
+                "positions": m.positions, "compare_sequences": len(m.cmp), "uniform_entropy": m.causal_uniform}
 

@@ -27,6 +27,7 @@ cross-entropy loss; a model in eval mode (batch-norm statistics are the running 
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 import math
 from typing import Sequence
 
@@ -236,6 +237,13 @@ class LossLandscape(Analysis):
         return True
 
     def run(self, ctx: Context) -> Result:
+        m = self._line(ctx)
+        self._plane(m, ctx)
+        return self._present(m, ctx)
+
+    @staticmethod
+    def _line(ctx: Context) -> SimpleNamespace:
+        """The loss on the straight path from the initial to the trained weights, on training and held-out data."""
         s, p = ctx.subject, ctx.params
         seq = not s.task.endswith("classifier")
         n = batch_count(s, p["batch"])
@@ -246,73 +254,77 @@ class LossLandscape(Analysis):
         xt, yt = xt[idx], yt[idx]
         if seq and xt.ndim == 2:
             xt, yt = xt[:, : p["seq_len"]], yt[:, : p["seq_len"]]
-
         trained = centre_params(s.model)
         init_state, init_source = initial_state(s, ctx.seed)
         init = {k: init_state[k].to(v.dtype) for k, v in trained.items()}
         toward = {k: trained[k] - init[k] for k in trained}
-
-        # 1-D: from initialisation (a = 0) to the trained weights (a = 1), train and test data
+        # from initialisation (a = 0) to the trained weights (a = 1), train and test data
         alphas = np.linspace(-0.25, 1.25, p["line_points"])
         lines = {}
         for split, (xs, ys) in {"train": (x, y), "test": (xt, yt)}.items():
             ev = PlaneEvaluator(s.model, xs, ys, init, [toward])
             vals = [ev.evaluate((float(a),)) for a in alphas]
             lines[split] = (np.array([v[0] for v in vals]), np.array([v[1] for v in vals]))
-
-        # 2-D: the plane through the trained weights
-        d1 = filter_normalised_direction(trained, g)
-        d2 = filter_normalised_direction(trained, g)
-        ev = PlaneEvaluator(s.model, x, y, trained, [d1, d2])
-        coords = np.linspace(-p["span"], p["span"], p["grid"])
-        loss, acc = ev.grid(coords, coords)
-        centre_loss, centre_acc = ev.evaluate((0.0, 0.0))
-
-        flat1, flat2 = (torch.cat([t.reshape(-1) for t in d.values()]) for d in (d1, d2))
-        cosine = float(flat1 @ flat2 / (flat1.norm() * flat2.norm()).clamp_min(1e-30))
-        finite = np.isfinite(loss)
-        radii = basin_radii(np.nan_to_num(loss, nan=1e30, posinf=1e30), coords, p["basin_delta"])
-        censored = int((radii >= coords[-1]).sum())
         on_path = (alphas >= 0) & (alphas <= 1)
         a_path, l_path = alphas[on_path], lines["train"][0][on_path]
         chord = l_path[0] + (l_path[-1] - l_path[0]) * a_path
-        barrier = float(np.max(l_path - chord))
-        monotonic = bool(np.all(np.diff(l_path) <= 1e-4 * max(1.0, abs(l_path[0]))))
+        return SimpleNamespace(s=s, p=p, seq=seq, x=x, y=y, g=g, trained=trained, init_source=init_source,
+                               alphas=alphas, lines=lines, barrier=float(np.max(l_path - chord)),
+                               monotonic=bool(np.all(np.diff(l_path) <= 1e-4 * max(1.0, abs(l_path[0])))))
+
+    @staticmethod
+    def _plane(m: SimpleNamespace, ctx: Context) -> None:
+        """The loss on the plane of two random filter-normalised directions through the trained weights."""
+        p = m.p
+        d1 = filter_normalised_direction(m.trained, m.g)
+        d2 = filter_normalised_direction(m.trained, m.g)
+        m.ev = PlaneEvaluator(m.s.model, m.x, m.y, m.trained, [d1, d2])
+        coords = np.linspace(-p["span"], p["span"], p["grid"])
+        m.coords = coords
+        m.loss, m.acc = m.ev.grid(coords, coords)
+        m.centre_loss, m.centre_acc = m.ev.evaluate((0.0, 0.0))
+        flat1, flat2 = (torch.cat([t.reshape(-1) for t in d.values()]) for d in (d1, d2))
+        m.cosine = float(flat1 @ flat2 / (flat1.norm() * flat2.norm()).clamp_min(1e-30))
+        m.finite = np.isfinite(m.loss)
+        m.radii = basin_radii(np.nan_to_num(m.loss, nan=1e30, posinf=1e30), coords, p["basin_delta"])
+        m.censored = int((m.radii >= coords[-1]).sum())
         half = np.argmin(np.abs(coords - coords[-1] / 2))
         mid = len(coords) // 2
-        rise_half = float(np.mean([loss[mid, half], loss[mid, len(coords) - 1 - half],
-                                   loss[half, mid], loss[len(coords) - 1 - half, mid]]) - centre_loss)
+        m.rise_half = float(np.mean([m.loss[mid, half], m.loss[mid, len(coords) - 1 - half],
+                                     m.loss[half, mid], m.loss[len(coords) - 1 - half, mid]]) - m.centre_loss)
 
+    def _present(self, m: SimpleNamespace, ctx: Context) -> Result:
+        s, p, x, alphas, lines, coords, radii = m.s, m.p, m.x, m.alphas, m.lines, m.coords, m.radii
         summaries = {
             "basin_radius": Scalar(float(radii.mean()), "filter-normalised units",
                                    f"mean radius at which the loss rises {p['basin_delta']} nats above the minimum "
                                    f"(32 rays; larger is flatter)"),
-            "loss_rise_at_half_span": Scalar(rise_half, "nats",
+            "loss_rise_at_half_span": Scalar(m.rise_half, "nats",
                                              f"mean loss rise {coords[-1] / 2:g} units from the minimum along the axes"),
-            "loss_at_minimum": Scalar(centre_loss, "nats", "training loss at the trained weights (centre of the plane)"),
-            "accuracy_at_minimum": Scalar(centre_acc, "fraction", "accuracy on the same batch at the trained weights"),
-            "grid_points_below_minimum": Scalar(float((loss < centre_loss - 1e-6).mean()), "fraction",
+            "loss_at_minimum": Scalar(m.centre_loss, "nats", "training loss at the trained weights (centre of the plane)"),
+            "accuracy_at_minimum": Scalar(m.centre_acc, "fraction", "accuracy on the same batch at the trained weights"),
+            "grid_points_below_minimum": Scalar(float((m.loss < m.centre_loss - 1e-6).mean()), "fraction",
                                                 "share of the plane with lower loss than the trained weights"),
             "line_init_loss": Scalar(float(lines["train"][0][np.argmin(np.abs(alphas))]), "nats",
                                      "training loss at the initial weights"),
-            "line_chord_gap": Scalar(barrier, "nats",
+            "line_chord_gap": Scalar(m.barrier, "nats",
                                    "largest rise of the loss above the straight chord from init to trained "
                                    "(positive: the loss stays high early on the path and falls late)"),
-            "line_monotonic": Scalar(float(monotonic), "bool",
+            "line_monotonic": Scalar(float(m.monotonic), "bool",
                                      "1 if the training loss never rises on the straight path from init to trained"),
         }
         arrays = {
             "alpha": alphas, "line_train_loss": lines["train"][0], "line_test_loss": lines["test"][0],
             "line_train_acc": lines["train"][1], "line_test_acc": lines["test"][1],
-            "coords": coords, "plane_loss": loss, "plane_acc": acc, "basin_radii": radii,
+            "coords": coords, "plane_loss": m.loss, "plane_acc": m.acc, "basin_radii": radii,
         }
-        n_params = sum(t.numel() for t in trained.values())
-        what = "sequences" if seq else "examples"
-        size = f"{len(x)} {what}" + (f" of {x.shape[1]} steps" if seq and x.ndim == 2 else "")
+        n_params = sum(t.numel() for t in m.trained.values())
+        what = "sequences" if m.seq else "examples"
+        size = f"{len(x)} {what}" + (f" of {x.shape[1]} steps" if m.seq and x.ndim == 2 else "")
         figures = (
             Curves(id="line", title="From initialisation to the trained weights",
                    caption=f"Loss and accuracy along the straight line (1 - a)·θ0 + a·θ*: a = 0 is the "
-                           f"initialisation ({init_source}), a = 1 the trained weights; {size}.",
+                           f"initialisation ({m.init_source}), a = 1 the trained weights; {size}.",
                    alt="Two panels: loss and accuracy, on training and held-out data, against the "
                        "interpolation coefficient a.",
                    x=("alpha",) * 4, y=("line_train_loss", "line_test_loss", "line_train_acc", "line_test_acc"),
@@ -329,21 +341,21 @@ class LossLandscape(Analysis):
                     zlabel="loss (nats)", mark=(0.0, 0.0), mark_label="trained weights"),
         )
         rows = (("initial loss (train)", f"{summaries['line_init_loss'].value:.4g} nats"),
-                ("trained loss (train)", f"{centre_loss:.4g} nats"),
-                ("monotonic on the path", "yes" if monotonic else "no"),
-                ("largest gap above the chord", f"{barrier:.3g} nats"),
+                ("trained loss (train)", f"{m.centre_loss:.4g} nats"),
+                ("monotonic on the path", "yes" if m.monotonic else "no"),
+                ("largest gap above the chord", f"{m.barrier:.3g} nats"),
                 ("basin radius", f"{radii.mean():.3g} ± {radii.std(ddof=1) / math.sqrt(len(radii)):.2g} "
-                                 f"({censored}/{len(radii)} rays stay in the basin)"),
-                ("loss rise at half span", f"{rise_half:.4g} nats"),
+                                 f"({m.censored}/{len(radii)} rays stay in the basin)"),
+                ("loss rise at half span", f"{m.rise_half:.4g} nats"),
                 ("grid", f"{p['grid']}×{p['grid']} over ±{p['span']:g}"),
-                ("first layer precomputed", ev.fast_path or "no"),
+                ("first layer precomputed", m.ev.fast_path or "no"),
                 ("parameters", f"{n_params:,}"))
         return Result(
             analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries, figures=figures,
             tables=(Table(id="landscape", title="Loss landscape", columns=("quantity", "value"), rows=rows),),
-            data={"init_source": init_source, "batch": size, "grid": p["grid"], "span": p["span"],
-                  "delta": p["basin_delta"], "censored_rays": censored, "rays": len(radii),
-                  "direction_cosine": cosine, "fast_path": ev.fast_path, "monotonic": monotonic,
+            data={"init_source": m.init_source, "batch": size, "grid": p["grid"], "span": p["span"],
+                  "delta": p["basin_delta"], "censored_rays": m.censored, "rays": len(radii),
+                  "direction_cosine": m.cosine, "fast_path": m.ev.fast_path, "monotonic": m.monotonic,
                   "points": p["grid"] ** 2 + 2 * p["line_points"], "n_params": n_params,
-                  "nonfinite_points": int((~finite).sum()),
+                  "nonfinite_points": int((~m.finite).sum()),
                   "test_loss_trained": float(lines["test"][0][np.argmin(np.abs(alphas - 1))])})

@@ -6,6 +6,8 @@ Held-out 20% of the zoo: R^2 and Kendall's tau, over all members and over those 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -33,13 +35,23 @@ class MetaAccuracy(ZooAnalysis):
                       f"DeepSets {m['deepsets']['tau']:.2f}; R^2 {m['weights']['r2']:.2f}",
                       ok, "beats the recipe" if ok else "the recipe ranks better"),)
 
+    LABELS = {"weights": "weight statistics + GBM", "deepsets": "DeepSets on raw weights",
+              "recipe": "recipe + GBM (baseline)", "mean": "the mean (baseline)"}
+    ORDER = ("weights", "deepsets", "recipe", "mean")
+
     def run(self, ctx: Context) -> Result:
+        m = self._predict(ctx)
+        self._subject(m, ctx)
+        return self._present(m, ctx)
+
+    def _predict(self, ctx: Context) -> SimpleNamespace:
+        """Three predictors of held-out members' test accuracy (weight statistics, DeepSets on raw weights, the
+        recipe) and the mean, scored by R^2 and Kendall's tau."""
         from talkgen.meta import metanets as mn
 
         zoo = load_zoo(ctx)
         _, recs, params = usable_members(zoo)
         acc = np.array([r["test_accuracy"] for r in recs])
-        chance = 1.0 / len(ctx.subject.data.classes)
         tr, te = mn.split_indices(len(recs), ctx.seed)
         X, _ = mn.weight_statistics(params)
         H = mn.recipe_features(recs)
@@ -53,33 +65,40 @@ class MetaAccuracy(ZooAnalysis):
         preds["deepsets"] = np.clip(mn.deepsets_predict(net, held_out), 0, 1)
         preds["mean"] = np.full(len(te), acc[tr].mean())
         y = acc[te]
+        chance = 1.0 / len(ctx.subject.data.classes)
         trained = y >= CHANCE_FACTOR * chance
-        label = {"weights": "weight statistics + GBM", "deepsets": "DeepSets on raw weights",
-                 "recipe": "recipe + GBM (baseline)", "mean": "the mean (baseline)"}
-        metrics = {}
-        for k, pr in preds.items():
-            metrics[k] = {"r2": mn.r2(y, pr), "tau": mn.kendall_tau(y, pr),
-                          "r2_trained": mn.r2(y[trained], pr[trained]), "tau_trained": mn.kendall_tau(y[trained], pr[trained]),
-                          "mae": float(np.abs(y - pr).mean())}
+        metrics = {k: {"r2": mn.r2(y, pr), "tau": mn.kendall_tau(y, pr), "r2_trained": mn.r2(y[trained], pr[trained]),
+                       "tau_trained": mn.kendall_tau(y[trained], pr[trained]), "mae": float(np.abs(y - pr).mean())}
+                   for k, pr in preds.items()}
+        return SimpleNamespace(recs=recs, X=X, tr=tr, te=te, gbm=gbm, net=net, info=info, preds=preds, y=y,
+                               chance=chance, trained=trained, metrics=metrics)
+
+    @staticmethod
+    def _subject(m: SimpleNamespace, ctx: Context) -> None:
+        """What the predictors read from this model's weights, against its measured accuracy."""
+        from talkgen.meta import metanets as mn
+
         sp = subject_params(ctx.subject)
-        xs, stat_names = mn.weight_statistics(sp)
-        lo, hi = np.quantile(X, 0.01, axis=0), np.quantile(X, 0.99, axis=0)
-        outside = [stat_names[j] for j in np.flatnonzero((xs[0] < lo) | (xs[0] > hi))]
-        subject_pred = {"weights": float(gbm.predict(xs)[0]),
-                        "deepsets": float(np.clip(mn.deepsets_predict(net, sp)[0], 0, 1))}
-        measured = measured_accuracy(ctx.subject)
-        arrays: dict[str, np.ndarray] = {"measured": y}
+        xs, m.stat_names = mn.weight_statistics(sp)
+        lo, hi = np.quantile(m.X, 0.01, axis=0), np.quantile(m.X, 0.99, axis=0)
+        m.outside = [m.stat_names[j] for j in np.flatnonzero((xs[0] < lo) | (xs[0] > hi))]
+        m.subject_pred = {"weights": float(m.gbm.predict(xs)[0]),
+                          "deepsets": float(np.clip(mn.deepsets_predict(m.net, sp)[0], 0, 1))}
+        m.measured = measured_accuracy(ctx.subject)
+
+    def _present(self, m: SimpleNamespace, ctx: Context) -> Result:
+        metrics, label, order = m.metrics, self.LABELS, self.ORDER
+        arrays: dict[str, np.ndarray] = {"measured": m.y}
         for k in ("weights", "deepsets", "recipe"):
-            arrays[f"pred_{k}"] = preds[k]
-        arrays["trained"] = trained.astype(np.int64)
-        order = ("weights", "deepsets", "recipe", "mean")
+            arrays[f"pred_{k}"] = m.preds[k]
+        arrays["trained"] = m.trained.astype(np.int64)
         arrays["bar_tau"] = np.array([metrics[k]["tau"] for k in order])
         arrays["bar_r2"] = np.array([max(metrics[k]["r2"], -0.5) for k in order])
         arrays["bar_tau_trained"] = np.array([metrics[k]["tau_trained"] for k in order])
         figures = (
             Scatter(id="predicted", title="Predicted against measured accuracy, held-out zoo members",
-                    caption=f"{len(te)} held-out members ({len(tr)} trained the predictors). Colour: whether the member "
-                            f"trained (test accuracy at least {CHANCE_FACTOR:g}x chance).",
+                    caption=f"{len(m.te)} held-out members ({len(m.tr)} trained the predictors). Colour: whether the "
+                            f"member trained (test accuracy at least {CHANCE_FACTOR:g}x chance).",
                     alt="Three scatter plots of predicted against measured test accuracy for weight statistics, "
                         "DeepSets and the recipe baseline.",
                     x=("measured",) * 3, y=("pred_weights", "pred_deepsets", "pred_recipe"), labels=("trained",) * 3,
@@ -104,25 +123,24 @@ class MetaAccuracy(ZooAnalysis):
                                                    f"{label[k]}: Kendall tau on held-out members that trained")
         summaries["weights_r2"] = Scalar(metrics["weights"]["r2"], "R^2", "accuracy from weight statistics: R^2, held out")
         summaries["weights_tau"] = Scalar(metrics["weights"]["tau"], "tau", "accuracy from weight statistics: Kendall tau")
-        summaries["predicted_accuracy"] = Scalar(subject_pred["weights"], "accuracy",
+        summaries["predicted_accuracy"] = Scalar(m.subject_pred["weights"], "accuracy",
                                                  "this model's test accuracy as the weight-statistics predictor reads it")
-        summaries["measured_accuracy"] = Scalar(measured, "accuracy", "this model's measured test accuracy")
+        summaries["measured_accuracy"] = Scalar(m.measured, "accuracy", "this model's measured test accuracy")
         findings = ()
-        if abs(subject_pred["weights"] - measured) > 0.1:
+        if abs(m.subject_pred["weights"] - m.measured) > 0.1:
             findings = (Finding("low", "Weights-based accuracy estimate disagrees with the measurement",
-                                f"the zoo-trained predictor reads {subject_pred['weights']:.3f} from the weights against "
-                                f"{measured:.3f} measured; {len(outside)} of {len(stat_names)} weight statistics lie "
-                                f"outside the zoo's 1-99% range (the model is unlike the zoo's members)",
-                                value=abs(subject_pred["weights"] - measured), threshold=0.1),)
-        weights_beat_recipe = metrics["weights"]["tau"] > metrics["recipe"]["tau"]
+                                f"the zoo-trained predictor reads {m.subject_pred['weights']:.3f} from the weights against "
+                                f"{m.measured:.3f} measured; {len(m.outside)} of {len(m.stat_names)} weight statistics "
+                                f"lie outside the zoo's 1-99% range (the model is unlike the zoo's members)",
+                                value=abs(m.subject_pred["weights"] - m.measured), threshold=0.1),)
         return Result(
             analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries, figures=figures,
             tables=(Table(id="metrics", title="Accuracy from weights: held-out scores",
                           columns=("predictor", "R^2", "tau", "R^2 (trained)", "tau (trained)", "mean abs. error"),
                           rows=rows),),
             findings=findings,
-            data={"metrics": metrics, "labels": label, "n_train": len(tr), "n_test": len(te),
-                  "n_trained_test": int(trained.sum()), "subject_pred": subject_pred, "measured": measured,
-                  "weights_beat_recipe": bool(weights_beat_recipe), "deepsets": info, "chance": chance,
-                  "outside": outside, "n_stats": len(stat_names),
-                  "members": len(recs)})
+            data={"metrics": metrics, "labels": label, "n_train": len(m.tr), "n_test": len(m.te),
+                  "n_trained_test": int(m.trained.sum()), "subject_pred": m.subject_pred, "measured": m.measured,
+                  "weights_beat_recipe": bool(metrics["weights"]["tau"] > metrics["recipe"]["tau"]),
+                  "deepsets": m.info, "chance": m.chance, "outside": m.outside, "n_stats": len(m.stat_names),
+                  "members": len(m.recs)})

@@ -8,6 +8,8 @@ detection leaves them out and counts them.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -41,8 +43,17 @@ class MetaTrojan(ZooAnalysis):
                       ok, "trust" if ok else "useful, not conclusive"),)
 
     def run(self, ctx: Context) -> Result:
+        m = self._split(ctx)
+        self._detectors(m, ctx)
+        self._score(m, ctx)
+        return self._present(m, ctx)
+
+    @staticmethod
+    def _split(ctx: Context) -> SimpleNamespace:
+        """The zoo's members that count (a working backdoor in a model that learned its task, or clean), split
+        into members the detectors learn from, members that calibrate the threshold, and held-out members
+        (one trigger kind held out entirely)."""
         from talkgen.meta import metanets as mn
-        from talkgen.meta.zoo import stacked_forward, zoo_source
 
         p = ctx.params
         zoo = load_zoo(ctx)
@@ -60,73 +71,90 @@ class MetaTrojan(ZooAnalysis):
         in_te = np.zeros(len(recs), bool)
         in_te[te] = True
         seen_train = np.flatnonzero(~in_te & working & (kind != unseen_kind))
-        rng = np.random.default_rng([ctx.seed, 99])
-        cal_mask = rng.random(len(seen_train)) < 0.2
-        fit_idx, cal_idx = seen_train[~cal_mask], seen_train[cal_mask]
-        test_seen = np.flatnonzero(in_te & working & (kind != unseen_kind))
-        test_unseen = np.flatnonzero(working & ((in_te & ~troj) | (kind == unseen_kind)))
-        labels = troj.astype(np.int64)
-        sub = lambda idx: {k: v[torch.as_tensor(idx)] for k, v in params.items()}  # noqa: E731
+        cal_mask = np.random.default_rng([ctx.seed, 99]).random(len(seen_train)) < 0.2
+        return SimpleNamespace(
+            p=p, zoo=zoo, params=params, sub=lambda idx: {k: v[torch.as_tensor(idx)] for k, v in params.items()},
+            working=working, unseen_kind=unseen_kind, labels=troj.astype(np.int64),
+            fit_idx=seen_train[~cal_mask], cal_idx=seen_train[cal_mask],
+            test_seen=np.flatnonzero(in_te & working & (kind != unseen_kind)),
+            test_unseen=np.flatnonzero(working & ((in_te & ~troj) | (kind == unseen_kind))))
 
-        src = zoo_source(zoo.spec.subject)
-        forward, how = stacked_forward(src.factory(), src.x_train)
-        # an ensemble of detectors that differ only in their seed (query initialisation, batch order):
-        # single detectors overfit their training members, and their held-out AUC varies with the seed
-        detectors = []
+    def _detectors(self, m: SimpleNamespace, ctx: Context) -> None:
+        """An ensemble of MNTD detectors that differ only in their seed (query initialisation, batch order):
+        single detectors overfit their training members, and their held-out AUC varies with the seed. Each is
+        fitted once per zoo and configuration (``fit_cached``)."""
+        from talkgen.meta import metanets as mn
+        from talkgen.meta.zoo import stacked_forward, zoo_source
+
+        p, labels, fit_idx = m.p, m.labels, m.fit_idx
+        src = zoo_source(m.zoo.spec.subject)
+        m.forward, m.how = stacked_forward(src.factory(), src.x_train)
+        m.detectors = []
         for j in range(int(p["mntd_ensemble"])):
             seed_j = ctx.seed + j
-            gen = torch.Generator().manual_seed(seed_j)
-            init = torch.rand((p["queries"], *src.image_shape), generator=gen)  # uniform noise, as in MNTD
+            init = torch.rand((p["queries"], *src.image_shape), generator=torch.Generator().manual_seed(seed_j))
             config = {"epochs": p["mntd_epochs"], "queries": p["queries"], "seed": seed_j,
                       "weight_decay": p["mntd_weight_decay"],
-                      "fit": member_key(fit_idx), "labels": member_key(labels[fit_idx]), "unseen": unseen_kind}
+                      "fit": member_key(fit_idx), "labels": member_key(labels[fit_idx]), "unseen": m.unseen_kind}
 
-            def fit(init=init, seed_j=seed_j):
-                det = mn.train_mntd(forward, sub(fit_idx), labels[fit_idx], input_shape=src.image_shape,
+            def fit(init=init, seed_j=seed_j):  # uniform-noise queries, as in MNTD
+                det = mn.train_mntd(m.forward, m.sub(fit_idx), labels[fit_idx], input_shape=src.image_shape,
                                     n_classes=src.n_classes, init_queries=init, epochs=p["mntd_epochs"], seed=seed_j,
                                     n_queries=p["queries"], weight_decay=p["mntd_weight_decay"])
                 return det.state_dict(), {}
 
-            state, _ = fit_cached(zoo, type(self), "mntd", config, fit)
+            state, _ = fit_cached(m.zoo, type(self), "mntd", config, fit)
             det = mn.MNTD(p["queries"], src.image_shape, src.n_classes)
             det.load_state_dict(state)
-            detectors.append(det.eval())
-        det = detectors[0]
+            m.detectors.append(det.eval())
+
+    @staticmethod
+    def _score(m: SimpleNamespace, ctx: Context) -> None:
+        """Held-out AUCs of the ensemble and of weight statistics + GBM, thresholds from the calibration members,
+        and this subject's scores."""
+        from talkgen.meta import metanets as mn
+
+        labels, test_seen, test_unseen = m.labels, m.test_seen, m.test_unseen
 
         def each(ps: dict[str, torch.Tensor]) -> np.ndarray:
             """(detectors, members) scores; the ensemble's score is their mean."""
-            return np.stack([mn.mntd_scores(d, forward, ps) for d in detectors])
+            return np.stack([mn.mntd_scores(d, m.forward, ps) for d in m.detectors])
 
-        seen_each = each(sub(test_seen))
-        singles_seen = [mn.auc(labels[test_seen], sc) for sc in seen_each]
-        mntd = lambda idx: each(sub(idx)).mean(0)  # noqa: E731
-        X, _ = mn.weight_statistics(params)
-        gbm = mn.gbm_classifier(ctx.seed).fit(X[fit_idx], labels[fit_idx])
+        seen_each = each(m.sub(test_seen))
+        m.singles_seen = [mn.auc(labels[test_seen], sc) for sc in seen_each]
+        mntd = lambda idx: each(m.sub(idx)).mean(0)  # noqa: E731
+        X, _ = mn.weight_statistics(m.params)
+        gbm = mn.gbm_classifier(ctx.seed).fit(X[m.fit_idx], labels[m.fit_idx])
         wscore = lambda idx: gbm.predict_proba(X[idx])[:, 1]  # noqa: E731
-
-        threshold = mn.youden_threshold(labels[cal_idx], mntd(cal_idx))
-        w_threshold = mn.youden_threshold(labels[cal_idx], wscore(cal_idx))
-        s_seen, s_unseen = seen_each.mean(0), mntd(test_unseen)
-        w_seen, w_unseen = wscore(test_seen), wscore(test_unseen)
-        res = {
-            "mntd": {"auc": mn.auc(labels[test_seen], s_seen), "auc_unseen": mn.auc(labels[test_unseen], s_unseen)},
-            "weights": {"auc": mn.auc(labels[test_seen], w_seen), "auc_unseen": mn.auc(labels[test_unseen], w_unseen)},
+        m.threshold = mn.youden_threshold(labels[m.cal_idx], mntd(m.cal_idx))
+        m.w_threshold = mn.youden_threshold(labels[m.cal_idx], wscore(m.cal_idx))
+        m.s_seen, m.s_unseen = seen_each.mean(0), mntd(test_unseen)
+        m.w_seen, w_unseen = wscore(test_seen), wscore(test_unseen)
+        m.res = {
+            "mntd": {"auc": mn.auc(labels[test_seen], m.s_seen), "auc_unseen": mn.auc(labels[test_unseen], m.s_unseen)},
+            "weights": {"auc": mn.auc(labels[test_seen], m.w_seen), "auc_unseen": mn.auc(labels[test_unseen], w_unseen)},
         }
-        for k, sc, thr, idx in (("mntd", s_seen, threshold, test_seen), ("weights", w_seen, w_threshold, test_seen)):
+        for k, sc, thr in (("mntd", m.s_seen, m.threshold), ("weights", m.w_seen, m.w_threshold)):
             pred = sc > thr
-            res[k]["tpr"] = float(pred[labels[idx] == 1].mean())
-            res[k]["fpr"] = float(pred[labels[idx] == 0].mean())
-        # this subject
+            m.res[k]["tpr"] = float(pred[labels[test_seen] == 1].mean())
+            m.res[k]["fpr"] = float(pred[labels[test_seen] == 0].mean())
         sp = subject_params(ctx.subject)
-        subject_score = float(each(sp).mean(0)[0])
+        m.subject_score = float(each(sp).mean(0)[0])
         xs, _ = mn.weight_statistics(sp)
-        subject_wscore = float(gbm.predict_proba(xs)[0, 1])
-        flagged = subject_score > threshold
-        arrays: dict[str, np.ndarray] = {"queries": det.queries.detach().clamp(0, 1)[:, 0].numpy()}
+        m.subject_wscore = float(gbm.predict_proba(xs)[0, 1])
+        m.flagged = m.subject_score > m.threshold
+
+    def _present(self, m: SimpleNamespace, ctx: Context) -> Result:
+        from talkgen.meta import metanets as mn
+
+        p, res, labels, unseen_kind = m.p, m.res, m.labels, m.unseen_kind
+        test_seen, test_unseen = m.test_seen, m.test_unseen
+        subject_score, threshold = m.subject_score, m.threshold
+        arrays: dict[str, np.ndarray] = {"queries": m.detectors[0].queries.detach().clamp(0, 1)[:, 0].numpy()}
         xs_, ys_, lb = [], [], []
-        for k, name, y, sc in (("mntd", "MNTD (outputs)", labels[test_seen], s_seen),
-                               ("mntd_unseen", f"MNTD, unseen {unseen_kind} triggers", labels[test_unseen], s_unseen),
-                               ("weights", "weight statistics + GBM", labels[test_seen], w_seen)):
+        for k, name, y, sc in (("mntd", "MNTD (outputs)", labels[test_seen], m.s_seen),
+                               ("mntd_unseen", f"MNTD, unseen {unseen_kind} triggers", labels[test_unseen], m.s_unseen),
+                               ("weights", "weight statistics + GBM", labels[test_seen], m.w_seen)):
             fpr, tpr = mn.roc_points(y, sc)
             arrays[f"fpr_{k}"], arrays[f"tpr_{k}"] = fpr, tpr
             xs_.append(f"fpr_{k}"), ys_.append(f"tpr_{k}"), lb.append(name)
@@ -139,29 +167,30 @@ class MetaTrojan(ZooAnalysis):
                    caption=f"ROC curves on held-out zoo members: {n_clean} clean, {int(labels[test_seen].sum())} "
                            f"backdoored with trigger kinds seen in training, and "
                            f"{int(labels[test_unseen].sum())} with {unseen_kind} triggers, a kind never seen in "
-                           f"training. Trained on {len(fit_idx)} members; the threshold comes from {len(cal_idx)} more.",
+                           f"training. Trained on {len(m.fit_idx)} members; the threshold comes from "
+                           f"{len(m.cal_idx)} more.",
                    alt="ROC curves: true-positive rate against false-positive rate for MNTD, MNTD on an unseen "
                        "trigger kind, and weight statistics.",
                    x=tuple(xs_), y=tuple(ys_), labels=tuple(lb), xlabel="false-positive rate",
                    ylabel="true-positive rate", styles=("-", "--", "-", ":")),
             ImageGrid(id="queries", title="The detector's questions: tuned query inputs",
-                      caption=f"The {p['queries']} inputs the first of {len(detectors)} MNTD detectors learned to show a "
-                              "model (started from uniform noise); it reads only the model's answers to them.",
+                      caption=f"The {p['queries']} inputs the first of {len(m.detectors)} MNTD detectors learned to "
+                              "show a model (started from uniform noise); it reads only the model's answers to them.",
                       alt="A grid of small grey images: the tuned query inputs.",
                       array="queries", colorbar="pixel value", signed=False, columns=8),
         )
         summaries = {
             "mntd_auc": Scalar(res["mntd"]["auc"], "AUC", "MNTD on held-out zoo members (seen trigger kinds)"),
             "mntd_auc_unseen": Scalar(res["mntd"]["auc_unseen"], "AUC", f"MNTD on held-out {unseen_kind} triggers"),
-            "mntd_auc.single_mean": Scalar(float(np.mean(singles_seen)), "AUC",
+            "mntd_auc.single_mean": Scalar(float(np.mean(m.singles_seen)), "AUC",
                                            "the ensemble's detectors alone, mean held-out AUC"),
             "weights_auc": Scalar(res["weights"]["auc"], "AUC", "weight statistics + GBM on held-out members"),
             "threshold": Scalar(threshold, "logit", "MNTD score above which a model is called backdoored"),
             "trojan_score": Scalar(subject_score, "logit", "this model's MNTD score"),
-            "flagged": Scalar(float(flagged), "yes/no", "1 when this model's score is above the threshold"),
+            "flagged": Scalar(float(m.flagged), "yes/no", "1 when this model's score is above the threshold"),
         }
         findings = ()
-        if flagged:
+        if m.flagged:
             findings = (Finding("high", "Trojan detector flags this model",
                                 f"MNTD score {subject_score:.2f} above the zoo-calibrated threshold {threshold:.2f} "
                                 f"(held-out AUC {res['mntd']['auc']:.3f}, false-positive rate "
@@ -171,17 +200,16 @@ class MetaTrojan(ZooAnalysis):
                  f"{res['mntd']['tpr']:.2f}", f"{res['mntd']['fpr']:.2f}", f"{subject_score:.2f} vs {threshold:.2f}"),
                 ("weight statistics + GBM", f"{res['weights']['auc']:.3f}", f"{res['weights']['auc_unseen']:.3f}",
                  f"{res['weights']['tpr']:.2f}", f"{res['weights']['fpr']:.2f}",
-                 f"{subject_wscore:.2f} vs {w_threshold:.2f}"))
-        n_failed = int((~working).sum())
+                 f"{m.subject_wscore:.2f} vs {m.w_threshold:.2f}"))
         return Result(
             analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries, figures=figures,
             tables=(Table(id="detectors", title="Trojan detectors on held-out zoo members",
                           columns=("detector", "AUC", f"AUC, unseen {unseen_kind}", "true-positive rate",
                                    "false-positive rate", f"{ctx.subject.name}: score vs threshold"), rows=rows),),
             findings=findings,
-            data={"results": res, "threshold": threshold, "subject_score": subject_score, "flagged": bool(flagged),
-                  "subject_wscore": subject_wscore, "w_threshold": w_threshold, "unseen": unseen_kind,
-                  "n_fit": len(fit_idx), "n_cal": len(cal_idx), "n_test_seen": len(test_seen),
-                  "n_test_unseen": len(test_unseen), "left_out": n_failed, "forward": how,
-                  "min_attack_success": p["min_attack_success"], "ensemble": len(detectors),
-                  "single_aucs": singles_seen})
+            data={"results": res, "threshold": threshold, "subject_score": subject_score, "flagged": bool(m.flagged),
+                  "subject_wscore": m.subject_wscore, "w_threshold": m.w_threshold, "unseen": unseen_kind,
+                  "n_fit": len(m.fit_idx), "n_cal": len(m.cal_idx), "n_test_seen": len(test_seen),
+                  "n_test_unseen": len(test_unseen), "left_out": int((~m.working).sum()), "forward": m.how,
+                  "min_attack_success": p["min_attack_success"], "ensemble": len(m.detectors),
+                  "single_aucs": m.singles_seen})

@@ -17,6 +17,7 @@ over the tokens.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -133,12 +134,18 @@ class Probes(Analysis):
                       ok, "trust" if ok else "probe may be memorising"),)
 
     def run(self, ctx: Context) -> Result:
+        m = self._measure(ctx)
+        return Result(analysis=self.name, subject=m.s.name, arrays=self._arrays(m), summaries=self._summaries(m),
+                      figures=self._figures(m), tables=(self._table(m),), data=self._result_data(m))
+
+    def _measure(self, ctx: Context) -> SimpleNamespace:
+        """Linear and MLP probes per concept and layer, on the task and its control task, and linear probes on
+        the same architecture at initialisation."""
         s, p = ctx.subject, ctx.params
         reps, labels, types, tr = self._data(s.model, s, p)
         init_model, init_source = initial_model(s, ctx.seed)
         init_reps, _, _, _ = self._data(init_model, s, p)
-        layers = list(reps)
-        names = list(labels)
+        layers, names = list(reps), list(labels)
         fit = lambda r, y, kind: fit_probe(r[tr], y[tr], r[~tr], y[~tr], kind=kind, steps=p["steps"],  # noqa: E731
                                            hidden=p["hidden"], seed=ctx.seed)
         acc = {k: np.zeros((len(names), len(layers))) for k in
@@ -155,52 +162,71 @@ class Probes(Analysis):
                     acc[f"{kind}_control"][i, j] = fit(reps[layer], ctrl, kind)
                 acc["linear_init"][i, j] = fit(init_reps[layer], y, "linear")
         sel = {k: acc[k] - acc[f"{k}_control"] for k in ("linear", "mlp")}
-        depth = np.arange(len(layers), dtype=np.float64)
-        arrays: dict[str, np.ndarray] = {"depth": depth, **{f"acc_{k}": v for k, v in acc.items()},
-                                         **{f"sel_{k}": v for k, v in sel.items()}}
+        return SimpleNamespace(s=s, p=p, tr=tr, init_source=init_source, layers=layers, names=names, acc=acc,
+                               sel=sel, majority=majority, title_of={lab: lab.replace("_", " ") for lab in names})
+
+    @staticmethod
+    def _arrays(m: SimpleNamespace) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {"depth": np.arange(len(m.layers), dtype=np.float64),
+                                         **{f"acc_{k}": v for k, v in m.acc.items()},
+                                         **{f"sel_{k}": v for k, v in m.sel.items()}}
+        for i, lab in enumerate(m.names):
+            for key in ("linear", "mlp", "linear_init"):
+                arrays[f"{key}:{lab}"] = m.acc[key][i]
+            for key in ("linear", "mlp"):
+                arrays[f"sel_{key}:{lab}"] = m.sel[key][i]
+        return arrays
+
+    @staticmethod
+    def _figures(m: SimpleNamespace) -> tuple:
         xs, ys, lbs, pan, sty = [], [], [], [], []
         xs2, ys2, lbs2, pan2, sty2 = [], [], [], [], []
-        for i, lab in enumerate(names):
+        for i, lab in enumerate(m.names):
             for key, label, style in (("linear", "linear", "-"), ("mlp", "MLP", "--"),
                                       ("linear_init", "linear, at initialisation", ":")):
-                arrays[f"{key}:{lab}"] = acc[key][i]
                 xs.append("depth"), ys.append(f"{key}:{lab}"), lbs.append(label), pan.append(i), sty.append(style)
             for key, label, style in (("linear", "linear", "-"), ("mlp", "MLP", "--")):
-                arrays[f"sel_{key}:{lab}"] = sel[key][i]
                 xs2.append("depth"), ys2.append(f"sel_{key}:{lab}"), lbs2.append(label), pan2.append(i)
                 sty2.append(style)
-        title_of = {lab: lab.replace("_", " ") for lab in names}
         split = "held-out text (7 of every 10 windows train the probes, the other 3 score them)" \
-            if s.task == "char-lm" else "training inputs (probe training) and test inputs (probe scores)"
-        figures = (
+            if m.s.task == "char-lm" else "training inputs (probe training) and test inputs (probe scores)"
+        titles = tuple(m.title_of[n] for n in m.names)
+        return (
             Curves(id="accuracy", title="What a probe can read from each layer",
-                   caption=f"Held-out probe accuracy per layer ({', '.join(layers)}), linear and MLP probes on the "
+                   caption=f"Held-out probe accuracy per layer ({', '.join(m.layers)}), linear and MLP probes on the "
                            f"trained model, and a linear probe on the same architecture at initialisation "
-                           f"({init_source}); {split}.",
+                           f"({m.init_source}); {split}.",
                    alt="Panels per concept: probe accuracy against layer depth for linear, MLP and untrained probes.",
                    x=tuple(xs), y=tuple(ys), labels=tuple(lbs), panels=tuple(pan), styles=tuple(sty),
-                   panel_titles=tuple(title_of[n] for n in names), xlabel="layer",
-                   ylabel="probe accuracy", markers=True, xticks=tuple(layers)),
+                   panel_titles=titles, xlabel="layer", ylabel="probe accuracy", markers=True,
+                   xticks=tuple(m.layers)),
             Curves(id="selectivity", title="How much is the representation, how much the probe",
                    caption="Selectivity = task accuracy - control-task accuracy (Hewitt & Liang 2019), linear and "
                            "MLP probes; a probe that memorises input types scores well on both and is not selective.",
                    alt="Panels per concept: selectivity against depth, linear and MLP probes.",
                    x=tuple(xs2), y=tuple(ys2), labels=tuple(lbs2), panels=tuple(pan2), styles=tuple(sty2),
-                   panel_titles=tuple(title_of[n] for n in names), xlabel="layer",
-                   ylabel="selectivity", markers=True, xticks=tuple(layers)),
+                   panel_titles=titles, xlabel="layer", ylabel="selectivity", markers=True, xticks=tuple(m.layers)),
         )
+
+    @staticmethod
+    def _table(m: SimpleNamespace) -> Table:
+        acc, sel = m.acc, m.sel
         rows = []
-        for i, lab in enumerate(names):
-            for j, layer in enumerate(layers):
-                rows.append((title_of[lab], layer, f"{acc['linear'][i, j]:.3f}", f"{acc['linear_control'][i, j]:.3f}",
+        for i, lab in enumerate(m.names):
+            for j, layer in enumerate(m.layers):
+                rows.append((m.title_of[lab], layer, f"{acc['linear'][i, j]:.3f}", f"{acc['linear_control'][i, j]:.3f}",
                              f"{sel['linear'][i, j]:+.3f}", f"{acc['mlp'][i, j]:.3f}",
                              f"{acc['mlp_control'][i, j]:.3f}", f"{sel['mlp'][i, j]:+.3f}",
                              f"{acc['linear_init'][i, j]:.3f}"))
-        table = Table(id="probes", title="Probe accuracy, control and selectivity",
-                      columns=("concept", "layer", "linear", "control", "selectivity", "MLP", "control",
-                               "selectivity", "linear at init"), rows=tuple(rows),
-                      caption="Majority-class accuracy: " + ", ".join(f"{title_of[n]} {majority[i]:.3f}"
-                                                                      for i, n in enumerate(names)) + ".")
+        return Table(id="probes", title="Probe accuracy, control and selectivity",
+                     columns=("concept", "layer", "linear", "control", "selectivity", "MLP", "control",
+                              "selectivity", "linear at init"), rows=tuple(rows),
+                     caption="Majority-class accuracy: " + ", ".join(f"{m.title_of[n]} {m.majority[i]:.3f}"
+                                                                     for i, n in enumerate(m.names)) + ".")
+
+    @staticmethod
+    def _summaries(m: SimpleNamespace) -> dict[str, Scalar]:
+        acc, sel = m.acc, m.sel
         more_selective = int((sel["linear"] > sel["mlp"]).sum())
         summaries = {
             "linear_more_selective": Scalar(float(more_selective), "pairs",
@@ -210,23 +236,26 @@ class Probes(Analysis):
                                               "mean selectivity of linear probes"),
             "mean_selectivity_mlp": Scalar(float(sel["mlp"].mean()), "accuracy", "mean selectivity of MLP probes"),
         }
-        best = {}
-        for i, lab in enumerate(names):
+        for i, lab in enumerate(m.names):
             j = int(np.argmax(acc["linear"][i]))
-            gain = acc["linear"][i, j] - acc["linear_init"][i, j]
-            best[lab] = {"layer": layers[j], "accuracy": float(acc["linear"][i, j]),
-                         "selectivity": float(sel["linear"][i, j]), "init": float(acc["linear_init"][i, j]),
-                         "majority": float(majority[i]), "gain": float(gain),
-                         "mlp_selectivity": float(sel["mlp"][i, j])}
             summaries[f"best_linear_accuracy.{lab}"] = Scalar(float(acc["linear"][i, j]), "accuracy",
-                                                              f"{title_of[lab]}: best linear probe ({layers[j]})")
-            summaries[f"gain_over_init.{lab}"] = Scalar(float(gain), "accuracy",
-                                                        f"{title_of[lab]}: that probe's accuracy minus the same "
-                                                        f"probe's on the untrained network")
-        return Result(
-            analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries, figures=figures,
-            tables=(table,),
-            data={"layers": layers, "concepts": names, "best": best, "init_source": init_source,
-                  "more_selective": more_selective, "pairs": int(sel["linear"].size),
-                  "n_train": int(tr.sum()), "n_test": int((~tr).sum()), "steps": p["steps"],
-                  "types": "the current character" if s.task == "char-lm" else "each exact input"})
+                                                              f"{m.title_of[lab]}: best linear probe ({m.layers[j]})")
+            summaries[f"gain_over_init.{lab}"] = Scalar(float(acc["linear"][i, j] - acc["linear_init"][i, j]),
+                                                        "accuracy", f"{m.title_of[lab]}: that probe's accuracy minus "
+                                                                    f"the same probe's on the untrained network")
+        return summaries
+
+    @staticmethod
+    def _result_data(m: SimpleNamespace) -> dict:
+        acc, sel = m.acc, m.sel
+        best = {}
+        for i, lab in enumerate(m.names):
+            j = int(np.argmax(acc["linear"][i]))
+            best[lab] = {"layer": m.layers[j], "accuracy": float(acc["linear"][i, j]),
+                         "selectivity": float(sel["linear"][i, j]), "init": float(acc["linear_init"][i, j]),
+                         "majority": float(m.majority[i]), "gain": float(acc["linear"][i, j] - acc["linear_init"][i, j]),
+                         "mlp_selectivity": float(sel["mlp"][i, j])}
+        return {"layers": m.layers, "concepts": m.names, "best": best, "init_source": m.init_source,
+                "more_selective": int((sel["linear"] > sel["mlp"]).sum()), "pairs": int(sel["linear"].size),
+                "n_train": int(m.tr.sum()), "n_test": int((~m.tr).sum()), "steps": m.p["steps"],
+                "types": "the current character" if m.s.task == "char-lm" else "each exact input"}

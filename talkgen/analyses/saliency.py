@@ -16,6 +16,7 @@ of the data's value range; deletion and insertion replace pixels (all channels) 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -134,213 +135,275 @@ class Saliency(Analysis):
             from talkgen.analyses.token_saliency import run_tokens
 
             return run_tokens(self.name, ctx)
+        m = self._measure(ctx)
+        return Result(analysis=self.name, subject=ctx.subject.name, arrays=_arrays(m), summaries=_summaries(m),
+                      figures=_figures(m, ctx.subject.data.classes), tables=(_table(m),), findings=_findings(m),
+                      data=_data(m))
+
+    @staticmethod
+    def _measure(ctx: Context) -> "_Measured":
+        """Every map, then the three sanity checks: cascading randomisation, input invariance on a shifted
+        twin network, deletion and insertion against random pixel orders."""
         s, p = ctx.subject, dict(ctx.params)
-        model = s.model
-        xt = s.data.x_test
-        g = ctx.generator()
-        pick = torch.randperm(len(xt), generator=g)
+        model, xt = s.model, s.data.x_test
+        pick = torch.randperm(len(xt), generator=ctx.generator())
         x = xt[pick[: p["n_inputs"]]].float()
         xd = xt[pick[: p["deletion_inputs"]]].float()
         data_range = float(s.data.x_train.max() - s.data.x_train.min()) or 1.0
-        has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        has_conv = any(isinstance(mod, nn.Conv2d) for mod in model.modules())
         methods = image_methods(p, data_range, ctx.seed, has_conv)
-        keys = [k for k, _, _ in methods]
-        labels = dict((k, lab) for k, lab, _ in methods)
         with torch.no_grad():
-            target = model(x).argmax(1)
-            target_d = model(xd).argmax(1)
-
+            target, target_d = model(x).argmax(1), model(xd).argmax(1)
         # Integrated Gradients once, with its completeness gap; the other methods through their functions
         ig, gap = A.integrated_gradients(model, x, target, n_steps=p["ig_steps"], return_convergence_delta=True,
                                          internal_batch_size=p["internal_batch_size"])
         original = {k: ig if k == "integrated_gradients" else fn(model, x, target) for k, _, fn in methods}
-        maps = {k: as_map(a) for k, a in original.items()}
         with torch.no_grad():
             span = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None]).squeeze(1)
-        rel_gap = (gap.abs() / span.abs().clamp_min(1e-12)).numpy()
+        m = _Measured(p=p, methods=methods, keys=[k for k, _, _ in methods],
+                      labels={k: lab for k, lab, _ in methods}, x=x, xd=xd, target=target,
+                      maps={k: as_map(a) for k, a in original.items()},
+                      rel_gap=(gap.abs() / span.abs().clamp_min(1e-12)).numpy())
+        _cascade(m, model, ctx.seed)
+        _invariance(m, model, original)
+        _deletion_insertion(m, model, target_d, ctx.seed)
+        m.grad_cam_layer = (p["grad_cam_layer"] or next(
+            n for n, mod in model.named_modules() if mod is A.last_conv_layer(model, x[:1]))) if has_conv else None
+        return m
 
-        # 1. cascading randomisation
-        cascade = sanity.cascading_models(model, x, ctx.seed)
-        layer_names = [name for name, _ in cascade]
-        rho = np.zeros((len(keys), len(cascade)))
-        sim = np.zeros_like(rho)
-        example_maps = {k: [maps[k][0]] for k in keys}
-        for j, (_, randomised) in enumerate(cascade):
-            for i, (k, _, fn) in enumerate(methods):
-                m = as_map(fn(randomised, x, target))
-                rho[i, j] = float(sanity.spearman_rows(maps[k].reshape(len(x), -1), m.reshape(len(x), -1)).mean())
-                sim[i, j] = float(sanity.ssim(maps[k], m).mean())
-                example_maps[k].append(m[0])
-        half = math.ceil(len(cascade) / 2) - 1  # index after the top half of the layers is randomised
-        cascade_pass = {k: rho[i, half] < p["cascade_threshold"] for i, k in enumerate(keys)}
 
-        # 2. input invariance
-        twin = sanity.shifted_twin(model, x, p["input_shift"])
-        invariance: dict[str, float] = {}
-        twin_note = ""
-        if isinstance(twin, str):
-            twin_note = twin
-        else:
-            shifted = x + p["input_shift"]
-            for k, _, fn in methods:
-                a, b = original[k].detach(), fn(twin, shifted, target).detach()
-                invariance[k] = float(((a - b).abs().flatten(1).sum(1) /
-                                       a.abs().flatten(1).sum(1).clamp_min(1e-12)).mean())
-        invariance_pass = {k: v <= p["invariance_tolerance"] for k, v in invariance.items()}
+@dataclass
+class _Measured:
+    """What the saliency analysis measured on an image model, step by step."""
 
-        # 3. deletion and insertion, against random orders
-        n_pix = xd.shape[-1] * xd.shape[-2]
-        dels, ins = {}, {}
-        curves_arrays = {}
-        for k, _, fn in methods:
-            score = torch.as_tensor(as_map(fn(model, xd, target_d))).flatten(1)
-            noise = torch.rand(score.shape, generator=torch.Generator().manual_seed(ctx.seed)) * 1e-9
-            order = torch.argsort(score + noise, dim=1, descending=True)  # ties broken at random
-            d, i_ = sanity.order_curves(model, xd, target_d, order, p["curve_steps"])
-            dels[k], ins[k] = sanity.auc(d), sanity.auc(i_)
-            curves_arrays[f"del:{k}"], curves_arrays[f"ins:{k}"] = d.mean(0), i_.mean(0)
-        rd, ri = [], []
-        rg = torch.Generator().manual_seed(ctx.seed + 1)
-        for _ in range(p["random_orders"]):
-            order = torch.stack([torch.randperm(n_pix, generator=rg) for _ in range(len(xd))])
-            d, i_ = sanity.order_curves(model, xd, target_d, order, p["curve_steps"])
-            rd.append(d)
-            ri.append(i_)
-        rdel, rins = np.mean(rd, axis=0), np.mean(ri, axis=0)
-        random_del, random_ins = sanity.auc(rdel), sanity.auc(rins)
-        curves_arrays["del:random"], curves_arrays["ins:random"] = rdel.mean(0), rins.mean(0)
-        order_pass = {k: dels[k] < random_del and ins[k] > random_ins for k in keys}
+    p: dict
+    methods: list
+    keys: list[str]
+    labels: dict[str, str]
+    x: torch.Tensor
+    xd: torch.Tensor
+    target: torch.Tensor
+    maps: dict[str, np.ndarray]
+    rel_gap: np.ndarray
+    layer_names: list[str] = field(default_factory=list)
+    rho: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    sim: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    example_maps: dict[str, list] = field(default_factory=dict)
+    half: int = 0
+    cascade_pass: dict[str, bool] = field(default_factory=dict)
+    invariance: dict[str, float] = field(default_factory=dict)
+    invariance_pass: dict[str, bool] = field(default_factory=dict)
+    twin_note: str = ""
+    dels: dict[str, float] = field(default_factory=dict)
+    ins: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    random_del: float = 0.0
+    random_ins: float = 0.0
+    order_pass: dict[str, bool] = field(default_factory=dict)
+    grad_cam_layer: str | None = None
 
-        # figures
-        show = min(p["show"], len(x))
-        grid = [normalise(x[:show].sum(1).numpy())] + [normalise(maps[k][:show]) for k in keys]
-        cascade_grid = [normalise(np.stack(example_maps[k])) for k in keys]
-        arrays: dict[str, np.ndarray] = {
-            "maps": np.concatenate(grid), "cascade_maps": np.concatenate(cascade_grid),
-            "layers_randomised": np.arange(len(cascade) + 1, dtype=np.float64),
-            "fraction": np.linspace(0, 1, p["curve_steps"] + 1),
-            "del_auc": np.array([dels[k] for k in keys] + [random_del]),
-            "ins_auc": np.array([ins[k] for k in keys] + [random_ins]),
-            "ig_relative_gap": rel_gap, "spearman": rho, "ssim": sim, **curves_arrays,
-        }
-        for i, k in enumerate(keys):
-            arrays[f"rho:{k}"] = np.concatenate([[1.0], rho[i]])
-            arrays[f"ssim:{k}"] = np.concatenate([[1.0], sim[i]])
-        classes = s.data.classes
-        figures = (
-            ImageGrid(id="maps", title="What each method says the model looked at",
-                      caption=f"Top row: {show} held-out inputs; below, each method's |attribution| for the "
-                              "predicted class, each map scaled to its own maximum.",
-                      alt=f"A grid of saliency maps: {len(keys)} methods (rows) for {show} input images (columns).",
-                      array="maps", colorbar="|attribution| / its maximum", signed=False, columns=show,
-                      row_labels=("input",) + tuple(labels[k] for k in keys),
-                      panel_titles=tuple(f"pred {classes[int(t)] if int(t) < len(classes) else int(t)}"
-                                         for t in target[:show]), max_images=show * (len(keys) + 1)),
-            ImageGrid(id="cascade", title="Randomise the layers from the top: do the maps change?",
-                      caption="Cascading randomisation (Adebayo et al. 2018) on the first input: left, the map of "
-                              "the trained model; then with the layers named above re-initialised cumulatively, "
-                              "top first.",
-                      alt="A grid of saliency maps: methods (rows) as more layers are randomised (columns).",
-                      array="cascade_maps", colorbar="|attribution| / its maximum", signed=False,
-                      columns=len(cascade) + 1, row_labels=tuple(labels[k] for k in keys),
-                      panel_titles=("trained",) + tuple(f"+ {n}" for n in layer_names),
-                      max_images=len(keys) * (len(cascade) + 1)),
-            Curves(id="cascade_curves", title="How much of each map survives randomisation",
-                   caption=f"Mean Spearman rank correlation (left) and SSIM (right) between each method's |map| "
-                           f"and the trained model's, over {len(x)} inputs, as layers are re-initialised from the "
-                           f"top; a method passes when ρ < {p['cascade_threshold']} once the top half "
-                           f"({', '.join(layer_names[: half + 1])}) is random.",
-                   alt="Two panels of lines, one per method, falling from 1 as more layers are randomised.",
-                   x=("layers_randomised",) * (2 * len(keys)),
-                   y=tuple(f"rho:{k}" for k in keys) + tuple(f"ssim:{k}" for k in keys),
-                   labels=tuple(labels[k] for k in keys) * 2, panels=(0,) * len(keys) + (1,) * len(keys),
-                   panel_titles=("Spearman ρ of |map|", "SSIM of |map|"), xlabel="layers randomised (top first)",
-                   ylabel="similarity to the trained model's map", markers=True),
-            Bars(id="deletion_insertion", title="Deletion and insertion",
-                 caption=f"Area under the probability of the predicted class as pixels are deleted (lower is "
-                         f"better) or inserted into a blank image (higher is better) in each method's order, "
-                         f"{len(xd)} inputs; 'random' averages {p['random_orders']} random orders.",
-                 alt="Grouped bars of deletion and insertion AUC per method, with a random-order baseline.",
-                 categories=tuple(labels[k] for k in keys) + ("random",), values=("del_auc", "ins_auc"),
-                 series=("deletion AUC (lower is better)", "insertion AUC (higher is better)"),
-                 ylabel="area under the curve"),
-        )
+    @property
+    def passes(self) -> dict[str, bool]:
+        return {k: self.cascade_pass[k] and self.invariance_pass.get(k, True) and self.order_pass[k] for k in self.keys}
 
-        def mark(ok: bool | None) -> str:
-            return "—" if ok is None else ("pass" if ok else "FAIL")
 
-        rows = []
-        for i, k in enumerate(keys):
-            inv = invariance.get(k)
-            rows.append((labels[k], f"{rho[i, half]:.2f}", f"{rho[i, -1]:.2f}", mark(cascade_pass[k]),
-                         "—" if inv is None else f"{inv:.3f}", mark(invariance_pass.get(k)),
-                         f"{dels[k]:.3f}", f"{ins[k]:.3f}", mark(order_pass[k])))
-        rows.append(("random order", "", "", "", "", "", f"{random_del:.3f}", f"{random_ins:.3f}", ""))
-        table = Table(id="sanity", title="Sanity checks per method",
-                      columns=("method", f"ρ, top {half + 1} random", "ρ, all random", "randomisation",
-                               "change under input shift", "invariance", "deletion AUC", "insertion AUC",
-                               "beats random order"),
-                      rows=tuple(rows),
-                      caption="ρ: mean Spearman correlation of |map| with the trained model's. Input shift: mean "
-                              "relative L1 change of the map on the shifted twin network.")
+def _cascade(m: _Measured, model: nn.Module, seed: int) -> None:
+    """1. Cascading randomisation (Adebayo et al. 2018): maps as layers are re-initialised from the top."""
+    cascade = sanity.cascading_models(model, m.x, seed)
+    m.layer_names = [name for name, _ in cascade]
+    m.rho = np.zeros((len(m.keys), len(cascade)))
+    m.sim = np.zeros_like(m.rho)
+    m.example_maps = {k: [m.maps[k][0]] for k in m.keys}
+    n = len(m.x)
+    for j, (_, randomised) in enumerate(cascade):
+        for i, (k, _, fn) in enumerate(m.methods):
+            new = as_map(fn(randomised, m.x, m.target))
+            m.rho[i, j] = float(sanity.spearman_rows(m.maps[k].reshape(n, -1), new.reshape(n, -1)).mean())
+            m.sim[i, j] = float(sanity.ssim(m.maps[k], new).mean())
+            m.example_maps[k].append(new[0])
+    m.half = math.ceil(len(cascade) / 2) - 1  # index after the top half of the layers is randomised
+    m.cascade_pass = {k: m.rho[i, m.half] < m.p["cascade_threshold"] for i, k in enumerate(m.keys)}
 
-        passes = {k: cascade_pass[k] and invariance_pass.get(k, True) and order_pass[k] for k in keys}
-        summaries = {
-            "methods_passing_randomisation": Scalar(float(sum(cascade_pass.values())), "methods",
-                                                    f"of {len(keys)}, maps that decorrelate (ρ < "
-                                                    f"{p['cascade_threshold']}) once the top half is random"),
-            "methods_passing_invariance": Scalar(float(sum(invariance_pass.values())), "methods",
-                                                 f"of {len(invariance)}, maps unchanged on the input-shifted twin"),
-            "methods_beating_random_order": Scalar(float(sum(order_pass.values())), "methods",
-                                                   f"of {len(keys)}, deletion below and insertion above random"),
-            "methods_passing_all": Scalar(float(sum(passes.values())), "methods", "pass all three checks"),
-            "ig_completeness_gap": Scalar(float(rel_gap.max()), "fraction",
-                                          "largest |sum of IG attributions - (f(x) - f(0))| / |f(x) - f(0)|"),
-            "deletion_auc_random": Scalar(random_del, "", "deletion AUC of random pixel orders"),
-            "insertion_auc_random": Scalar(random_ins, "", "insertion AUC of random pixel orders"),
-        }
-        for i, k in enumerate(keys):
-            summaries[f"randomisation_rho.{k}"] = Scalar(float(rho[i, half]), "Spearman ρ",
-                                                         f"{labels[k]}: rank correlation with the trained map "
-                                                         f"once the top half of the layers is random")
-            summaries[f"deletion_auc.{k}"] = Scalar(dels[k], "", f"{labels[k]}: deletion AUC")
-            summaries[f"insertion_auc.{k}"] = Scalar(ins[k], "", f"{labels[k]}: insertion AUC")
 
-        findings = []
-        failed = [i for i, k in enumerate(keys) if not cascade_pass[k]]
-        if failed:
-            worst = max(failed, key=lambda i: rho[i, half])
-            findings.append(Finding(
-                "medium", f"{len(failed)} of {len(keys)} saliency methods fail the randomisation sanity check",
-                f"{', '.join(f'{labels[keys[i]]} (ρ {rho[i, half]:.2f})' for i in failed)} keep their maps after "
-                f"{', '.join(layer_names[: half + 1])} are re-initialised: those maps do not depend on what the "
-                f"layers learned; do not use them to explain this model", value=float(rho[worst, half]),
-                threshold=p["cascade_threshold"]))
-        worse = [k for k in keys if not order_pass[k]]
-        if worse:
-            findings.append(Finding(
-                "medium", f"{len(worse)} saliency {'method does' if len(worse) == 1 else 'methods do'} not beat a "
-                          "random pixel order",
-                "; ".join(f"{labels[k]}: deletion AUC {dels[k]:.3f}, insertion {ins[k]:.3f}" for k in worse)
-                + f" (random: {random_del:.3f}, {random_ins:.3f})",
-                value=max(dels[k] for k in worse), threshold=random_del))
-        changed = [k for k in invariance if not invariance_pass[k]]
-        if changed:
-            findings.append(Finding(
-                "low", f"{len(changed)} saliency {'method is' if len(changed) == 1 else 'methods are'} not "
-                       "input-invariant",
-                f"{', '.join(f'{labels[k]} ({invariance[k]:.0%})' for k in changed)} change on a twin network that "
-                f"computes the same function of inputs shifted by {p['input_shift']:g}",
-                value=max(invariance[k] for k in changed), threshold=p["invariance_tolerance"]))
-        return Result(
-            analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries, figures=figures,
-            tables=(table,), findings=tuple(findings),
-            data={"methods": keys, "labels": labels, "layers": layer_names, "half": half + 1,
-                  "threshold": p["cascade_threshold"], "pass": {k: bool(v) for k, v in passes.items()},
-                  "cascade_pass": {k: bool(v) for k, v in cascade_pass.items()},
-                  "invariance_pass": {k: bool(v) for k, v in invariance_pass.items()},
-                  "order_pass": {k: bool(v) for k, v in order_pass.items()},
-                  "twin_note": twin_note, "shift": p["input_shift"], "n_inputs": len(x), "n_deletion": len(xd),
-                  "ig_steps": p["ig_steps"], "ig_gap_mean": float(rel_gap.mean()),
-                  "grad_cam_layer": (p["grad_cam_layer"] or next(
-                      n for n, m in model.named_modules() if m is A.last_conv_layer(model, x[:1]))) if has_conv else None})
+def _invariance(m: _Measured, model: nn.Module, original: dict[str, torch.Tensor]) -> None:
+    """2. Input invariance (Kindermans et al. 2019): the same function of shifted inputs, the same map?"""
+    twin = sanity.shifted_twin(model, m.x, m.p["input_shift"])
+    if isinstance(twin, str):
+        m.twin_note = twin
+    else:
+        shifted = m.x + m.p["input_shift"]
+        for k, _, fn in m.methods:
+            a, b = original[k].detach(), fn(twin, shifted, m.target).detach()
+            m.invariance[k] = float(((a - b).abs().flatten(1).sum(1) / a.abs().flatten(1).sum(1).clamp_min(1e-12)).mean())
+    m.invariance_pass = {k: v <= m.p["invariance_tolerance"] for k, v in m.invariance.items()}
+
+
+def _deletion_insertion(m: _Measured, model: nn.Module, target_d: torch.Tensor, seed: int) -> None:
+    """3. Deletion and insertion in each method's pixel order, against random orders."""
+    xd, p = m.xd, m.p
+    n_pix = xd.shape[-1] * xd.shape[-2]
+    for k, _, fn in m.methods:
+        score = torch.as_tensor(as_map(fn(model, xd, target_d))).flatten(1)
+        noise = torch.rand(score.shape, generator=torch.Generator().manual_seed(seed)) * 1e-9
+        order = torch.argsort(score + noise, dim=1, descending=True)  # ties broken at random
+        d, i_ = sanity.order_curves(model, xd, target_d, order, p["curve_steps"])
+        m.dels[k], m.ins[k] = sanity.auc(d), sanity.auc(i_)
+        m.curves[f"del:{k}"], m.curves[f"ins:{k}"] = d.mean(0), i_.mean(0)
+    rd, ri = [], []
+    rg = torch.Generator().manual_seed(seed + 1)
+    for _ in range(p["random_orders"]):
+        order = torch.stack([torch.randperm(n_pix, generator=rg) for _ in range(len(xd))])
+        d, i_ = sanity.order_curves(model, xd, target_d, order, p["curve_steps"])
+        rd.append(d)
+        ri.append(i_)
+    rdel, rins = np.mean(rd, axis=0), np.mean(ri, axis=0)
+    m.random_del, m.random_ins = sanity.auc(rdel), sanity.auc(rins)
+    m.curves["del:random"], m.curves["ins:random"] = rdel.mean(0), rins.mean(0)
+    m.order_pass = {k: m.dels[k] < m.random_del and m.ins[k] > m.random_ins for k in m.keys}
+
+
+def _arrays(m: _Measured) -> dict[str, np.ndarray]:
+    show = min(m.p["show"], len(m.x))
+    grid = [normalise(m.x[:show].sum(1).numpy())] + [normalise(m.maps[k][:show]) for k in m.keys]
+    arrays: dict[str, np.ndarray] = {
+        "maps": np.concatenate(grid),
+        "cascade_maps": np.concatenate([normalise(np.stack(m.example_maps[k])) for k in m.keys]),
+        "layers_randomised": np.arange(len(m.layer_names) + 1, dtype=np.float64),
+        "fraction": np.linspace(0, 1, m.p["curve_steps"] + 1),
+        "del_auc": np.array([m.dels[k] for k in m.keys] + [m.random_del]),
+        "ins_auc": np.array([m.ins[k] for k in m.keys] + [m.random_ins]),
+        "ig_relative_gap": m.rel_gap, "spearman": m.rho, "ssim": m.sim, **m.curves,
+    }
+    for i, k in enumerate(m.keys):
+        arrays[f"rho:{k}"] = np.concatenate([[1.0], m.rho[i]])
+        arrays[f"ssim:{k}"] = np.concatenate([[1.0], m.sim[i]])
+    return arrays
+
+
+def _figures(m: _Measured, classes: tuple[str, ...]) -> tuple:
+    p, keys, labels, n_layers = m.p, m.keys, m.labels, len(m.layer_names)
+    show = min(p["show"], len(m.x))
+    return (
+        ImageGrid(id="maps", title="What each method says the model looked at",
+                  caption=f"Top row: {show} held-out inputs; below, each method's |attribution| for the "
+                          "predicted class, each map scaled to its own maximum.",
+                  alt=f"A grid of saliency maps: {len(keys)} methods (rows) for {show} input images (columns).",
+                  array="maps", colorbar="|attribution| / its maximum", signed=False, columns=show,
+                  row_labels=("input",) + tuple(labels[k] for k in keys),
+                  panel_titles=tuple(f"pred {classes[int(t)] if int(t) < len(classes) else int(t)}"
+                                     for t in m.target[:show]), max_images=show * (len(keys) + 1)),
+        ImageGrid(id="cascade", title="Randomise the layers from the top: do the maps change?",
+                  caption="Cascading randomisation (Adebayo et al. 2018) on the first input: left, the map of "
+                          "the trained model; then with the layers named above re-initialised cumulatively, "
+                          "top first.",
+                  alt="A grid of saliency maps: methods (rows) as more layers are randomised (columns).",
+                  array="cascade_maps", colorbar="|attribution| / its maximum", signed=False,
+                  columns=n_layers + 1, row_labels=tuple(labels[k] for k in keys),
+                  panel_titles=("trained",) + tuple(f"+ {n}" for n in m.layer_names),
+                  max_images=len(keys) * (n_layers + 1)),
+        Curves(id="cascade_curves", title="How much of each map survives randomisation",
+               caption=f"Mean Spearman rank correlation (left) and SSIM (right) between each method's |map| "
+                       f"and the trained model's, over {len(m.x)} inputs, as layers are re-initialised from the "
+                       f"top; a method passes when ρ < {p['cascade_threshold']} once the top half "
+                       f"({', '.join(m.layer_names[: m.half + 1])}) is random.",
+               alt="Two panels of lines, one per method, falling from 1 as more layers are randomised.",
+               x=("layers_randomised",) * (2 * len(keys)),
+               y=tuple(f"rho:{k}" for k in keys) + tuple(f"ssim:{k}" for k in keys),
+               labels=tuple(labels[k] for k in keys) * 2, panels=(0,) * len(keys) + (1,) * len(keys),
+               panel_titles=("Spearman ρ of |map|", "SSIM of |map|"), xlabel="layers randomised (top first)",
+               ylabel="similarity to the trained model's map", markers=True),
+        Bars(id="deletion_insertion", title="Deletion and insertion",
+             caption=f"Area under the probability of the predicted class as pixels are deleted (lower is "
+                     f"better) or inserted into a blank image (higher is better) in each method's order, "
+                     f"{len(m.xd)} inputs; 'random' averages {p['random_orders']} random orders.",
+             alt="Grouped bars of deletion and insertion AUC per method, with a random-order baseline.",
+             categories=tuple(labels[k] for k in keys) + ("random",), values=("del_auc", "ins_auc"),
+             series=("deletion AUC (lower is better)", "insertion AUC (higher is better)"),
+             ylabel="area under the curve"),
+    )
+
+
+def _table(m: _Measured) -> Table:
+    def mark(ok: bool | None) -> str:
+        return "—" if ok is None else ("pass" if ok else "FAIL")
+
+    rows = []
+    for i, k in enumerate(m.keys):
+        inv = m.invariance.get(k)
+        rows.append((m.labels[k], f"{m.rho[i, m.half]:.2f}", f"{m.rho[i, -1]:.2f}", mark(m.cascade_pass[k]),
+                     "—" if inv is None else f"{inv:.3f}", mark(m.invariance_pass.get(k)),
+                     f"{m.dels[k]:.3f}", f"{m.ins[k]:.3f}", mark(m.order_pass[k])))
+    rows.append(("random order", "", "", "", "", "", f"{m.random_del:.3f}", f"{m.random_ins:.3f}", ""))
+    return Table(id="sanity", title="Sanity checks per method",
+                 columns=("method", f"ρ, top {m.half + 1} random", "ρ, all random", "randomisation",
+                          "change under input shift", "invariance", "deletion AUC", "insertion AUC",
+                          "beats random order"),
+                 rows=tuple(rows),
+                 caption="ρ: mean Spearman correlation of |map| with the trained model's. Input shift: mean "
+                         "relative L1 change of the map on the shifted twin network.")
+
+
+def _summaries(m: _Measured) -> dict[str, Scalar]:
+    p, keys = m.p, m.keys
+    summaries = {
+        "methods_passing_randomisation": Scalar(float(sum(m.cascade_pass.values())), "methods",
+                                                f"of {len(keys)}, maps that decorrelate (ρ < "
+                                                f"{p['cascade_threshold']}) once the top half is random"),
+        "methods_passing_invariance": Scalar(float(sum(m.invariance_pass.values())), "methods",
+                                             f"of {len(m.invariance)}, maps unchanged on the input-shifted twin"),
+        "methods_beating_random_order": Scalar(float(sum(m.order_pass.values())), "methods",
+                                               f"of {len(keys)}, deletion below and insertion above random"),
+        "methods_passing_all": Scalar(float(sum(m.passes.values())), "methods", "pass all three checks"),
+        "ig_completeness_gap": Scalar(float(m.rel_gap.max()), "fraction",
+                                      "largest |sum of IG attributions - (f(x) - f(0))| / |f(x) - f(0)|"),
+        "deletion_auc_random": Scalar(m.random_del, "", "deletion AUC of random pixel orders"),
+        "insertion_auc_random": Scalar(m.random_ins, "", "insertion AUC of random pixel orders"),
+    }
+    for i, k in enumerate(keys):
+        summaries[f"randomisation_rho.{k}"] = Scalar(float(m.rho[i, m.half]), "Spearman ρ",
+                                                     f"{m.labels[k]}: rank correlation with the trained map "
+                                                     f"once the top half of the layers is random")
+        summaries[f"deletion_auc.{k}"] = Scalar(m.dels[k], "", f"{m.labels[k]}: deletion AUC")
+        summaries[f"insertion_auc.{k}"] = Scalar(m.ins[k], "", f"{m.labels[k]}: insertion AUC")
+    return summaries
+
+
+def _findings(m: _Measured) -> tuple[Finding, ...]:
+    p, keys, labels, half = m.p, m.keys, m.labels, m.half
+    findings = []
+    failed = [i for i, k in enumerate(keys) if not m.cascade_pass[k]]
+    if failed:
+        worst = max(failed, key=lambda i: m.rho[i, half])
+        findings.append(Finding(
+            "medium", f"{len(failed)} of {len(keys)} saliency methods fail the randomisation sanity check",
+            f"{', '.join(f'{labels[keys[i]]} (ρ {m.rho[i, half]:.2f})' for i in failed)} keep their maps after "
+            f"{', '.join(m.layer_names[: half + 1])} are re-initialised: those maps do not depend on what the "
+            f"layers learned; do not use them to explain this model", value=float(m.rho[worst, half]),
+            threshold=p["cascade_threshold"]))
+    worse = [k for k in keys if not m.order_pass[k]]
+    if worse:
+        findings.append(Finding(
+            "medium", f"{len(worse)} saliency {'method does' if len(worse) == 1 else 'methods do'} not beat a "
+                      "random pixel order",
+            "; ".join(f"{labels[k]}: deletion AUC {m.dels[k]:.3f}, insertion {m.ins[k]:.3f}" for k in worse)
+            + f" (random: {m.random_del:.3f}, {m.random_ins:.3f})",
+            value=max(m.dels[k] for k in worse), threshold=m.random_del))
+    changed = [k for k in m.invariance if not m.invariance_pass[k]]
+    if changed:
+        findings.append(Finding(
+            "low", f"{len(changed)} saliency {'method is' if len(changed) == 1 else 'methods are'} not "
+                   "input-invariant",
+            f"{', '.join(f'{labels[k]} ({m.invariance[k]:.0%})' for k in changed)} change on a twin network that "
+            f"computes the same function of inputs shifted by {p['input_shift']:g}",
+            value=max(m.invariance[k] for k in changed), threshold=p["invariance_tolerance"]))
+    return tuple(findings)
+
+
+def _data(m: _Measured) -> dict:
+    return {"methods": m.keys, "labels": m.labels, "layers": m.layer_names, "half": m.half + 1,
+            "threshold": m.p["cascade_threshold"], "pass": {k: bool(v) for k, v in m.passes.items()},
+            "cascade_pass": {k: bool(v) for k, v in m.cascade_pass.items()},
+            "invariance_pass": {k: bool(v) for k, v in m.invariance_pass.items()},
+            "order_pass": {k: bool(v) for k, v in m.order_pass.items()},
+            "twin_note": m.twin_note, "shift": m.p["input_shift"], "n_inputs": len(m.x), "n_deletion": len(m.xd),
+            "ig_steps": m.p["ig_steps"], "ig_gap_mean": float(m.rel_gap.mean()), "grad_cam_layer": m.grad_cam_layer}

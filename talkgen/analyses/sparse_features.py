@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
@@ -184,6 +185,11 @@ def recovered(clean: float, zero: float, splice: float) -> float:
 # --------------------------------------------------------------------------- labels
 
 
+def _metric(subject) -> tuple[str, float]:
+    """The loss the splice is reported in: bits per character for character models, nats otherwise."""
+    return ("bits per character", 1 / math.log(2)) if subject.task == "char-lm" else ("cross-entropy (nats)", 1.0)
+
+
 def _labels(subject, n_windows: int) -> tuple[dict[str, np.ndarray], str | None]:
     """Per-vector labels on the evaluation inputs (test split), and the text for char models."""
     if subject.task == "char-lm" and subject.text_labels is not None:
@@ -268,7 +274,16 @@ class SparseFeatures(Analysis):
                       f"{len(d['wins'])} of {len(d['scores'])} labels", ok, "trust" if ok else "lossy"),)
 
     def run(self, ctx: Context) -> Result:
-        from talkgen.meta.sae import SAEConfig, evaluate_sae, sae_state, sparse_codes, train_sae
+        m = self._train(ctx)
+        self._splice(m)
+        self._legibility(m)
+        arrays, figures, tables = self._present(m)
+        return Result(analysis=self.name, subject=m.s.name, arrays=arrays, summaries=self._summaries(m),
+                      figures=tuple(figures), tables=tuple(tables), findings=self._findings(m), data=self._data(m))
+
+    def _train(self, ctx: Context) -> SimpleNamespace:
+        """Collect the site's activations on training and held-out inputs, and train the autoencoder."""
+        from talkgen.meta.sae import SAEConfig, evaluate_sae, train_sae
 
         s, p = ctx.subject, ctx.params
         model = s.model
@@ -291,14 +306,20 @@ class SparseFeatures(Analysis):
         epochs = max(int(p["epochs"]), math.ceil(p["min_steps"] * bs / len(acts)))
         cfg = SAEConfig(n_features=n_features, k=k, epochs=epochs, batch_size=bs, seed=ctx.seed)
         sae, log = train_sae(acts, cfg)
-        met = evaluate_sae(sae, held)
+        return SimpleNamespace(s=s, p=p, model=model, site=site, per_row=per_row, n_ev_rows=n_ev_rows, batch=batch,
+                               x_ev=x_ev, y_ev=y_ev, acts=acts, held=held, d=d, n_features=n_features, k=k, bs=bs,
+                               epochs=epochs, cfg=cfg, sae=sae, log=log, met=evaluate_sae(sae, held))
 
-        # the splice: clean, reconstruction, zero-ablation
+    @staticmethod
+    def _splice(m: SimpleNamespace) -> None:
+        """The model's loss with the reconstruction spliced in, against clean and zero-ablated (and, for an
+        LSTM's state, spliced into the recurrence too)."""
+        model, site, sae, batch, x_ev, y_ev = m.model, m.site, m.sae, m.batch, m.x_ev, m.y_ev
         clean = site.loss(model, x_ev, y_ev, batch)
         spliced = site.loss(model, x_ev, y_ev, batch, replace=lambda v: sae(v))
         zero = site.loss(model, x_ev, y_ev, batch, replace=torch.zeros_like)
-        splice = {"output": {"clean": clean, "splice": spliced, "zero": zero,
-                             "recovered": recovered(clean, zero, spliced)}}
+        m.splice = {"output": {"clean": clean, "splice": spliced, "zero": zero,
+                               "recovered": recovered(clean, zero, spliced)}}
         lstm = _lstm_feeding(model, site)
         if lstm is not None:
             rb = max(1, batch // 4)
@@ -306,28 +327,30 @@ class SparseFeatures(Analysis):
             r_clean = recurrent_splice_loss(*args, replace=None, batch=rb)
             r_splice = recurrent_splice_loss(*args, replace=lambda h: sae(h), batch=rb)
             r_zero = recurrent_splice_loss(*args, replace=torch.zeros_like, batch=rb)
-            splice["recurrent"] = {"clean": r_clean, "splice": r_splice, "zero": r_zero,
-                                   "recovered": recovered(r_clean, r_zero, r_splice)}
-        headline = "recurrent" if "recurrent" in splice else "output"
-        rec = splice[headline]["recovered"]
+            m.splice["recurrent"] = {"clean": r_clean, "splice": r_splice, "zero": r_zero,
+                                     "recovered": recovered(r_clean, r_zero, r_splice)}
+        m.headline = "recurrent" if "recurrent" in m.splice else "output"
+        m.rec = m.splice[m.headline]["recovered"]
 
-        # legibility
-        values, indices = (t.numpy() for t in sparse_codes(sae, held))
-        labels, text = _labels(s, n_ev_rows)
-        labels = {k2: v for k2, v in labels.items() if len(v) == len(held)}
-        scores = score_labels(values, indices, held.numpy(), labels, n_features)
-        wins = [name for name, b in scores.items() if b["feature_wins"]]
+    @staticmethod
+    def _legibility(m: SimpleNamespace) -> None:
+        """The sparse codes of the held-out vectors, and every known label scored against features and neurons."""
+        from talkgen.meta.sae import sparse_codes
 
-        arrays: dict[str, np.ndarray] = {f"sae.{k2}": v.detach().numpy() for k2, v in sae.state_dict().items()}
+        m.values, m.indices = (t.numpy() for t in sparse_codes(m.sae, m.held))
+        labels, m.text = _labels(m.s, m.n_ev_rows)
+        labels = {k2: v for k2, v in labels.items() if len(v) == len(m.held)}
+        m.scores = score_labels(m.values, m.indices, m.held.numpy(), labels, m.n_features)
+        m.wins = [name for name, b in m.scores.items() if b["feature_wins"]]
+
+    def _present(self, m: SimpleNamespace) -> tuple[dict[str, np.ndarray], list, list]:
+        met, held, scores = m.met, m.held, m.scores
+        arrays: dict[str, np.ndarray] = {f"sae.{k2}": v.detach().numpy() for k2, v in m.sae.state_dict().items()}
         arrays["density"] = met.density
-        arrays["losses"] = np.asarray(log.losses)
-        arrays["loss_steps"] = np.minimum(np.arange(1, len(log.losses) + 1) * 50, log.steps)
+        arrays["losses"] = np.asarray(m.log.losses)
+        arrays["loss_steps"] = np.minimum(np.arange(1, len(m.log.losses) + 1) * 50, m.log.steps)
         figures: list = []
         tables: list = []
-        char_model = text is not None
-        metric_name = "bits per character" if s.task == "char-lm" else "cross-entropy (nats)"
-        conv = (1 / math.log(2)) if s.task == "char-lm" else 1.0
-
         live = met.density[met.density > 0]
         edges = np.linspace(-7, 0, 29)
         hist, _ = np.histogram(np.log10(live), bins=edges) if len(live) else (np.zeros(28), None)
@@ -335,13 +358,12 @@ class SparseFeatures(Analysis):
         arrays["density_hist"] = hist.astype(float)
         figures.append(Curves(
             id="density", title="How often each feature fires",
-            caption=f"Histogram of the {n_features} features' activation densities on {len(held):,} held-out vectors "
+            caption=f"Histogram of the {m.n_features} features' activation densities on {len(held):,} held-out vectors "
                     f"(log10 of the fraction of vectors on which a feature is active); "
                     f"{int((met.density == 0).sum())} features never fire (dead).",
             alt="Histogram of feature activation densities on a log scale.",
             x=("density_x",), y=("density_hist",), labels=("features",),
             xlabel="log10 activation density", ylabel="features", markers=True))
-
         if scores:
             names = list(scores)
             arrays["best_feature"] = np.array([scores[n]["feature_score"] for n in names])
@@ -349,7 +371,7 @@ class SparseFeatures(Analysis):
             figures.append(Bars(
                 id="features-vs-neurons", title="Best feature against best neuron, per label",
                 caption="For every label, the best score of any autoencoder feature and of any raw neuron of "
-                        f"{site.label}, scored the same way on the same {len(held):,} held-out positions "
+                        f"{m.site.label}, scored the same way on the same {len(held):,} held-out positions "
                         "(max(AUROC, 1 - AUROC) for binary labels, |Pearson r| for graded ones).",
                 alt="Grouped bars per label: best feature score and best neuron score.",
                 categories=tuple(n.replace("_", " ") for n in names), values=("best_feature", "best_neuron"),
@@ -360,9 +382,13 @@ class SparseFeatures(Analysis):
                 rows=tuple((n.replace("_", " "), b["metric"], f"f{b['feature']}", f"{b['feature_score']:.3f}",
                             f"u{b['neuron']}", f"{b['neuron_score']:.3f}",
                             "feature" if b["feature_wins"] else "neuron") for n, b in scores.items()),
-                caption=f"{len(wins)} of {len(scores)} labels are tracked better by one feature than by any neuron."))
+                caption=f"{len(m.wins)} of {len(scores)} labels are tracked better by one feature than by any neuron."))
+        m.dashboard = self._dashboard(m, arrays, figures)
+        return arrays, figures, tables
 
-        # dashboard: the best feature per label (most distinct first), then the most frequent
+    def _dashboard(self, m: SimpleNamespace, arrays: dict[str, np.ndarray], figures: list) -> list[dict]:
+        """The best feature per label (most distinct first), then the most frequent: top contexts of each."""
+        s, p, met, scores, values, indices = m.s, m.p, m.met, m.scores, m.values, m.indices
         chosen: list[int] = []
         for b in sorted(scores.values(), key=lambda b: -(b["feature_score"] - b["neuron_score"])):
             if b["feature"] not in chosen:
@@ -372,9 +398,8 @@ class SparseFeatures(Analysis):
                 break
             if int(f) not in chosen:
                 chosen.append(int(f))
-        chosen = chosen[: p["dashboard"]]
         dashboard = []
-        for f in chosen:
+        for f in chosen[: p["dashboard"]]:
             best_label = max(((n, b) for n, b in scores.items() if b["feature"] == f),
                              key=lambda nb: nb[1]["feature_score"], default=None)
             entry = {"feature": f, "density": float(met.density[f]),
@@ -385,17 +410,18 @@ class SparseFeatures(Analysis):
             dashboard.append(entry)
             desc = (f"{entry['label_metric']} {entry['label_score']:.2f} for {entry['label'].replace('_', ' ')}"
                     if entry["label"] else "no label matched best by it")
-            if char_model:
-                fig, arr = self._text_dashboard(f, values, indices, text, p, desc, entry)
+            if m.text is not None:
+                fig, arr = self._text_dashboard(f, values, indices, m.text, p, desc, entry)
                 if fig is not None:
                     arrays.update(arr)
                     figures.append(fig)
-            elif s.task == "image-classifier" and per_row == 1:
+            elif s.task == "image-classifier" and m.per_row == 1:
                 from talkgen.meta.sae import top_contexts
 
                 top = top_contexts(values, indices, f, 8, 1)
                 if top:
                     key = f"images:f{f}"
+                    x_ev = m.x_ev
                     arrays[key] = x_ev[[r for r, _ in top]].numpy()[:, 0] if x_ev.ndim == 4 else x_ev[[r for r, _ in top]].numpy()
                     figures.append(ImageGrid(
                         id=f"feature-{f}", title=f"Feature {f}: the inputs that excite it most",
@@ -403,46 +429,61 @@ class SparseFeatures(Analysis):
                                 f"{entry['density']:.2%} of inputs; {desc}.",
                         alt=f"Grid of the inputs that most activate feature {f}.",
                         array=key, colorbar="input value", signed=False))
+        return dashboard
 
+    @staticmethod
+    def _summaries(m: SimpleNamespace) -> dict[str, Scalar]:
+        met, splice, headline = m.met, m.splice, m.headline
+        metric_name, conv = _metric(m.s)
         summaries = {
-            "explained_variance": Scalar(met.explained_variance, "", f"variance of {site.label} the autoencoder "
+            "explained_variance": Scalar(met.explained_variance, "", f"variance of {m.site.label} the autoencoder "
                                                                      "reconstructs on held-out inputs"),
             "l0": Scalar(met.l0, "features", "mean number of active features per vector"),
             "dead_fraction": Scalar(met.dead_fraction, "", "fraction of features that never fire on held-out inputs"),
-            "loss_recovered": Scalar(rec, "", "share of the zero-ablation loss gap closed by the reconstruction"
-                                              + (" (spliced into the recurrence too)" if headline == "recurrent" else "")),
-            "labels_feature_wins": Scalar(float(len(wins)), "count",
+            "loss_recovered": Scalar(m.rec, "", "share of the zero-ablation loss gap closed by the reconstruction"
+                                                + (" (spliced into the recurrence too)" if headline == "recurrent" else "")),
+            "labels_feature_wins": Scalar(float(len(m.wins)), "count",
                                           "labels tracked better by one feature than by any single neuron"),
             "metric.clean": Scalar(splice[headline]["clean"] * conv, metric_name, "the model's own loss"),
             "metric.splice": Scalar(splice[headline]["splice"] * conv, metric_name,
                                     "the model's loss with the reconstruction spliced in"),
             "metric.zero": Scalar(splice[headline]["zero"] * conv, metric_name,
                                   "the model's loss with the activations zeroed"),
-            "train.seconds": Scalar(log.seconds, "s", f"training on {len(acts):,} vectors"),
+            "train.seconds": Scalar(m.log.seconds, "s", f"training on {len(m.acts):,} vectors"),
         }
         if headline == "recurrent":
             summaries["loss_recovered.output_only"] = Scalar(splice["output"]["recovered"], "",
                                                              "loss recovered when only the output layer reads it")
-        findings = []
-        if met.explained_variance < 0.7 or rec < 0.7:
-            findings.append(Finding(severity="info", title="sparse autoencoder reconstructs poorly",
-                                    detail=f"explained variance {met.explained_variance:.3f}, loss recovered {rec:.3f} at "
-                                           f"L0 {met.l0:.1f}: its features describe only part of {site.label}",
-                                    value=float(min(met.explained_variance, rec)), threshold=0.7))
-        data = {
-            "site": site.label, "d": d, "n_features": n_features, "k": k, "epochs": epochs, "batch_size": bs,
-            "n_train": len(acts), "n_eval": len(held), "steps": log.steps, "seconds": log.seconds,
-            "vectors_per_second": log.vectors_per_second, "lr": cfg.learning_rate(),
+        return summaries
+
+    @staticmethod
+    def _findings(m: SimpleNamespace) -> tuple[Finding, ...]:
+        met = m.met
+        if met.explained_variance < 0.7 or m.rec < 0.7:
+            return (Finding(severity="info", title="sparse autoencoder reconstructs poorly",
+                            detail=f"explained variance {met.explained_variance:.3f}, loss recovered {m.rec:.3f} at "
+                                   f"L0 {met.l0:.1f}: its features describe only part of {m.site.label}",
+                            value=float(min(met.explained_variance, m.rec)), threshold=0.7),)
+        return ()
+
+    @staticmethod
+    def _data(m: SimpleNamespace) -> dict[str, Any]:
+        from talkgen.meta.sae import sae_state
+
+        met, log = m.met, m.log
+        metric_name, conv = _metric(m.s)
+        return {
+            "site": m.site.label, "d": m.d, "n_features": m.n_features, "k": m.k, "epochs": m.epochs,
+            "batch_size": m.bs, "n_train": len(m.acts), "n_eval": len(m.held), "steps": log.steps,
+            "seconds": log.seconds, "vectors_per_second": log.vectors_per_second, "lr": m.cfg.learning_rate(),
             "explained_variance": met.explained_variance, "l0": met.l0, "dead_fraction": met.dead_fraction,
             "dead_during_training": log.dead_during_training,
-            "splice": splice, "headline": headline, "metric_name": metric_name, "metric_scale": conv,
-            "scores": scores, "wins": wins, "dashboard": dashboard,
+            "splice": m.splice, "headline": m.headline, "metric_name": metric_name, "metric_scale": conv,
+            "scores": m.scores, "wins": m.wins, "dashboard": m.dashboard,
             # the file load_sae reads: the "sae." arrays, with sae_state's metadata
             "export": {"file": "sparse-features.safetensors", "prefix": "sae.",
-                       "metadata": sae_state(sae, cfg, {"site": site.label, "subject": s.name})[1]},
+                       "metadata": sae_state(m.sae, m.cfg, {"site": m.site.label, "subject": m.s.name})[1]},
         }
-        return Result(analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries,
-                      figures=tuple(figures), tables=tuple(tables), findings=tuple(findings), data=data)
 
     @staticmethod
     def _vectors_per_row(model: nn.Module, site: Site, x1: torch.Tensor) -> int:
