@@ -84,3 +84,32 @@ def test_model_card_limitations_collect_findings_failed_checks_and_gaps():
     assert any("saliency: occlusion: fails a check" in r for r in text)
     assert any(r.startswith("not measured | rnn-cells: needs an LSTM") for r in text)
     assert not any("probes" in r or "elsewhere" in r or "just so" in r or "not this one" in r for r in text)
+
+
+class _OneParameter(torch.nn.Module):
+    """One scalar parameter and no Linear or Conv layer: two logits from the input's sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        total = x.flatten(1).sum(1) * self.s
+        return torch.stack([total, -total], 1)
+
+
+def test_costs_runs_on_models_without_a_linear_first_layer(tmp_path):
+    """A 1-parameter model: saliency's input-invariance check cannot be made (no linear first layer), and
+    the costs analysis says so instead of failing with a KeyError."""
+    from talkgen.pipeline import Cache, make_plan, run_plan
+    from talkgen.subject import Subject
+
+    from conftest import tiny_data
+
+    data = tiny_data(("a", "b"))
+    subject = Subject(name="one", model=_OneParameter(), task="image-classifier", data=data, source="test")
+    outcomes = {o.analysis: o for o in run_plan(make_plan([subject], ["saliency", "costs"], "quick"), Cache(tmp_path))}
+    assert outcomes["costs"].status == "ok", outcomes["costs"].message
+    rows = [r for r in next(t for t in outcomes["costs"].result.tables if t.id == "fidelity").rows
+            if r[0].startswith("saliency: ")]
+    assert rows and all("input shift not testable on this model" in r[2] for r in rows)
