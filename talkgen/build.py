@@ -14,21 +14,23 @@ import platform
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from talkgen.results import Finding, Outcome, Result
+from talkgen.results import AnalysisInfo, Finding, Outcome, Result
 from talkgen.config import SubjectConfig, TalkConfig, device_problem
 from talkgen.errors import TalkgenError
 from talkgen import outdir
 from talkgen.files import write_atomic
-from talkgen.pipeline import Cache, make_plan, run_plan
-from talkgen.pipeline.plan import select_names
 from talkgen.render.assets import reveal_version
 from talkgen.resources import templates_dir
-from talkgen.subject import Subject
+
+if TYPE_CHECKING:
+    from talkgen.subject import Subject
+
+# torch, the models and the pipeline are imported where a build needs them: a build whose inputs have
+# not changed since the last one (``talkgen.inputs``) returns, or re-renders from the cache, without them.
 
 
 @dataclass
@@ -39,7 +41,7 @@ class BuildReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_subject(sc: SubjectConfig) -> Subject:
+def load_subject(sc: SubjectConfig) -> "Subject":
     from talkgen.data import BUNDLED, load_bundled, load_user_data
     from talkgen.models.loading import load_model
     from talkgen.models.samples import load_sample
@@ -63,13 +65,15 @@ def load_subject(sc: SubjectConfig) -> Subject:
     if sc.data is None:
         raise TalkgenError(f"subject {sc.name!r}: no data given (--data FILE.npz or a bundled name)")
     data = load_bundled(sc.data) if sc.data in BUNDLED else load_user_data(sc.data)
+    from talkgen.subject import Subject
+
     subject = Subject(name=sc.name, model=model, task=sc.task, data=data, source=source, layers=sc.layers)
     _check_layers(subject)
     _check_shapes(subject)
     return subject
 
 
-def _check_layers(subject: Subject) -> None:
+def _check_layers(subject: "Subject") -> None:
     modules = {n for n, _ in subject.model.named_modules() if n}
     missing = [n for n in subject.layers if n not in modules]
     if missing:
@@ -77,7 +81,7 @@ def _check_layers(subject: Subject) -> None:
                            f"layers: {', '.join(sorted(modules)[:40])}")
 
 
-def _check_shapes(subject: Subject) -> None:
+def _check_shapes(subject: "Subject") -> None:
     """One forward pass on two test inputs: a wrong input shape is a one-line error, not a traceback."""
     import torch
 
@@ -110,7 +114,28 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def summary_json(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome],
+@dataclass(frozen=True)
+class SubjectFacts:
+    """What the outputs say of a subject; a build's record keeps them, so a re-render needs no model."""
+
+    name: str
+    source: str
+    task: str
+    model_hash: str
+    data_hash: str
+    data_source: str
+    nonfinite: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, s: "Subject") -> "SubjectFacts":
+        return cls(name=s.name, source=s.source, task=s.task, model_hash=s.model_hash, data_hash=s.data_hash,
+                   data_source=s.data.source, nonfinite=dict(s.nonfinite_parameters()))
+
+    def nonfinite_parameters(self) -> dict[str, int]:
+        return dict(self.nonfinite)
+
+
+def summary_json(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequence[Outcome],
                  findings: Sequence[tuple[str, Finding, str]], exit_code: int,
                  outputs: dict[str, Path], versions: dict[str, str]) -> dict[str, Any]:
     subj: dict[str, Any] = {}
@@ -150,12 +175,13 @@ def summary_json(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequ
 
 
 def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = False,
-          progress: Callable[[str], None] | None = None) -> BuildReport:
+          progress: Callable[[str], None] | None = None, threads: int | None = None) -> BuildReport:
     """Run the talk described by ``config`` into ``out``; returns the exit code and outputs.
 
     Every input is checked before ``out`` is touched; the analyses run under the folder's lock and
     the outputs are rendered into a staging folder that replaces the previous outputs together
-    (``talkgen.outdir``)."""
+    (``talkgen.outdir``). ``threads``: the CPU threads to use (see :func:`talkgen.pipeline.run_plan`;
+    None: one analysis at a time with torch's own setting)."""
     problem = device_problem(config.device)
     if problem:
         raise TalkgenError(f"--device {problem}")
@@ -164,6 +190,14 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
         from talkgen.render.pdf import find_chromium
 
         find_chromium()
+    if not force:
+        again = _from_record(config, out)
+        if again is not None:
+            return again
+    from talkgen.analyses.base import catalogue
+    from talkgen.pipeline import Cache, make_plan, run_plan
+    from talkgen.pipeline.plan import select_names
+
     names = select_names(config.only, config.skip)
     subjects = [load_subject(sc) for sc in config.subjects]
     plan = make_plan(subjects, names, config.profile, config.params, config.seed)  # validates params too
@@ -171,12 +205,59 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     outdir.claim(out)
     with outdir.locked(out):
         outcomes = run_plan(plan, Cache(out / "cache"), seed=config.seed, device=config.device,
-                            profile=config.profile, force=force, strict=strict, progress=progress)
-        return _render(config, subjects, outcomes, out, force)
+                            profile=config.profile, force=force, strict=strict, progress=progress,
+                            threads=threads, after_each=_figure_drawer(out))
+        return _render(config, [SubjectFacts.of(s) for s in subjects], outcomes, out, force, catalogue())
 
 
-def _render(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome], out: Path,
-            force: bool) -> BuildReport:
+def _from_record(config: TalkConfig, out: Path) -> BuildReport | None:
+    """The last build's outcome when none of its analysis inputs changed (``talkgen.inputs``): its outputs
+    as they are when nothing else changed either, else re-rendered from the cached results it names.
+    None when the full path must decide (changed inputs, a failed analysis to retry, a missing result)."""
+    from talkgen.inputs import analysis_fingerprint, render_fingerprint
+    from talkgen.pipeline.cache import Cache
+
+    record = _read_record(out)
+    if not record.get("inputs") or record.get("inputs") != analysis_fingerprint(config):
+        return None
+    try:
+        outcomes = [Outcome(r["subject"], r["analysis"], r["status"], cost=dict(r.get("cost") or {}),
+                            cached=r["status"] == "ok", message=r.get("message", ""), key=r.get("key", ""),
+                            twin_of=r.get("twin_of")) for r in record["outcomes"]]
+        subjects = [SubjectFacts(**f) for f in record["subjects"]]
+        catalogue = {k: AnalysisInfo(**v) for k, v in record["catalogue"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):  # a record of another version: the full path decides
+        return None
+    if any(o.status == "failed" for o in outcomes):
+        return None  # a failed analysis is tried again
+    fresh = _up_to_date(out, record.get("key", ""), config.formats)
+    if fresh is not None and record.get("render") == render_fingerprint(config, templates_dir()):
+        warnings, _ = _input_warnings(subjects)  # nothing changed at all: the outputs stand as they are
+        return BuildReport(exit_code=2 if warnings else 0, outputs=fresh, outcomes=outcomes, warnings=warnings)
+    cache = Cache(out / "cache")
+    with outdir.locked(out):
+        for o in outcomes:
+            if o.status == "ok":
+                hit = cache.get(o.analysis, o.key)
+                if hit is None:
+                    return None
+                o.result = hit[0]
+        return _render(config, subjects, outcomes, out, False, catalogue)
+
+
+def _figure_drawer(out: Path) -> Callable[[Any, Result], None]:
+    """Draws a result's figures into the build's figure cache where the result was computed (a worker
+    process, in parallel with the other analyses), so that rendering finds them drawn."""
+    def draw(item: Any, result: Result) -> None:
+        if item.subject.twin_of is None:  # twins are baselines inside other analyses, never drawn
+            from talkgen.render.deck import FigureCache, predraw
+
+            predraw(result, FigureCache(out / "cache" / "figures"))
+    return draw
+
+
+def _input_warnings(subjects: Sequence[SubjectFacts]) -> tuple[list[str], dict[str, list[Finding]]]:
+    """Warnings (exit status 2) and findings about the inputs themselves: non-finite weights."""
     warnings: list[str] = []
     input_findings: dict[str, list[Finding]] = {}
     for s in subjects:
@@ -190,19 +271,30 @@ def _render(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[
                 detail=f"{total} NaN or infinite entries ({', '.join(f'{k}: {v}' for k, v in bad.items())}); "
                        "every output that depends on them is meaningless",
                 value=float(total), threshold=0.0)]
+    return warnings, input_findings
+
+
+def _render(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequence[Outcome], out: Path,
+            force: bool, catalogue: Mapping[str, AnalysisInfo]) -> BuildReport:
+    warnings, input_findings = _input_warnings(subjects)
     versions = _versions()
     templates = templates_dir()
     exit_code = 1 if any(o.status == "failed" for o in outcomes) else 0
     if warnings:
         exit_code = 2
     key = _render_key(config, subjects, outcomes, templates, versions)
+    record = _record(config, subjects, outcomes, templates, catalogue, key)
     fresh = None if force else _up_to_date(out, key, config.formats)
     if fresh is not None:  # nothing that the outputs depend on has changed: keep them as they are
+        previous = _read_record(out)
+        kept = json.loads(json.dumps(record | {"outputs": previous.get("outputs")}))
+        if kept != previous:  # the same outputs from newer inputs: the next build can tell at once
+            write_atomic(out / RENDER_KEY, json.dumps(kept))
         return BuildReport(exit_code=exit_code, outputs=fresh, outcomes=list(outcomes), warnings=warnings)
     staging = outdir.new_staging(out)
     try:
         made = _write_outputs(config, subjects, outcomes, staging, out, templates, versions, input_findings,
-                              exit_code, key)
+                              exit_code, record, catalogue)
         outdir.commit(out, staging)
     finally:
         if staging.exists():  # not committed: the earlier outputs stay as they were
@@ -211,9 +303,10 @@ def _render(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[
                        outcomes=list(outcomes), warnings=warnings)
 
 
-def _write_outputs(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome], stage: Path,
+def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequence[Outcome], stage: Path,
                    out: Path, templates: Path, versions: dict[str, str],
-                   input_findings: dict[str, list[Finding]], exit_code: int, key: str) -> dict[str, str]:
+                   input_findings: dict[str, list[Finding]], exit_code: int, record: dict[str, Any],
+                   catalogue: Mapping[str, AnalysisInfo]) -> dict[str, str]:
     """Render every output into ``stage``; returns {output kind: file name}."""
     import nbformat
 
@@ -231,16 +324,14 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[Subject], outcomes: Se
     for s in subjects:
         facts[f"{s.name}: model"] = s.source
         facts[f"{s.name}: model sha256"] = s.model_hash
-        facts[f"{s.name}: data"] = s.data.source
+        facts[f"{s.name}: data"] = s.data_source
         facts[f"{s.name}: data sha256"] = s.data_hash
     ledger = [{"subject": o.subject, "analysis": o.analysis, "status": o.status,
                "wall_s": o.cost.get("wall_s", ""), "peak_mem_mb": o.cost.get("peak_mem_mb", ""),
                "forward_passes": o.cost.get("forward_passes", ""),
                "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached} for o in outcomes]
-    from talkgen.analyses.base import catalogue
-
     deck = build_deck(title=config.title, subtitle=config.subtitle, speaker=config.speaker,
-                      outcomes=outcomes, catalogue=catalogue(), templates=templates, figure_cache=FigureCache(out / "cache" / "figures"),
+                      outcomes=outcomes, catalogue=catalogue, templates=templates, figure_cache=FigureCache(out / "cache" / "figures"),
                       provenance={"facts": facts, "ledger": ledger}, subject_notes=input_findings)
     talk = config.to_json() | {"cache": str((out / "cache").resolve())}
     nb = deck_to_notebook(deck, talk)
@@ -272,28 +363,51 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[Subject], outcomes: Se
     outputs = {k: out / v for k, v in made.items() if not k.startswith("_")}
     summary = summary_json(config, subjects, outcomes, deck.findings, exit_code, outputs, versions)
     write_atomic(stage / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    write_atomic(stage / RENDER_KEY, json.dumps({"key": key, "outputs": {k: v.name for k, v in outputs.items()}}))
+    write_atomic(stage / RENDER_KEY, json.dumps(record | {"outputs": {k: v.name for k, v in outputs.items()}}))
     return {k: v for k, v in made.items() if not k.startswith("_")}
 
 
-RENDER_KEY = ".render-key.json"
+RENDER_KEY = ".render-key.json"  # the build's record: render key, input fingerprints, outcomes, subjects
+
+
+def _record(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequence[Outcome], templates: Path,
+            catalogue: Mapping[str, AnalysisInfo], key: str) -> dict[str, Any]:
+    """What the next build needs to know that nothing changed, and to re-render without the models."""
+    from dataclasses import asdict
+
+    from talkgen.inputs import analysis_fingerprint, render_fingerprint
+
+    names = {o.analysis for o in outcomes}
+    return {"key": key, "inputs": analysis_fingerprint(config), "render": render_fingerprint(config, templates),
+            "outcomes": [{"subject": o.subject, "analysis": o.analysis, "status": o.status, "key": o.key,
+                          "message": o.message, "cost": o.cost, "twin_of": o.twin_of} for o in outcomes],
+            "subjects": [asdict(s) for s in subjects],
+            "catalogue": {k: asdict(v) for k, v in catalogue.items() if k in names}}
+
+
+def _read_record(out: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((out / RENDER_KEY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def export_result(result: Result, folder: Path) -> Path:
     """Write the arrays a result marks for export (``data["export"]``: file, prefix, metadata) as
     ``folder/<subject>-<file>`` in safetensors, loadable without talkgen's cache."""
-    from safetensors.torch import save
+    import numpy as np
+    from safetensors.numpy import save
 
     spec = result.data["export"]
     prefix = spec.get("prefix", "")
-    tensors = {k[len(prefix):]: torch.from_numpy(np.array(v, copy=True)).contiguous()
-               for k, v in result.arrays.items() if k.startswith(prefix)}
+    tensors = {k[len(prefix):]: np.ascontiguousarray(v) for k, v in result.arrays.items() if k.startswith(prefix)}
     path = folder / f"{_safe(result.subject)}-{spec['file']}"
     write_atomic(path, save(tensors, metadata={k: str(v) for k, v in spec.get("metadata", {}).items()}))
     return path
 
 
-def _render_key(config: TalkConfig, subjects: Sequence[Subject], outcomes: Sequence[Outcome],
+def _render_key(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequence[Outcome],
                 templates: Path, versions: dict[str, str]) -> str:
     """A hash of everything the rendered outputs depend on: results (by cache key), statuses,
     the config, the subjects, the templates' bytes, the house style and talkgen's version."""
@@ -318,10 +432,7 @@ def _render_key(config: TalkConfig, subjects: Sequence[Subject], outcomes: Seque
 
 def _up_to_date(out: Path, key: str, formats: Sequence[str]) -> dict[str, Path] | None:
     """The previous outputs, when they were rendered from the same key and all still exist."""
-    try:
-        record = json.loads((out / RENDER_KEY).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    record = _read_record(out)
     names = {"notebook": "talk.ipynb", "slides": "slides.html", "report": "report.html", "pdf": "report.pdf"}
     wanted = {f: out / names[f] for f in formats} | {"summary": out / "summary.json"}
     if record.get("key") != key or not all(p.is_file() for p in wanted.values()):

@@ -86,6 +86,19 @@ def skipped_summary(skipped) -> list[str]:
     return lines
 
 
+_THREADS = click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    help="CPU threads to use in all (default: OMP_NUM_THREADS if set, else the cores this process may use); "
+         "analyses run side by side in that many one-thread worker processes.")
+
+
+def _threads(value: int | None) -> int:
+    from talkgen.cores import default_threads, tune_allocator
+
+    tune_allocator()  # the command line owns its process (and its workers): see talkgen.cores
+    return value or default_threads()
+
+
 _QUIET = click.option("--quiet", "-q", is_flag=True,
                       help="No progress and no summary: only errors and warnings (on stderr).")
 
@@ -103,8 +116,9 @@ _QUIET = click.option("--quiet", "-q", is_flag=True,
 @click.option("--format", "formats", default=None, help="Comma-separated: slides,report,notebook,pdf (pdf: report.pdf, printed by headless Chromium).")
 @click.option("--device", default=None, help="Torch device for analyses that can use one (cpu, cuda).")
 @click.option("--strict", is_flag=True, help="Stop at the first failing analysis.")
+@_THREADS
 @_QUIET
-def build(config_path, out, only, skip, force, profile, formats, device, strict, quiet) -> None:
+def build(config_path, out, only, skip, force, profile, formats, device, strict, threads, quiet) -> None:
     """Run every analysis that applies and render the talk.
 
     \b
@@ -135,7 +149,8 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict,
             raise TalkgenError(f"unknown format {bad[0]!r}; formats: {', '.join(FORMATS)}")
         changes["formats"] = fs
     config = replace(config, **changes)
-    report = run_build(config, Path(out), force=force, strict=strict, progress=reporter(quiet))
+    report = run_build(config, Path(out), force=force, strict=strict, progress=reporter(quiet),
+                       threads=_threads(threads))
     _report_build(report, Path(out), quiet)
     sys.exit(report.exit_code)
 
@@ -159,8 +174,9 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict,
 @click.option("--skip", default=None, help="Comma-separated analyses to leave out.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device to compute on (cpu, cuda, cuda:1, mps).")
 @click.option("--force", is_flag=True, help="Ignore the cache: re-run every analysis and re-render everything.")
+@_THREADS
 @_QUIET
-def audit(model, weights, data, task, name, out, profile, formats, only, skip, device, force, quiet) -> None:
+def audit(model, weights, data, task, name, out, profile, formats, only, skip, device, force, threads, quiet) -> None:
     """Audit one model: report.html with findings first, evidence, provenance.
 
     MODEL is a bundled sample's name, file.py:factory or package.module:factory
@@ -175,7 +191,7 @@ def audit(model, weights, data, task, name, out, profile, formats, only, skip, d
     """
     from talkgen.build import build as run_build
     from talkgen.config import FORMATS, SubjectConfig, TalkConfig
-    from talkgen.models.samples import SAMPLES
+    from talkgen.resources import SAMPLE_NAMES as SAMPLES
 
     fs = _csv(formats)
     bad = [f for f in fs if f not in FORMATS]
@@ -210,7 +226,7 @@ def audit(model, weights, data, task, name, out, profile, formats, only, skip, d
     from talkgen.pipeline.progress import reporter
 
     out = out or str(Path("build") / f"audit-{_folder_name(subject.name)}")
-    report = run_build(config, Path(out), force=force, progress=reporter(quiet))
+    report = run_build(config, Path(out), force=force, progress=reporter(quiet), threads=_threads(threads))
     _report_build(report, Path(out), quiet)
     sys.exit(report.exit_code)
 
@@ -223,7 +239,7 @@ def _no_such_sample(model: str) -> None:
     """MODEL that is neither a path nor a module spec: a mistyped sample name gets the closest names."""
     import difflib
 
-    from talkgen.models.samples import SAMPLES
+    from talkgen.resources import SAMPLE_NAMES as SAMPLES
 
     if ":" in model or "/" in model or Path(model).exists() or Path(model).suffix:
         return
@@ -404,7 +420,7 @@ def init(path, force) -> None:
       talkgen init && talkgen build
     """
     from talkgen.config import init_template
-    from talkgen.models.samples import SAMPLES
+    from talkgen.resources import SAMPLE_NAMES as SAMPLES
 
     p = Path(path)
     if p.exists() and not force:

@@ -97,6 +97,8 @@ DEVICE_KINDS = ("cpu", "cuda", "mps")
 
 def device_problem(device: str) -> str | None:
     """Why torch cannot compute on ``device`` here (None when it can): a typo, or a GPU that is absent."""
+    if device == "cpu":
+        return None
     import torch
 
     try:
@@ -117,9 +119,9 @@ def device_problem(device: str) -> str | None:
 
 def default_config() -> TalkConfig:
     """The built-in talk: every bundled sample, every analysis."""
-    from talkgen.models.samples import SAMPLES
+    from talkgen.resources import SAMPLE_NAMES
 
-    return TalkConfig(subjects=tuple(SubjectConfig(name=n, sample=n) for n in SAMPLES))
+    return TalkConfig(subjects=tuple(SubjectConfig(name=n, sample=n) for n in SAMPLE_NAMES))
 
 
 class _Checker:
@@ -167,7 +169,7 @@ def _resolve(base: Path, value: str | None) -> str | None:
 def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     """Parse and validate a talk.toml; any problem is one TalkgenError line naming the key."""
     from talkgen.analyses.base import registry
-    from talkgen.models.samples import SAMPLES
+    from talkgen.resources import SAMPLE_NAMES as SAMPLES
     from talkgen.subject import TASKS
 
     path = str(path)
@@ -289,7 +291,7 @@ skip = []
 
 def init_template() -> str:
     """The commented talk.toml `talkgen init` writes: the built-in talk (every bundled sample), ready to edit."""
-    from talkgen.models.samples import SAMPLES
+    from talkgen.resources import SAMPLE_NAMES as SAMPLES
 
     subjects = "\n".join(f'[[subjects]]\nname = "{n}"\nsample = "{n}"\n' for n in SAMPLES)
     return _INIT_TEMPLATE.replace("{subjects}", subjects)

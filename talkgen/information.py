@@ -133,11 +133,12 @@ def kde_plane(t: np.ndarray, y: np.ndarray, noise_var: float) -> dict[str, float
         return -float(kernel.sum(1).log().mean()) + math.log(kernel.shape[1])
 
     out = {}
+    kernel = torch.empty_like(dist)  # one buffer for both kernels: a fresh N x N block costs its page faults
     for name, var in (("upper", noise_var), ("lower", 4 * noise_var)):
         # H(T) - H(T|X) in nats for the mixture, with the KL (var) or Bhattacharyya (4 var) kernel
         # clamp before exp: results below e^-80 are negligible next to the row's own 1, and the
         # denormal numbers that exp would produce for them are many times slower to compute
-        kernel = torch.mul(dist, -1.0 / (2 * var)).clamp_(min=-80.0).exp_()
+        torch.mul(dist, -1.0 / (2 * var), out=kernel).clamp_(min=-80.0).exp_()
         h_full = neg_mean_log_mean(kernel)
         h_cond = sum((b - a) / n * neg_mean_log_mean(kernel[a:b, a:b]) for a, b in zip(starts, stops))
         out[f"ixt_{name}"] = h_full / LN2

@@ -25,13 +25,14 @@ class Cost:
     forward_passes: int = 0
     backward_passes: int = 0
     examples_forward: int = 0
+    threads: int = 0  # torch's intra-op threads while it ran
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"wall_s": round(self.wall_s, 4), "peak_mem_mb": round(self.peak_mem_mb, 2),
                 "forward_passes": self.forward_passes, "backward_passes": self.backward_passes,
-                "examples_forward": self.examples_forward}
+                "examples_forward": self.examples_forward, "threads": self.threads}
 
 
 class CostMeter:
@@ -72,6 +73,7 @@ class CostMeter:
 
     def __enter__(self) -> "CostMeter":
         self._base = self._proc.memory_info().rss
+        self.cost.threads = torch.get_num_threads()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         self._handle = self.model.register_forward_hook(self._make_hook())

@@ -20,3 +20,8 @@ def templates_dir() -> Path:
 
 def sample_models_dir() -> Path:
     return _find("sample_models")
+
+
+# The bundled samples, in the built-in talk's order (``talkgen.models.samples.SAMPLES`` defines them; this
+# torch-free copy lets the command line and the config name them without loading torch).
+SAMPLE_NAMES = ("digits-cnn", "digits-cnn-trojan", "python-charlstm", "induction-transformer", "ib-tanh", "ib-relu")

@@ -66,6 +66,13 @@ class ZooAnalysis(Analysis):
             return "needs an image classifier with the architecture of a bundled sample (the zoo copies it)"
         return True
 
+    def shared_work(self, subject, params) -> str | None:
+        """The zoo (and the meta-networks fitted on it) that every zoo analysis of every subject shares."""
+        from dataclasses import asdict
+
+        sample = zoo_sample_for(subject)
+        return None if sample is None else "zoo " + hash_json(asdict(zoo_spec(sample, params)))
+
 
 def usable_members(zoo) -> tuple[np.ndarray, list[dict], dict[str, torch.Tensor]]:
     keep = np.array([not r["diverged"] for r in zoo.records])

@@ -47,6 +47,7 @@ class Activations(Analysis):
     title = "Activations, layer by layer"
     section = "looking-in"
     version = 4
+    cost_hint = 3
     applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
               "max_units_shown": 64}

@@ -182,6 +182,15 @@ class Analysis:
         attaches them to the result: the costs analysis and the report's limitations collect them)."""
         return ()
 
+    # How costly a run usually is, relative to the others (1: a second or so): without an earlier cost in the
+    # ledger, the build starts costly items first, so that they do not come last on a single core.
+    cost_hint: ClassVar[float] = 1.0
+
+    def shared_work(self, subject: "Subject", params: Mapping[str, Any]) -> str | None:
+        """A name for work this item shares with other items (a model zoo, a fitted meta-network) and keeps
+        for them: items naming the same work never run at the same time, so the second finds it done."""
+        return None
+
     def twins(self, subject: "Subject", params: Mapping[str, Any]) -> tuple["TwinRequest", ...]:
         """The twins of ``subject`` whose results this (gathering) analysis reads; the pipeline makes them
         and runs on them every analysis that ``runs_on_twins`` of that kind."""

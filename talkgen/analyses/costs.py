@@ -109,7 +109,7 @@ class Costs(Analysis):
     gathers = True
     applies_text = "any model (gathers the cost ledger of the analyses that ran before it)"
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}
-    quick = {"widths": [8, 16, 32], "epoch_batches": 8}
+    quick = {"widths": [4, 8, 16], "epoch_batches": 8}
 
     def twins(self, subject, params) -> tuple[TwinRequest, ...]:
         """Untrained copies at each width, where the architecture has one: the pipeline times the
@@ -132,13 +132,16 @@ class Costs(Analysis):
         names = [names[i] for i in order]
         wall, mem = wall[order], mem[order]
         fwd, bwd = [fwd[i] for i in order], [bwd[i] for i in order]
+        threads = sorted({int(costs[a].get("threads", 0)) for a in names} - {0})
+        on = "-".join(map(str, sorted({threads[0], threads[-1]}))) if threads else ""
+        on = f", {on} thread{'' if on == '1' else 's'}" if on else ""
         arrays: dict[str, np.ndarray] = {"wall": wall, "epochs": wall / max(epoch_s, 1e-12), "mem": mem}
         figures: list = []
         tables: list = []
         if names:
             figures.append(Bars(
                 id="compute", title="What each analysis cost, in epochs of training",
-                caption=f"Wall time of every analysis on {s.name} in this build (from the cost ledger, 2 threads) "
+                caption=f"Wall time of every analysis on {s.name} in this build (from the cost ledger{on}) "
                         f"divided by one training epoch ({epoch_s:.2f} s: {n_batches} SGD steps at batch "
                         f"{p['batch']}, timed over {p['epoch_batches']} steps). Log scale.",
                 alt="Bars of each analysis's cost in training epochs, log scale.",

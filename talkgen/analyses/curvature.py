@@ -117,6 +117,7 @@ class Curvature(Analysis):
     title = "Sharpness of the minimum"
     section = "looking-in"
     version = 2  # 2: only converged Ritz values are reported; Lanczos runs on until the top k converge
+    cost_hint = 3
     applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
     # batch: examples for classifiers; sequence models use batch // 128 sequences (an LSTM's
     # double backward through 256 steps is the expensive case)

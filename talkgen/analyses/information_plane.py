@@ -34,6 +34,7 @@ class InformationPlane(Analysis):
     title = "The information plane"
     section = "looking-in"
     version = 1
+    cost_hint = 6
     applies_text = "classifiers with saved training checkpoints and at most 8192 inputs"
     params = {"bins": 30, "noise_var": 0.1, "max_checkpoints": 100, "max_inputs": 8192}
     quick = {"max_checkpoints": 8}
@@ -105,7 +106,7 @@ class InformationPlane(Analysis):
         for e in ESTIMATORS:
             summaries[f"deepest.{e}.compression_bits"] = Scalar(
                 compression[(deepest, e)]["drop"], "bits", f"compression of the deepest hidden layer, {e}")
-        titles = ("binning (30 bins)", f"KDE upper bound (noise var {ctx.params['noise_var']})",
+        titles = (f"binning ({ctx.params['bins']} bins)", f"KDE upper bound (noise var {ctx.params['noise_var']})",
                   f"KDE lower bound (noise var {ctx.params['noise_var']})")
         fig = Trajectories(
             id="plane", title="Layers in the information plane during training",

@@ -226,10 +226,11 @@ class LossLandscape(Analysis):
     title = "The loss landscape"
     section = "looking-in"
     version = 1
+    cost_hint = 2
     applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
     # batch: examples for classifiers; sequence models use batch // 128 sequences of seq_len steps
     params = {"grid": 51, "span": 1.0, "line_points": 31, "batch": 1024, "seq_len": 256, "basin_delta": 0.1}
-    quick = {"grid": 21, "batch": 256, "seq_len": 64}
+    quick = {"grid": 17, "batch": 256, "seq_len": 64}
 
     def applies_to(self, subject) -> bool | str:
         if not subject.data.labelled:

@@ -23,6 +23,7 @@ class MetaAccuracy(ZooAnalysis):
     order = 40
     title = "Reading accuracy from the weights"
     version = 1
+    cost_hint = 3
     deps = ("model-zoo",)
     params = ZOO_PARAMS | {"deepsets_epochs": 200}
     quick = ZOO_QUICK | {"deepsets_epochs": 60}

@@ -22,6 +22,7 @@ class ModelZoo(ZooAnalysis):
     order = 30
     title = "A zoo of models: the same network, trained a thousand ways"
     version = 1
+    cost_hint = 12
     params = ZOO_PARAMS
     quick = ZOO_QUICK
 

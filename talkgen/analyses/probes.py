@@ -83,9 +83,10 @@ class Probes(Analysis):
     title = "Probes: what each layer makes decodable"
     section = "method"
     version = 2  # 2: linear probes are solved to convergence (L-BFGS), not 300 Adam steps
+    cost_hint = 10
     applies_text = "labelled classifiers, and character models with per-character labels"
     params = {"n_examples": 3000, "n_chars": 16000, "steps": 300, "hidden": 64, "max_features": 2048}
-    quick = {"n_examples": 600, "n_chars": 4000, "steps": 150}
+    quick = {"n_examples": 600, "n_chars": 3000, "steps": 100}
 
     def applies_to(self, subject) -> bool | str:
         if subject.task == "char-lm":

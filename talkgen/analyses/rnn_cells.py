@@ -37,6 +37,7 @@ class RNNCells(Analysis):
     title = "Interpretable cells"
     section = "looking-in"
     version = 2
+    cost_hint = 4
     applies_text = "models with an nn.LSTM and per-character labels (the char-LSTM on Python source)"
     params = {"n_chars": 50_000, "excerpt_chars": 700}
     quick = {"n_chars": 20_000}

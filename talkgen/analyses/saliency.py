@@ -77,6 +77,7 @@ class Saliency(Analysis):
     title = "Saliency maps and their sanity checks"
     section = "looking-in"
     version = 2  # 2: findings' titles agree in number ("1 saliency method does not ...")
+    cost_hint = 2
     applies_text = ("image classifiers (batch x channels x height x width); token models get per-token saliency "
                     "over their text")
     params = {"n_inputs": 64, "show": 6, "deletion_inputs": 256, "ig_steps": 50, "smooth_samples": 50,

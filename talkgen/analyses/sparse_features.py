@@ -248,6 +248,7 @@ class SparseFeatures(Analysis):
     title = "Sparse features: what a second network finds in the first one's activations"
     section = "method"
     version = 1
+    cost_hint = 10
     applies_text = "any model with an nn.Linear output layer, or a layer named in talk.toml"
     params = {"n_train": 1_048_576, "n_eval": 131_072, "n_features": 2048, "k": 16, "epochs": 1, "min_steps": 2000,
               "batch_size": 1024, "layer": "", "dashboard": 4, "contexts": 3, "context_chars": 64}

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from talkgen.cores import set_torch_threads
 from talkgen.errors import TalkgenError
 from talkgen.files import write_atomic
 from talkgen.hashing import hash_json, sha256_file
@@ -600,7 +601,7 @@ class ZooBuilder:
         mine = [c for c in self.missing() if c % shard[1] == shard[0]]
         old = torch.get_num_threads()
         if self.threads:
-            torch.set_num_threads(self.threads)
+            set_torch_threads(self.threads)
         try:
             for c in mine:
                 self._train_chunk(c, chunks[c])
@@ -608,7 +609,7 @@ class ZooBuilder:
                 if deadline is not None and time.time() > deadline:
                     break
         finally:
-            torch.set_num_threads(old)
+            set_torch_threads(old)
         self.write_index()
         return not self.missing()
 

@@ -25,7 +25,8 @@ from talkgen.hashing import hash_module, sha256_file
 from talkgen.seeding import seeded
 from talkgen.models.architectures import digits_cnn
 from talkgen.models.loading import load_state_dict, load_weights_into
-from talkgen.resources import sample_models_dir
+from talkgen.cores import set_torch_threads
+from talkgen.resources import SAMPLE_NAMES, sample_models_dir
 from talkgen.subject import Subject, SubjectData
 
 
@@ -34,13 +35,13 @@ def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
     """A fixed thread count, deterministic kernels, seeded: the same bytes on every run on one machine."""
     old_threads = torch.get_num_threads()
     was_det = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
         with seeded(seed):
             yield
     finally:
-        torch.set_num_threads(old_threads)
+        set_torch_threads(old_threads)
         torch.use_deterministic_algorithms(was_det)
 
 
@@ -247,6 +248,7 @@ def load_checkpoints(name: str, directory: Path | None = None) -> list[tuple[int
         step, _, param = key.partition("/")
         steps.setdefault(int(step), {})[param] = t.float()
     return sorted(steps.items())
+assert tuple(SAMPLES) == SAMPLE_NAMES, "talkgen.resources.SAMPLE_NAMES must list SAMPLES in order"
 
 
 def load_sample(name: str, directory: Path | None = None) -> Subject:

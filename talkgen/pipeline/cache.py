@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from talkgen.analyses.base import Result
+from talkgen.results import Result
 from talkgen.hashing import hash_json
 
 CACHE_FORMAT = 3  # 3: results carry their trust checks; 2: result.json keeps the analysis's key order

@@ -5,7 +5,8 @@ else (a log file, CI, a notebook) plain lines, one when an analysis starts and o
 with its time and done/total, so a log always shows life. ``--quiet`` silences both.
 
 The estimate weighs each analysis by what it cost last time (its cost ledger in the cache) where that
-is known, and by the mean of the finished ones otherwise.
+is known, and otherwise by its cost hint scaled by what the finished ones cost per unit of hint; the sum
+is shared out over the worker processes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import IO, Protocol
 
 
 class Progress(Protocol):
-    def start(self, total: int, expected: dict[tuple[str, str], float]) -> None: ...
+    def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
+              hints: dict[tuple[str, str], float] | None = None) -> None: ...
     def begin(self, subject: str, analysis: str) -> None: ...
     def end(self, subject: str, analysis: str, status: str, seconds: float, cached: bool) -> None: ...
     def close(self) -> None: ...
@@ -28,19 +30,23 @@ class _Clock:
     def __init__(self) -> None:
         self.total = 0
         self.done = 0
+        self.workers = 1
         self.t0 = time.perf_counter()
         self.expected: dict[tuple[str, str], float] = {}
-        self.spent: list[float] = []
+        self.hints: dict[tuple[str, str], float] = {}
+        self.spent: list[tuple[float, float]] = []  # (seconds, hint) of the items computed so far
         self.finished: set[tuple[str, str]] = set()
 
-    def start(self, total: int, expected: dict[tuple[str, str], float]) -> None:
+    def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
+              hints: dict[tuple[str, str], float] | None = None) -> None:
         self.total, self.expected, self.t0 = total, dict(expected), time.perf_counter()
+        self.workers, self.hints = max(1, workers), dict(hints or {})
 
     def finish(self, key: tuple[str, str], seconds: float, cached: bool) -> None:
         self.done += 1
         self.finished.add(key)
         if not cached:
-            self.spent.append(seconds)
+            self.spent.append((seconds, self.hints.get(key, 1.0)))
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -51,9 +57,12 @@ class _Clock:
         known = sum(self.expected[k] for k in left)
         if unknown > 0:
             if not self.spent:
-                return None if not known else known
-            known += unknown * (sum(self.spent) / len(self.spent))
-        return known
+                return None if not known else known / self.workers
+            per_hint = sum(t for t, _ in self.spent) / sum(h for _, h in self.spent)
+            waiting = [k for k in self.hints if k not in self.finished and k not in self.expected]
+            hinted = sum(self.hints[k] for k in waiting)
+            known += per_hint * (hinted + max(0, unknown - len(waiting)))
+        return known / self.workers
 
 
 def _clock_text(seconds: float | None) -> str:
@@ -73,8 +82,9 @@ class PlainProgress:
     def _say(self, text: str) -> None:
         print(f"talkgen: {text}", file=self.stream, flush=True)
 
-    def start(self, total: int, expected: dict[tuple[str, str], float]) -> None:
-        self.clock.start(total, expected)
+    def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
+              hints: dict[tuple[str, str], float] | None = None) -> None:
+        self.clock.start(total, expected, workers, hints)
         self._say(f"{total} analyses to run or read from the cache")
 
     def begin(self, subject: str, analysis: str) -> None:
@@ -104,17 +114,26 @@ class LiveProgress:
                             TimeElapsedColumn(), TextColumn("left"), self._left,
                             console=Console(stderr=True), transient=False)
         self.task = None
+        self.running: list[str] = []  # what the workers are computing now
 
-    def start(self, total: int, expected: dict[tuple[str, str], float]) -> None:
-        self.clock.start(total, expected)
+    def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
+              hints: dict[tuple[str, str], float] | None = None) -> None:
+        self.clock.start(total, expected, workers, hints)
         self.bar.start()
         self.task = self.bar.add_task("starting", total=total, left=_clock_text(self.clock.remaining()))
 
     def begin(self, subject: str, analysis: str) -> None:
-        self.bar.update(self.task, description=f"{analysis} on {subject}")
+        self.running.append(f"{analysis} on {subject}")
+        self._describe()
+
+    def _describe(self) -> None:
+        self.bar.update(self.task, description=" | ".join(self.running) or "working")
 
     def end(self, subject: str, analysis: str, status: str, seconds: float, cached: bool) -> None:
         self.clock.finish((subject, analysis), seconds, cached)
+        if f"{analysis} on {subject}" in self.running:
+            self.running.remove(f"{analysis} on {subject}")
+            self._describe()
         if status == "failed":
             self.bar.console.print(f"[red]failed[/red] {analysis} on {subject}", highlight=False)
         self.bar.update(self.task, advance=1, left=_clock_text(self.clock.remaining()))

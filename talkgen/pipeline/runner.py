@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import multiprocessing
+import os
 import traceback
-from typing import Any
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import torch
 
 from talkgen.analyses.base import Context
+from talkgen.cores import cap_threads, set_torch_threads
 from talkgen.errors import TalkgenError
 from talkgen.pipeline.cache import Cache, cache_key
 from talkgen.metering import CostMeter
@@ -70,59 +77,6 @@ def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
     return result, meter.cost.to_json()
 
 
-def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", profile: str = "quick",
-             force: bool = False, strict: bool = False, progress: Progress | None = None) -> list[Outcome]:
-    """Run every applicable item once (cache hits are free); failures are isolated unless strict."""
-    outcomes: list[Outcome] = []
-    done: dict[tuple[str, str], Outcome] = {}
-    dev = torch.device(device)
-    ledger = _read_ledger(cache)
-    if progress:
-        todo = [(i.subject.name, i.analysis.name) for i in plan.items if i.skip_reason is None]
-        progress.start(len(todo), {k: ledger[f"{k[0]}/{k[1]}"] for k in todo if f"{k[0]}/{k[1]}" in ledger})
-    try:
-        for item in plan.items:
-            s, a = item.subject.name, item.analysis.name
-            if item.skip_reason is not None:
-                out = Outcome(s, a, "skipped", message=item.skip_reason, twin_of=item.subject.twin_of)
-                done[(s, a)] = out
-                outcomes.append(out)
-                continue
-            if progress:
-                progress.begin(s, a)
-            if item.analysis.gathers:
-                # every result so far, of every subject, keyed "subject/analysis"
-                gathered = {f"{ks}/{ka}": o for (ks, ka), o in done.items() if o.status == "ok"}
-                out = _execute(item, cache, seed, dev, profile, force,
-                               {k: o.result for k, o in gathered.items()},  # type: ignore[misc]
-                               {k: o.key for k, o in gathered.items()},
-                               {o.subject: o.twin_of for o in gathered.values() if o.twin_of},
-                               {k: dict(o.cost) for k, o in gathered.items()})
-            else:
-                dep_outs = {d: done.get((s, d)) for d in item.analysis.deps}
-                bad = [d for d, o in dep_outs.items() if o is None or o.status != "ok"]
-                if bad:
-                    out = Outcome(s, a, "skipped", message=f"needs {', '.join(bad)}, which did not run")
-                else:
-                    out = _execute(item, cache, seed, dev, profile, force,
-                                   {d: o.result for d, o in dep_outs.items()},  # type: ignore[misc]
-                                   {d: o.key for d, o in dep_outs.items()})  # type: ignore[misc]
-            out.twin_of = item.subject.twin_of
-            if progress:
-                progress.end(s, a, out.status, float(out.cost.get("wall_s", 0.0)), out.cached)
-            if out.status == "failed" and strict:
-                raise AnalysisFailed(f"{a} failed on {s}: {out.message}")
-            done[(s, a)] = out
-            outcomes.append(out)
-            if out.status == "ok" and not out.cached:
-                ledger[f"{s}/{a}"] = float(out.cost.get("wall_s", 0.0))
-    finally:
-        if progress:
-            progress.close()
-        _write_ledger(cache, ledger)
-    return outcomes
-
-
 LEDGER = "ledger.json"  # subject/analysis -> seconds it took when last computed (the progress estimate)
 
 
@@ -144,20 +98,342 @@ def _write_ledger(cache: Cache, ledger: dict[str, float]) -> None:
             pass
 
 
-def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile: str,
-             force: bool, deps: dict[str, Result], dep_keys: dict[str, str | None],
-             twins: dict[str, str] | None = None, costs: dict[str, dict] | None = None) -> Outcome:
-    s, a = item.subject.name, item.analysis.name
-    params = dict(item.params)
-    if dep_keys:  # a result built from other results is stale when any of them changes
-        params["_inputs"] = dict(sorted(dep_keys.items()))
-    key = cache_key(a, item.analysis.version, params, seed, item.subject.model_hash, item.subject.data_hash)
-    hit = None if force else cache.get(a, key)
-    if hit is not None:
+def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", profile: str = "quick",
+             force: bool = False, strict: bool = False, progress: Progress | None = None,
+             threads: int | None = None, after_each: Callable[[PlanItem, Result], None] | None = None) -> list[Outcome]:
+    """Run every applicable item once (cache hits are free); failures are isolated unless strict.
+
+    ``threads``: the CPU threads the build may use (None: torch's setting, one item at a time). With two
+    or more on the CPU, items run in that many worker processes of one thread each, as their deps allow
+    (processes share a machine's cores more fairly than one process's thread pool: a build beside
+    another degrades in proportion to the cores it gets). ``after_each(item, result)`` runs where the
+    item ran, after a result is computed (the build uses it to draw the result's figures there too).
+    Outcomes come back in plan order whatever order the items ran in."""
+    global _WORKER
+    runner = _Runner(plan, cache, seed, device, profile, force, strict, progress, after_each)
+    jobs = threads if threads and device == "cpu" else 1
+    pools = _Pools(jobs)
+    try:
+        settled = runner.settle()  # skips and cache hits, before any worker exists
+        spread = jobs > 1 and runner.to_compute() > 1
+        with _torch_threads(1 if spread else threads):  # one thread everywhere when the work is spread
+            if spread:  # fork before any thread of ours (the progress display) starts
+                _WORKER = _WorkerState(plan.items, cache, seed, runner.dev, profile, after_each)
+                pools.get()
+            if progress:
+                progress.start(len(runner.todo), {k: runner.ledger[f"{k[0]}/{k[1]}"] for k in runner.todo
+                                                  if f"{k[0]}/{k[1]}" in runner.ledger},
+                               workers=jobs if pools.pool is not None else 1,
+                               hints={(i.subject.name, i.analysis.name): i.analysis.cost_hint for i in plan.items
+                                      if i.skip_reason is None})
+                for item in settled:
+                    runner.report(item)
+            if pools.pool is not None:
+                runner.run_parallel(pools, jobs)
+            runner.run_serial()  # what is left: everything (one job), or the gathering analyses
+    finally:
+        pools.close()
+        _WORKER = None
+        if progress:
+            progress.close()
+        _write_ledger(cache, runner.ledger)
+    return [runner.done[(i.subject.name, i.analysis.name)] for i in plan.items]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the duration (None: left as the caller set them)."""
+    old = torch.get_num_threads()
+    if n:
+        set_torch_threads(n)
+    try:
+        yield
+    finally:
+        set_torch_threads(old)
+
+
+class _Pools:
+    """The worker processes (forked, one torch thread each); a new set replaces a set that a dying worker
+    broke (the items it was running are reported failed, the others go on)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self.pool: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor:
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=_worker_start, initargs=(os.getpid(),))
+            self.pool.submit(int).result()  # fork them all now
+        return self.pool
+
+    def replace(self) -> ProcessPoolExecutor:
+        self.close()
+        return self.get()
+
+    def close(self, kill: bool = False) -> None:
+        if self.pool is not None:
+            if kill:  # strict, Ctrl-C: stop the running items at once
+                for proc in list(getattr(self.pool, "_processes", {}).values()):
+                    proc.kill()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+class _Runner:
+    """The state of one run: outcomes so far (by subject and analysis), the cost ledger, progress."""
+
+    def __init__(self, plan: Plan, cache: Cache, seed: int, device: str, profile: str, force: bool,
+                 strict: bool, progress: Progress | None,
+                 after_each: Callable[[PlanItem, Result], None] | None) -> None:
+        self.items, self.cache, self.seed, self.dev = plan.items, cache, seed, torch.device(device)
+        self.profile, self.force, self.strict, self.progress = profile, force, strict, progress
+        self.after_each = after_each
+        self.done: dict[tuple[str, str], Outcome] = {}
+        self.ledger = _read_ledger(cache)
+        self.todo = [(i.subject.name, i.analysis.name) for i in self.items if i.skip_reason is None]
+        self.planned = {(i.subject.name, i.analysis.name) for i in self.items}
+
+    # -- one item -------------------------------------------------------------------------------------------
+    def _record(self, item: PlanItem, out: Outcome, report: bool = True) -> None:
+        s, a = item.subject.name, item.analysis.name
+        out.twin_of = item.subject.twin_of
+        self.done[(s, a)] = out
+        if report:
+            self.report(item)
+        if out.status == "ok" and not out.cached:
+            self.ledger[f"{s}/{a}"] = float(out.cost.get("wall_s", 0.0))
+        if out.status == "failed" and self.strict:
+            raise AnalysisFailed(f"{a} failed on {s}: {out.message}")
+
+    def report(self, item: PlanItem) -> None:
+        """Tell the progress display that an item is done."""
+        s, a = item.subject.name, item.analysis.name
+        out = self.done[(s, a)]
+        if self.progress and item.skip_reason is None:
+            self.progress.end(s, a, out.status, float(out.cost.get("wall_s", 0.0)), out.cached)
+
+    def _inputs(self, item: PlanItem) -> tuple[dict[str, Outcome], str | None] | None:
+        """The outcomes an item reads (its deps, or everything so far for a gathering analysis) and why it
+        cannot run (a dep that did not); None while a dep is still to come."""
+        s = item.subject.name
+        if item.analysis.gathers:
+            return {f"{ks}/{ka}": o for (ks, ka), o in self.done.items() if o.status == "ok"}, None
+        deps: dict[str, Outcome] = {}
+        for d in item.analysis.deps:
+            o = self.done.get((s, d))
+            if o is None and (s, d) in self.planned:
+                return None
+            deps[d] = o  # type: ignore[assignment]
+        bad = [d for d, o in deps.items() if o is None or o.status != "ok"]
+        return deps, (f"needs {', '.join(bad)}, which did not run" if bad else None)
+
+    def _key(self, item: PlanItem, inputs: dict[str, Outcome]) -> str:
+        params = dict(item.params)
+        if inputs:  # a result built from other results is stale when any of them changes
+            params["_inputs"] = dict(sorted((k, o.key) for k, o in inputs.items()))
+        return cache_key(item.analysis.name, item.analysis.version, params, self.seed,
+                         item.subject.model_hash, item.subject.data_hash)
+
+    def _context(self, item: PlanItem, inputs: dict[str, Outcome]) -> Context:
+        gathers = item.analysis.gathers
+        return Context(subject=item.subject, params=item.params, seed=self.seed, device=self.dev,
+                       profile=self.profile, deps={k: o.result for k, o in inputs.items()},  # type: ignore[misc]
+                       twins={o.subject: o.twin_of for o in inputs.values() if o.twin_of} if gathers else {},
+                       store=self.cache.root,
+                       costs={k: dict(o.cost) for k, o in inputs.items()} if gathers else {})
+
+    def _settled(self, item: PlanItem) -> tuple[Outcome | None, dict[str, Outcome], str | None]:
+        """(an outcome that needs no computing: skipped or a cache hit, the item's inputs, its key); None
+        for the outcome when the item must run."""
+        s, a = item.subject.name, item.analysis.name
+        if item.skip_reason is not None:
+            return Outcome(s, a, "skipped", message=item.skip_reason), {}, None
+        found = self._inputs(item)
+        assert found is not None
+        inputs, problem = found
+        if problem:
+            return Outcome(s, a, "skipped", message=problem), {}, None
+        key = self._key(item, inputs)
+        hit = None if self.force else self.cache.get(a, key)
+        if hit is not None:
+            result, cost = hit
+            return Outcome(s, a, "ok", result=result, cost=cost, cached=True, key=key), inputs, key
+        return None, inputs, key
+
+    def settle(self) -> list[PlanItem]:
+        """Record, in plan order, every item that needs no computing (skipped, or in the cache with its inputs
+        known), without telling the progress display (the caller does, once it has started)."""
+        settled = []
+        for item in self.items:
+            if item.analysis.gathers:
+                break  # they read every other result: they come after all of them
+            if item.skip_reason is None and self._inputs(item) is None:
+                continue
+            out, _, _ = self._settled(item)
+            if out is not None:
+                self._record(item, out, report=False)
+                settled.append(item)
+        return settled
+
+    def to_compute(self) -> int:
+        """How many items that do not gather are still to be computed (or settled once their deps are)."""
+        return sum(1 for i in self.items
+                   if not i.analysis.gathers and (i.subject.name, i.analysis.name) not in self.done)
+
+    # -- one at a time, in this process -----------------------------------------------------------------
+    def run_serial(self) -> None:
+        for item in self.items:
+            if (item.subject.name, item.analysis.name) in self.done:
+                continue
+            if self.progress and item.skip_reason is None:
+                self.progress.begin(item.subject.name, item.analysis.name)
+            out, inputs, key = self._settled(item)
+            if out is None:
+                assert key is not None
+                out = _compute(item, self._context(item, inputs), self.cache, key, self.after_each)
+            self._record(item, out)
+
+    # -- in worker processes ------------------------------------------------------------------------------
+    def run_parallel(self, pools: _Pools, jobs: int) -> None:
+        """Every item that does not gather, in ``jobs`` single-threaded worker processes of ``pools``; the
+        gathering analyses are left to :meth:`run_serial` (they read everything else)."""
+        waiting = [i for i, it in enumerate(self.items)
+                   if not it.analysis.gathers and (it.subject.name, it.analysis.name) not in self.done]
+        # the costliest first (last time's cost, else the analysis's hint), so that the long ones do not come last
+        waiting.sort(key=lambda i: -self.ledger.get(f"{self.items[i].subject.name}/{self.items[i].analysis.name}",
+                                                    self.items[i].analysis.cost_hint))
+        running: dict[Future, tuple[int, str, set[str]]] = {}
+        busy: set[str] = set()  # cache keys and shared work (a zoo) of the running items
+        shares: dict[int, str | None] = {}
+        alone: set[int] = set()  # items that were running when a worker died: tried again, by themselves
+        try:
+            while waiting or running:
+                for i in list(waiting):
+                    if len(running) >= jobs or (running and (alone & {r[0] for r in running.values()})):
+                        break
+                    if i in alone and running:
+                        continue
+                    item = self.items[i]
+                    if item.skip_reason is None and self._inputs(item) is None:
+                        continue  # a dep still running
+                    out, inputs, key = self._settled(item)
+                    if out is None and i not in shares:
+                        shares[i] = item.analysis.shared_work(item.subject, item.params)
+                    shared = shares.get(i)
+                    if out is None and (key in busy or shared in busy):
+                        continue  # the same work is running: wait for it (then this is a cache hit, or cheap)
+                    waiting.remove(i)
+                    if self.progress and item.skip_reason is None:
+                        self.progress.begin(item.subject.name, item.analysis.name)
+                    if out is not None:
+                        self._record(item, out)
+                        continue
+                    assert key is not None
+                    locks = {key} | ({shared} if shared else set())
+                    busy |= locks
+                    deps = {k: o.key for k, o in inputs.items()}
+                    try:
+                        fut = pools.get().submit(_worker_run, i, deps, key)
+                    except BrokenProcessPool:  # a worker died since the last item finished: new workers
+                        fut = pools.replace().submit(_worker_run, i, deps, key)
+                    running[fut] = (i, key, locks)
+                    if i in alone:
+                        break
+                if not running:
+                    if waiting:  # nothing runs and nothing can start: deps that will never come
+                        for i in waiting:
+                            self._record(self.items[i], Outcome(self.items[i].subject.name,
+                                                                self.items[i].analysis.name, "skipped",
+                                                                message="its deps did not run"))
+                        waiting.clear()
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i, key, locks = running.pop(fut)
+                    busy -= locks
+                    if isinstance(fut.exception(), BrokenProcessPool) and i not in alone:
+                        alone.add(i)  # this item, or the one beside it, took a worker down: try it alone
+                        waiting.insert(0, i)
+                        continue
+                    self._record(self.items[i], self._collect(self.items[i], fut, key))
+        finally:
+            if running:  # strict, Ctrl-C: stop the workers at once
+                pools.close(kill=True)
+
+    def _collect(self, item: PlanItem, fut: Future, key: str) -> Outcome:
+        s, a = item.subject.name, item.analysis.name
+        try:
+            status, payload = fut.result()
+        except BrokenProcessPool:
+            return Outcome(s, a, "failed", key=key,
+                           message="the worker process running it died (killed, or out of memory), twice")
+        if status == "raise":  # the cache could not be written (a full disk): the build stops, as it would here
+            raise payload
+        if status == "failed":
+            message, tb = payload
+            return Outcome(s, a, "failed", message=message, key=key, traceback=tb)
+        hit = self.cache.get(a, key)
+        if hit is None:
+            return Outcome(s, a, "failed", key=key, message="its result could not be read back from the cache")
         result, cost = hit
-        return Outcome(s, a, "ok", result=result, cost=cost, cached=True, key=key)
-    ctx = Context(subject=item.subject, params=item.params, seed=seed, device=dev,
-                  profile=profile, deps=deps, twins=twins or {}, store=cache.root, costs=costs or {})
+        return Outcome(s, a, "ok", result=result, cost=cost, key=key)
+
+
+@dataclass
+class _WorkerState:
+    """What a worker process inherits (by fork) to run items of the plan by their index."""
+
+    items: tuple[PlanItem, ...]
+    cache: Cache
+    seed: int
+    dev: torch.device
+    profile: str
+    after_each: Callable[[PlanItem, Result], None] | None
+
+
+_WORKER: _WorkerState | None = None
+
+
+def _worker_start(parent: int) -> None:
+    """In a new worker: one torch thread, and gone when the build's process is (Linux: PDEATHSIG)."""
+    cap_threads(1)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the build died before the signal was armed
+        os._exit(1)
+
+
+def _worker_run(index: int, dep_keys: dict[str, str], key: str) -> tuple[str, Any]:
+    """Run one item of the inherited plan; its result goes to the cache (the parent reads it there)."""
+    w = _WORKER
+    assert w is not None
+    item = w.items[index]
+    deps: dict[str, Result] = {}
+    for name, dep_key in dep_keys.items():
+        hit = w.cache.get(name, dep_key)
+        if hit is None:
+            return "failed", (f"RuntimeError: the result of {name} was not in the cache", "")
+        deps[name] = hit[0]
+    ctx = Context(subject=item.subject, params=item.params, seed=w.seed, device=w.dev, profile=w.profile,
+                  deps=deps, store=w.cache.root)
+    try:
+        out = _compute(item, ctx, w.cache, key, w.after_each)
+    except OSError as exc:
+        return "raise", exc
+    if out.status == "failed":
+        return "failed", (out.message, out.traceback)
+    return "ok", None
+
+
+def _compute(item: PlanItem, ctx: Context, cache: Cache, key: str,
+             after_each: Callable[[PlanItem, Result], None] | None) -> Outcome:
+    s, a = item.subject.name, item.analysis.name
     try:
         result, cost = _run_one(item, ctx)
     except Exception as exc:  # noqa: BLE001 - failure isolation: one analysis never sinks the build
@@ -165,4 +441,9 @@ def _execute(item: PlanItem, cache: Cache, seed: int, dev: torch.device, profile
         return Outcome(s, a, "failed", message=message, key=key,
                        traceback="".join(traceback.format_exception(exc)))
     cache.put(a, key, result, cost)
+    if after_each is not None:
+        try:
+            after_each(item, result)
+        except Exception:  # noqa: BLE001 - a convenience (figures drawn early): the render retries and reports
+            pass
     return Outcome(s, a, "ok", result=result, cost=cost, key=key)

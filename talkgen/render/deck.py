@@ -113,6 +113,13 @@ class FigureCache:
         return data
 
 
+def predraw(result: Result, figure_cache: FigureCache) -> None:
+    """Draw every image figure of ``result`` into ``figure_cache`` now (the deck then reads them back)."""
+    for spec in result.figures:
+        if spec.kind != "coloured_text":
+            figure_cache.png(spec, result)
+
+
 def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Outcome],
                catalogue: Mapping[str, AnalysisInfo], templates: Path, figure_cache: FigureCache,
                provenance: Mapping[str, Any], subject_notes: Mapping[str, Sequence[Finding]] | None = None) -> Deck:

@@ -8,6 +8,7 @@ the deck escaped) and the inlined assets.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from traitlets import default
 from talkgen.render.assets import reveal_assets
 
 
+@lru_cache(maxsize=4096)  # the slides and the report render the same cells: each is converted once
 def markdown_to_html(source: str) -> str:
     """nbconvert's Markdown renderer (math included) with harmful link protocols off: a
     ``javascript:``, ``vbscript:``, ``file:`` or non-image ``data:`` URL becomes ``#harmful-link``.

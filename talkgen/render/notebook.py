@@ -14,14 +14,22 @@ import pprint
 from typing import Any, Mapping
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from nbformat.v4 import new_notebook
 
 from talkgen.render.deck import Deck, Slide, table_markdown
 from talkgen.render.text import md_escape as escape
 
 
+# Cells are made as plain nodes and the notebook is validated once, whole (nbformat's new_*_cell validates
+# every cell on its own, which costs more than the rest of rendering the notebook).
 def _md(text: str, slide_type: str, **meta: Any) -> nbformat.NotebookNode:
-    return new_markdown_cell(text, metadata={"slideshow": {"slide_type": slide_type}, "talkgen": meta})
+    return nbformat.from_dict({"cell_type": "markdown", "source": text,
+                               "metadata": {"slideshow": {"slide_type": slide_type}, "talkgen": meta}})
+
+
+def _code(source: str, metadata: Mapping[str, Any], outputs: list[Any] | None = None) -> nbformat.NotebookNode:
+    return nbformat.from_dict({"cell_type": "code", "source": source, "metadata": metadata,
+                               "execution_count": None, "outputs": outputs or []})
 
 
 def _slide_markdown(slide: Slide) -> str:
@@ -87,7 +95,7 @@ def _provenance_markdown(deck: Deck) -> str:
 def deck_to_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNode:
     """The notebook that carries the deck; ``talk`` is the resolved config the figures recompute from."""
     cells = [
-        new_code_cell(
+        _code(
             "# Recompute any figure of this build through talkgen's Python API.\n"
             "import talkgen\n\n"
             f"TALK = {pprint.pformat(json.loads(json.dumps(dict(talk))), width=100)}",
@@ -106,8 +114,9 @@ def deck_to_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNo
         for fig in slide.figures:
             payload = ({"text/html": fig.html} if fig.html else
                        {"image/png": base64.b64encode(fig.png).decode("ascii")})
-            out = new_output("display_data", data=payload | {"text/plain": fig.alt}, metadata={"alt": fig.alt})
-            cells.append(new_code_cell(
+            out = {"output_type": "display_data", "data": payload | {"text/plain": fig.alt},
+                   "metadata": {"alt": fig.alt}}
+            cells.append(_code(
                 f"talkgen.figure(TALK, {fig.subject!r}, {fig.analysis!r}, {fig.spec_id!r})",
                 outputs=[out],
                 metadata={"slideshow": {"slide_type": "-"},
@@ -117,6 +126,8 @@ def deck_to_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNo
                          report=slide.kind not in ("title", "agenda")))
     cells.append(_md(_not_run_markdown(deck), "skip", part="not-run", anchor="not-run"))
     cells.append(_md(_provenance_markdown(deck), "skip", part="provenance", anchor="provenance"))
+    for i, cell in enumerate(cells):  # stable ids: the same deck gives the same notebook, byte for byte
+        cell["id"] = f"cell-{i}"
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
