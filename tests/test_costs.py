@@ -113,3 +113,33 @@ def test_costs_runs_on_models_without_a_linear_first_layer(tmp_path):
     rows = [r for r in next(t for t in outcomes["costs"].result.tables if t.id == "fidelity").rows
             if r[0].startswith("saliency: ")]
     assert rows and all("input shift not testable on this model" in r[2] for r in rows)
+
+
+def test_an_unrelated_parameter_reruns_neither_the_scaling_study_nor_the_untrained_twins(tmp_path, monkeypatch):
+    """Runner calls counted per (subject, analysis): the width twins (scaling study) and the initial-weights
+    twin (the fingerprint's untrained baseline) are cached pipeline items that an unrelated change leaves alone."""
+    from collections import Counter
+
+    from talkgen.models.samples import load_sample
+    from talkgen.pipeline import Cache, make_plan, run_plan
+    from talkgen.pipeline import runner
+
+    calls: Counter = Counter()
+    original = runner._run_one
+
+    def counting(item, ctx):
+        calls[(item.subject.name, item.analysis.name)] += 1
+        return original(item, ctx)
+
+    monkeypatch.setattr(runner, "_run_one", counting)
+    s = load_sample("digits-cnn")
+    names = ["model-card", "weights", "curvature", "attacks", "fingerprint", "costs"]
+    params = {"costs": {"widths": [4, 8]}}
+    first = run_plan(make_plan([s], names, "quick", params), Cache(tmp_path))
+    assert all(o.status in ("ok", "skipped") for o in first), [(o.subject, o.analysis, o.message) for o in first]
+    twins = {k for k in calls if k[0] != "digits-cnn"}
+    assert {"digits-cnn at width 4", "digits-cnn at width 8", "digits-cnn at initialisation"} <= {t[0] for t in twins}
+    calls.clear()
+    run_plan(make_plan([s], names, "quick", params | {"attacks": {"pgd_steps": 3}}), Cache(tmp_path))
+    # attacks reruns (its parameter changed) and the two analyses that gather every result; no twin runs
+    assert dict(calls) == {("digits-cnn", "attacks"): 1, ("digits-cnn", "fingerprint"): 1, ("digits-cnn", "costs"): 1}
