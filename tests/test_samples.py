@@ -82,3 +82,22 @@ def test_samples_cli_train_quick(tmp_path):
     listing = run_cli("samples", "list", check=True).stdout
     for name in SAMPLES:
         assert name in listing
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_initial_weights_are_those_training_started_from(threads):
+    """initial_state() draws the factory's weights under the training seed without switching on
+    deterministic mode (which imports torch's compiler stack): the same bytes as training's own start."""
+    from talkgen.models.samples import deterministic, initial_state
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for name, spec in SAMPLES.items():
+            with deterministic(0, spec.threads):
+                expected = {k: v.detach().clone() for k, v in spec.factory().state_dict().items()}
+            got = initial_state(name)
+            assert got.keys() == expected.keys(), name
+            assert all(torch.equal(got[k], expected[k]) for k in got), name
+    finally:
+        torch.set_num_threads(old)
