@@ -60,7 +60,7 @@ def costliest(out: Path, n: int = 5) -> str:
 
 
 def line(what: str, seconds: float, budget: float | None, peer: str = "", ratio: float = 0.0) -> None:
-    verdict = "" if budget is None else f"budget < {budget:.0f} s: {'met' if seconds < budget else 'NOT met':<7}"
+    verdict = "" if budget is None else f"budget < {budget:g} s: {'met' if seconds < budget else 'NOT met':<7}"
     against = f"{ratio:7.2f} x {peer}" if peer else ""
     print(f"{what:<44} {seconds:8.2f} s   {verdict:<27} {against}")
 
@@ -116,7 +116,8 @@ def main() -> None:
                 p.wait()
                 walls.append(time.perf_counter() - t0)
             for i, w in enumerate(walls):
-                line(f"two cold quick builds together: build {i + 1}", w, 3 * cold, "the solo cold build", w / cold)
+                line(f"two cold quick builds together: build {i + 1}", w, round(3 * cold), "the solo cold build",
+                     w / cold)
 
     with tempfile.TemporaryDirectory() as d:
         audit, _ = run(["audit", "digits-cnn", "--out", str(Path(d) / "audit"), "--quiet"])
