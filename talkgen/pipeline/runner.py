@@ -10,7 +10,6 @@ import os
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -118,7 +117,7 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
         spread = jobs > 1 and runner.to_compute() > 1
         with _torch_threads(1 if spread else threads):  # one thread everywhere when the work is spread
             if spread:  # fork before any thread of ours (the progress display) starts
-                _WORKER = _WorkerState(plan.items, cache, seed, runner.dev, profile, after_each)
+                _WORKER = runner  # what the workers inherit (by fork) to run items by their index
                 pools.get()
             if progress:
                 progress.start(len(runner.todo), {k: runner.ledger[f"{k[0]}/{k[1]}"] for k in runner.todo
@@ -380,19 +379,7 @@ class _Runner:
         return Outcome(s, a, "ok", result=result, cost=cost, key=key)
 
 
-@dataclass
-class _WorkerState:
-    """What a worker process inherits (by fork) to run items of the plan by their index."""
-
-    items: tuple[PlanItem, ...]
-    cache: Cache
-    seed: int
-    dev: torch.device
-    profile: str
-    after_each: Callable[[PlanItem, Result], None] | None
-
-
-_WORKER: _WorkerState | None = None
+_WORKER: _Runner | None = None
 
 
 def _worker_start(parent: int) -> None:
@@ -414,16 +401,14 @@ def _worker_run(index: int, dep_keys: dict[str, str], key: str) -> tuple[str, An
     w = _WORKER
     assert w is not None
     item = w.items[index]
-    deps: dict[str, Result] = {}
+    inputs: dict[str, Outcome] = {}  # its deps, read back from the cache (they were computed after the fork)
     for name, dep_key in dep_keys.items():
         hit = w.cache.get(name, dep_key)
         if hit is None:
             return "failed", (f"RuntimeError: the result of {name} was not in the cache", "")
-        deps[name] = hit[0]
-    ctx = Context(subject=item.subject, params=item.params, seed=w.seed, device=w.dev, profile=w.profile,
-                  deps=deps, store=w.cache.root)
+        inputs[name] = Outcome(item.subject.name, name, "ok", result=hit[0], key=dep_key)
     try:
-        out = _compute(item, ctx, w.cache, key, w.after_each)
+        out = _compute(item, w._context(item, inputs), w.cache, key, w.after_each)
     except OSError as exc:
         return "raise", exc
     if out.status == "failed":
