@@ -294,7 +294,7 @@ def _render(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequ
     staging = outdir.new_staging(out)
     try:
         made = _write_outputs(config, subjects, outcomes, staging, out, templates, versions, input_findings,
-                              exit_code, record, catalogue)
+                              exit_code, record, catalogue, warnings)
         outdir.commit(out, staging)
     finally:
         if staging.exists():  # not committed: the earlier outputs stay as they were
@@ -306,13 +306,13 @@ def _render(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequ
 def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequence[Outcome], stage: Path,
                    out: Path, templates: Path, versions: dict[str, str],
                    input_findings: dict[str, list[Finding]], exit_code: int, record: dict[str, Any],
-                   catalogue: Mapping[str, AnalysisInfo]) -> dict[str, str]:
+                   catalogue: Mapping[str, AnalysisInfo], warnings: list[str]) -> dict[str, str]:
     """Render every output into ``stage``; returns {output kind: file name}."""
     import nbformat
 
     from talkgen.render.deck import FigureCache, build_deck
     from talkgen.render.export import render_report, render_slides
-    from talkgen.render.notebook import deck_to_notebook
+    from talkgen.render.notebook import deck_to_notebook, report_notebook
 
     for o in outcomes:  # fitted models an analysis hands to the user (e.g. the sparse autoencoder)
         if o.status == "ok" and o.result is not None and "export" in o.result.data:
@@ -331,8 +331,11 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcome
                "forward_passes": o.cost.get("forward_passes", ""),
                "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached} for o in outcomes]
     deck = build_deck(title=config.title, subtitle=config.subtitle, speaker=config.speaker,
-                      outcomes=outcomes, catalogue=catalogue, templates=templates, figure_cache=FigureCache(out / "cache" / "figures"),
-                      provenance={"facts": facts, "ledger": ledger}, subject_notes=input_findings)
+                      outcomes=outcomes, catalogue=catalogue, templates=templates,
+                      figure_cache=FigureCache(out / "cache" / "figures"),
+                      provenance={"facts": facts, "ledger": ledger}, subject_notes=input_findings,
+                      controls=config.talk)
+    warnings.extend(deck.warnings)
     talk = config.to_json() | {"cache": str((out / "cache").resolve())}
     nb = deck_to_notebook(deck, talk)
 
@@ -344,7 +347,7 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcome
         made["slides"] = "slides.html"
         write_atomic(stage / "slides.html", render_slides(nb, templates))
     if "report" in config.formats or "pdf" in config.formats:
-        write_atomic(stage / "report.html", render_report(nb, templates))
+        write_atomic(stage / "report.html", render_report(report_notebook(deck, talk), templates))
         if "report" in config.formats:
             made["report"] = "report.html"
         else:
@@ -362,6 +365,7 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcome
     made["summary"] = "summary.json"
     outputs = {k: out / v for k, v in made.items() if not k.startswith("_")}
     summary = summary_json(config, subjects, outcomes, deck.findings, exit_code, outputs, versions)
+    summary["deck"] = deck.structure() | {"warnings": list(deck.warnings)}
     write_atomic(stage / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     write_atomic(stage / RENDER_KEY, json.dumps(record | {"outputs": {k: v.name for k, v in outputs.items()}}))
     return {k: v for k, v in made.items() if not k.startswith("_")}

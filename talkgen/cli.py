@@ -1,4 +1,4 @@
-"""The talkgen command line: build, audit, analyses, samples, init, clean."""
+"""The talkgen command line: build, audit, analyses, beats, samples, zoo, init, clean."""
 
 from __future__ import annotations
 
@@ -262,6 +262,28 @@ def analyses_cmd() -> None:
         params = ", ".join(f"{k}={v}" for k, v in cls.params.items()) or "none"
         click.echo(f"{name:24s} section {cls.section:12s} {cls.title}")
         click.echo(f"{'':24s} applies to: {cls.applies_text}; params: {params}")
+
+
+@cli.command("beats")
+def beats_cmd() -> None:
+    """List the talk's beats in order: id, section, the analysis it shows and how its model is picked.
+
+    talk.toml's [talk] table names them: `beats` chooses and orders, `hide` leaves out,
+    [talk.pin] shows one on another model, [talk.slides.ID] retitles a slide.
+
+    \b
+    Example:
+      talkgen beats
+    """
+    from talkgen.analyses.base import catalogue
+    from talkgen.render.story import outline_beats
+
+    for b in outline_beats(catalogue()):
+        shows = f"table {b.table}" if b.table else ("a table of every model" if b.kind == "lineup" else
+                                                     ", ".join(b.figures))
+        pick = "every model" if b.kind == "lineup" else (b.pick or "the first model it ran on")
+        click.echo(f"{b.id:26s} section {b.section:11s} {b.analysis}: {b.claim}")
+        click.echo(f"{'':26s} shows {shows}; model: {pick}{'; contrast: ' + b.contrast if b.contrast else ''}")
 
 
 @cli.group()

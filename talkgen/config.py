@@ -27,6 +27,19 @@ A talk.toml (see ``talkgen init``)::
     skip = []
     [analyses.params.weights]
     max_side = 64
+
+    [talk]                       # the story: which beats, in which order, on which model
+    beats = []                   # choose and order beats (empty: the outline's); `talkgen beats` lists them
+    hide = ["curvature"]
+    [talk.pin]
+    rnn-cell = "python-charlstm"
+    [talk.slides.rnn-cell]       # a main-line slide's title or notes, by its id
+    title = "One cell counts brackets"
+    [[talk.add]]                 # a Markdown slide of your own, after a main-line slide
+    id = "why-lstm"
+    after = "rnn-cell"
+    title = "Why an LSTM?"
+    markdown = "..."             # or file = "slides/why-lstm.md"
 """
 
 from __future__ import annotations
@@ -63,6 +76,38 @@ class SubjectConfig:
 
 
 @dataclass(frozen=True)
+class AddedSlide:
+    """A Markdown slide of the speaker's own, placed after the main-line slide ``after``."""
+
+    id: str
+    after: str
+    title: str
+    markdown: str
+    notes: str = ""
+    file: str = ""  # the file the Markdown was read from ("" when it was given inline)
+
+
+@dataclass(frozen=True)
+class TalkControls:
+    """The speaker's control of the story (talk.toml's [talk]): which beats, in which order, pinned to
+    which subject, slide titles and notes overridden by id, and slides of their own. Rendering only:
+    changing any of it reruns no analysis."""
+
+    beats: tuple[str, ...] = ()
+    hide: tuple[str, ...] = ()
+    pins: Mapping[str, str] = field(default_factory=dict)
+    slides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    add: tuple[AddedSlide, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "TalkControls":
+        d = dict(d or {})
+        return cls(beats=tuple(d.get("beats", ())), hide=tuple(d.get("hide", ())), pins=dict(d.get("pins", {})),
+                   slides={k: dict(v) for k, v in d.get("slides", {}).items()},
+                   add=tuple(AddedSlide(**a) for a in d.get("add", ())))
+
+
+@dataclass(frozen=True)
 class TalkConfig:
     title: str = DEFAULT_TITLE
     subtitle: str = DEFAULT_SUBTITLE
@@ -76,10 +121,14 @@ class TalkConfig:
     skip: tuple[str, ...] = ()
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "(built-in talk)"
+    talk: TalkControls = field(default_factory=TalkControls)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["params"] = {k: dict(v) for k, v in self.params.items()}
+        d["talk"] = {"beats": list(self.talk.beats), "hide": list(self.talk.hide), "pins": dict(self.talk.pins),
+                     "slides": {k: dict(v) for k, v in self.talk.slides.items()},
+                     "add": [asdict(a) for a in self.talk.add]}
         return d
 
     @classmethod
@@ -89,6 +138,7 @@ class TalkConfig:
                               for s in d.get("subjects", ()))
         for key in ("formats", "only", "skip"):
             d[key] = tuple(d.get(key, ()))
+        d["talk"] = TalkControls.from_json(d.get("talk"))
         return cls(**d)
 
 
@@ -187,7 +237,7 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     except IsADirectoryError:
         raise TalkgenError(f"{path}: is a folder, not a talk.toml") from None
     check.known_keys(raw, {"title", "subtitle", "speaker", "profile", "seed", "device", "formats",
-                           "subjects", "analyses"}, "")
+                           "subjects", "analyses", "talk"}, "")
     base = Path(path).resolve().parent
     profile = check.str_(raw, "profile", "", "quick")
     if profile not in PROFILES:
@@ -248,6 +298,8 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
             if problem:
                 raise check.fail(f"analyses.params.{a}.{k}", problem)
     defaults = default_config()
+    subject_names = tuple(s.name for s in subjects) or tuple(s.name for s in defaults.subjects)
+    talk = _talk_controls(check, raw.get("talk", {}), base, subject_names)
     return TalkConfig(
         title=check.str_(raw, "title", "", DEFAULT_TITLE) or DEFAULT_TITLE,
         subtitle=check.str_(raw, "subtitle", "", DEFAULT_SUBTITLE) or "",
@@ -255,7 +307,87 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
         profile=profile, seed=seed, device=device,
         formats=formats, subjects=tuple(subjects) or defaults.subjects,
         only=only, skip=skip, params={k: dict(v) for k, v in params.items()}, source=str(Path(path).resolve()),
+        talk=talk,
     )
+
+
+def _talk_controls(check: _Checker, raw: Any, base: Path, subjects: tuple[str, ...]) -> TalkControls:
+    """talk.toml's [talk] table, checked against the outline's beats and the talk's main-line slide ids."""
+    from talkgen.analyses.base import catalogue
+    from talkgen.render.story import beat_ids, main_line_ids
+
+    if not isinstance(raw, dict):
+        raise check.fail("talk", "must be a table ([talk])")
+    check.known_keys(raw, {"beats", "hide", "pin", "slides", "add"}, "talk.")
+    analyses = catalogue()
+    known = beat_ids(analyses)
+    order = check.list_of_str(raw, "beats", "talk.")
+    hide = check.list_of_str(raw, "hide", "talk.")
+    for key, ids in (("beats", order), ("hide", hide)):
+        for b in ids:
+            if b not in known:
+                raise check.fail(f"talk.{key}", f"unknown beat {b!r}; beats: {', '.join(known)}")
+        if len(set(ids)) != len(ids):
+            raise check.fail(f"talk.{key}", "names a beat twice")
+    pins = raw.get("pin", {})
+    if not isinstance(pins, dict):
+        raise check.fail("talk.pin", "must be a table of beat = \"subject\"")
+    for b, s in pins.items():
+        if b not in known:
+            raise check.fail(f"talk.pin.{b}", f"unknown beat; beats: {', '.join(known)}")
+        if not isinstance(s, str) or s not in subjects:
+            raise check.fail(f"talk.pin.{b}", f"must name a subject of this talk ({', '.join(subjects)}), got {s!r}")
+    shown = [b for b in (order or known) if b not in hide]
+    add_raw = raw.get("add", [])
+    if not isinstance(add_raw, list) or not all(isinstance(a, dict) for a in add_raw):
+        raise check.fail("talk.add", "must be an array of tables ([[talk.add]])")
+    fixed = main_line_ids(shown, analyses)
+    added: list[AddedSlide] = []
+    own: set[str] = set()
+    for i, a in enumerate(add_raw):
+        where = f"talk.add[{i}]."
+        check.known_keys(a, {"id", "after", "title", "markdown", "file", "notes"}, where)
+        sid = check.str_(a, "id", where)
+        if not sid or not all(c.isalnum() or c in "-_" for c in sid):
+            raise check.fail(f"{where}id", f"is required: letters, digits, '-' and '_', got {sid!r}")
+        if sid in fixed or sid in own:
+            raise check.fail(f"{where}id", f"{sid!r} is already the id of a slide")
+        after = check.str_(a, "after", where)
+        if after not in fixed and after not in own:
+            raise check.fail(f"{where}after", f"no main-line slide {after!r} in this talk; ids: "
+                                              f"{', '.join(list(fixed) + sorted(own))}")
+        title = check.str_(a, "title", where)
+        if not title:
+            raise check.fail(f"{where}title", "is required")
+        markdown, file = check.str_(a, "markdown", where), check.str_(a, "file", where)
+        source = ""
+        if (markdown is None) == (file is None):
+            raise check.fail(where.rstrip("."), "give exactly one of 'markdown' (the text) or 'file' (a .md file)")
+        if file is not None:
+            path = (base / file).resolve()
+            source = str(path)
+            try:
+                markdown = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise check.fail(f"{where}file", f"no such file: {path}") from None
+            except UnicodeDecodeError:
+                raise check.fail(f"{where}file", f"{path} is not UTF-8 text") from None
+            except OSError as exc:
+                raise check.fail(f"{where}file", f"cannot read {path} ({exc.strerror})") from None
+        own.add(sid)
+        added.append(AddedSlide(id=sid, after=after, title=title, markdown=markdown or "",
+                                notes=check.str_(a, "notes", where, "") or "", file=source))
+    slides = raw.get("slides", {})
+    if not isinstance(slides, dict) or not all(isinstance(v, dict) for v in slides.values()):
+        raise check.fail("talk.slides", "must be tables, one per slide id ([talk.slides.ID])")
+    for sid, o in slides.items():
+        if sid not in fixed and sid not in own:
+            raise check.fail(f"talk.slides.{sid}", f"no main-line slide {sid!r} in this talk; ids: {', '.join(fixed)}")
+        check.known_keys(o, {"title", "notes"}, f"talk.slides.{sid}.")
+        for k in o:
+            check.str_(o, k, f"talk.slides.{sid}.")
+    return TalkControls(beats=order, hide=hide, pins=dict(pins), slides={k: dict(v) for k, v in slides.items()},
+                        add=tuple(added))
 
 
 _INIT_TEMPLATE = '''# talk.toml: what `talkgen build` builds. Every key is optional.
@@ -286,6 +418,35 @@ skip = []
 # Per-analysis parameters (`talkgen analyses` shows them):
 # [analyses.params.weights]
 # max_side = 64
+
+# The story. The talk is a sequence of beats in the outline's order (`talkgen beats` lists them); each makes
+# one claim on the model whose measurement shows it best. Changing anything here re-renders without
+# re-running an analysis. summary.json's "deck" lists the slides this build gave, with their ids.
+[talk]
+beats = []                   # choose and order the beats (within their sections); empty: every beat
+hide = []                    # beats to leave out, e.g. ["curvature", "loss-plane"]
+
+# Show a beat on another model than the one its measurement picks:
+[talk.pin]
+# rnn-cell = "python-charlstm"
+
+# Retitle a main-line slide, or give it your own notes (Markdown), by its id: a beat's id (its
+# second and third slides are id-2, id-3), title, agenda, section-looking-in, ..., close, appendix:
+# [talk.slides.rnn-cell]
+# title = "One cell of 256 counts the indentation"
+# notes = "Pause here: ask who has seen Karpathy's post."
+
+# Your own Markdown slides, after a main-line slide (HTML in them is shown as text):
+# [[talk.add]]
+# id = "why-lstm"
+# after = "rnn-cell"
+# title = "Why an LSTM?"
+# markdown = """
+# - it reads one character at a time
+# - everything it knows about the past fits in 256 numbers
+# """
+# # or: file = "slides/why-lstm.md" (relative to this file)
+# notes = "Keep this under a minute."
 '''
 
 

@@ -43,6 +43,9 @@ class Heatmaps(FigureSpec):
     signed: bool = True
     # Full (rows, cols) of each matrix when the array is a strided subsample: axes keep true indices.
     sizes: tuple[tuple[int, int], ...] = ()
+    # Names for the rows (columns) of every panel with that many rows (columns), e.g. layers: drawn as ticks.
+    row_labels: tuple[str, ...] = ()
+    col_labels: tuple[str, ...] = ()
     kind: ClassVar[str] = "heatmaps"
 
     def array_keys(self) -> tuple[str, ...]:

@@ -45,6 +45,25 @@ def tiny_subject() -> Subject:
     return Subject(name="tiny", model=TinyCNN(), task="image-classifier", data=tiny_data(), source="test")
 
 
+@pytest.fixture
+def counted(monkeypatch):
+    """Count run() calls of every registered analysis (a cache hit is proved by a count, never by timing)."""
+    from collections import Counter
+
+    from talkgen.analyses.base import registry
+
+    calls: Counter = Counter()
+    for name, cls in registry().items():
+        original = cls.run
+
+        def run(self, ctx, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, ctx)
+
+        monkeypatch.setattr(cls, "run", run)
+    return calls
+
+
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: int = 1800) -> subprocess.CompletedProcess:
     """Run ``python -m talkgen ARGS`` in a subprocess (as a user would). The timeout only stops a hung
     run: a shared 2-core machine can be ten times slower than an idle one, and that is not a failure."""

@@ -58,8 +58,9 @@ def assert_images_loaded(page):
 def test_slides_offline_keyboard_and_images(browser, quick_build):
     page, blocked, errors, dialogs = open_offline(browser, quick_build / "slides.html")
     page.wait_for_function("() => window.Reveal && Reveal.isReady()")
-    total = page.evaluate("() => Reveal.getTotalSlides()")
-    assert total >= 6
+    total = page.evaluate("() => Reveal.getHorizontalSlides().length")  # the main line
+    deck = json.loads((quick_build / "summary.json").read_text())["deck"]
+    assert total == len(deck["main"]) and 6 <= total <= 45
     seen = []
     for _ in range(total - 1):
         seen.append(page.evaluate("() => Reveal.getIndices().h"))
@@ -67,7 +68,14 @@ def test_slides_offline_keyboard_and_images(browser, quick_build):
         page.wait_for_timeout(40)
     seen.append(page.evaluate("() => Reveal.getIndices().h"))
     assert seen == list(range(total)), seen
-    assert page.evaluate("() => Reveal.isLastSlide()")
+    assert page.evaluate("() => Reveal.isLastSlide() || Reveal.availableRoutes().down")
+    # one key down from a beat: the evidence below it
+    beat = next(e for e in deck["appendix"] if e["place"] == "below")["under"]
+    page.evaluate(f"() => Reveal.slide(Reveal.getIndices(document.getElementById({beat!r})).h, 0)")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_timeout(60)
+    below = page.evaluate("() => [Reveal.getIndices().v, Reveal.getCurrentSlide().dataset.place]")
+    assert below == [1, "below"], below
     assert page.evaluate("() => !!Reveal.getPlugin('notes')")
     assert_images_loaded(page)
     # a content slide with a figure, saved as a test artifact (and looked at by a person)
@@ -86,10 +94,9 @@ def test_section_four_and_the_closing_render_in_a_browser(browser, quick_build):
     summary = json.loads((quick_build / "summary.json").read_text())
     costs = summary["subjects"]["digits-cnn"]["analyses"]["costs"]["summaries"]
     shown = {}
-    for prefix in ("section-costs", "digits-cnn-costs-compute-", "digits-cnn-costs-scaling-",
-                   "digits-cnn-attacks-attack-", "digits-cnn-trojan-attacks-trigger-", "close"):
+    for prefix in ("section-costs", "compute", "scaling", "attack-map", "trigger", "close"):
         found = page.evaluate(
-            """p => { const s = [...document.querySelectorAll('section[id]')].find(e => e.id === p || e.id.startsWith(p));
+            """p => { const s = [...document.querySelectorAll('section[id]')].find(e => e.id === p);
                       if (!s) return null; const i = Reveal.getIndices(s); Reveal.slide(i.h, i.v || 0);
                       const r = s.getBoundingClientRect();
                       const imgs = [...s.querySelectorAll('img')].map(m => m.complete ? m.naturalWidth : 0);
@@ -97,7 +104,7 @@ def test_section_four_and_the_closing_render_in_a_browser(browser, quick_build):
                               text: s.innerText}; }""", prefix)
         assert found is not None, prefix
         assert found["present"] and found["height"] > 100, (prefix, found)
-        if prefix.startswith("digits-cnn"):
+        if prefix in ("compute", "scaling", "attack-map", "trigger"):
             assert found["imgs"] and all(w > 0 for w in found["imgs"]), (prefix, found["imgs"])
         shown[prefix] = found["text"]
     # the fitted exponents are printed on the scaling slide, as summary.json has them
@@ -106,7 +113,7 @@ def test_section_four_and_the_closing_render_in_a_browser(browser, quick_build):
     exponents = {k.split(".", 1)[1]: v["value"] for k, v in costs.items() if k.startswith("scaling_exponent.")}
     assert len(exponents) >= 3
     for name, value in exponents.items():
-        assert f"{name}: b = {fmt(value)}" in shown["digits-cnn-costs-scaling-"], (name, value)
+        assert f"{name}: b = {fmt(value)}" in shown["scaling"], (name, value)
     assert "From this build's measurements" in shown["close"]
     assert blocked == [] and errors == [] and dialogs == []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
-from collections import Counter
 
 import pytest
 import torch
@@ -13,23 +12,6 @@ from safetensors.torch import load_file, save_file
 from talkgen.analyses.base import Analysis, Result, Scalar, _REGISTRY, register
 from talkgen.build import build
 from talkgen.config import SubjectConfig, TalkConfig, load_config
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """Count run() calls of every registered analysis."""
-    from talkgen.analyses.base import registry
-
-    calls: Counter = Counter()
-    for name, cls in registry().items():
-        original = cls.run
-
-        def run(self, ctx, _original=original, _name=name):
-            calls[_name] += 1
-            return _original(self, ctx)
-
-        monkeypatch.setattr(cls, "run", run)
-    return calls
 
 
 def _config(d, **kw) -> TalkConfig:

@@ -21,7 +21,6 @@ from talkgen.analyses.hooks import capture_outputs
 from talkgen.specs import Bars, Heatmaps, ImageGrid, Scatter, Table
 from talkgen.models.introspect import default_layers
 
-SATURATION = 2.65  # atanh(0.99)
 
 
 def knn_separability(features: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> float:
@@ -46,7 +45,7 @@ class Activations(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Activations, layer by layer"
     section = "looking-in"
-    version = 4
+    version = 5  # 5: separability gain and final separability as summaries (the talk picks on them)
     cost_hint = 3
     applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
@@ -76,33 +75,45 @@ class Activations(Analysis):
                 per_unit = a.reshape(-1, a.shape[-1]).T                      # (H, B*T) or (F, B)
             dead = int((per_unit.max(1).values <= 0).sum())
             module = modules[name]
-            if isinstance(module, torch.nn.Tanh):  # outputs already squashed: saturated beyond +-0.99
+            # saturation is a property of a squashing non-linearity: measured on tanh and sigmoid outputs only
+            # (a ReLU has no saturated side; its stuck units are the dead ones counted above)
+            if isinstance(module, (torch.nn.Tanh, torch.nn.Hardtanh)):
                 stuck = per_unit.abs() > 0.99
             elif isinstance(module, torch.nn.Sigmoid):
                 stuck = (per_unit < 0.01) | (per_unit > 0.99)
-            else:  # a pre-activation: beyond what tanh maps to +-0.99
-                stuck = per_unit.abs() > SATURATION
-            # the model's last layer gives logits, which nothing squashes: saturation does not apply
-            sat = 0 if name == layers[-1] else int((stuck.float().mean(1) > 0.99).sum())
+            else:
+                stuck = None
+            sat = None if stuck is None else int((stuck.float().mean(1) > 0.99).sum())
             units = per_unit.shape[0]
             dead_frac.append(dead / units)
-            sat_frac.append(sat / units)
+            sat_frac.append(float("nan") if sat is None else sat / units)
             summaries[f"{name}.dead_fraction"] = Scalar(dead / units, "fraction",
                                                         f"units of {name} never positive on {n} test inputs")
-            summaries[f"{name}.saturated_fraction"] = Scalar(sat / units, "fraction",
-                                                             f"units of {name} beyond tanh +-0.99 on >99% of inputs")
+            if sat is not None:
+                summaries[f"{name}.saturated_fraction"] = Scalar(sat / units, "fraction",
+                                                                 f"units of {name} beyond ±0.99 on >99% of inputs")
             per_layer.append({"name": name, "units": units, "dead": dead, "saturated": sat,
                               "shape": list(a.shape[1:])})
         arrays["dead_fraction"] = np.array(dead_frac)
-        arrays["saturated_fraction"] = np.array(sat_frac)
-        figures: list = [Bars(
-            id="dead", title="Dead and saturated units per layer",
-            caption=f"Share of each layer's units that are never positive (dead) or stuck beyond tanh's "
-                    f"+-0.99 (saturated) on {n} test inputs; the last layer's logits are not squashed, so "
-                    "saturation is not counted there.",
-            alt="Grouped bars of dead and saturated unit fractions for " + ", ".join(layers) + ".",
-            categories=tuple(layers), values=("dead_fraction", "saturated_fraction"),
-            series=("dead", "saturated"), ylabel="fraction of units")]
+        squashing = [l["name"] for l in per_layer if l["saturated"] is not None]
+        if squashing:
+            arrays["saturated_fraction"] = np.array(sat_frac)
+            figures: list = [Bars(
+                id="dead", title="Dead and saturated units per layer",
+                caption=f"Share of each layer's units that are never positive (dead) or, on a tanh or sigmoid "
+                        f"output, stuck beyond ±0.99 (saturated) on {n} test inputs; saturation is not defined "
+                        f"for the other layers.",
+                alt="Grouped bars of dead and saturated unit fractions for " + ", ".join(layers) + ".",
+                categories=tuple(layers), values=("dead_fraction", "saturated_fraction"),
+                series=("dead", "saturated"), ylabel="fraction of units")]
+        else:
+            figures = [Bars(
+                id="dead", title="Dead units per layer",
+                caption=f"Share of each layer's units that are never positive on {n} test inputs (after a ReLU "
+                        "such a unit passes nothing on). No layer here is a tanh or sigmoid, so saturation does "
+                        "not apply.",
+                alt="Bars of the dead unit fraction for " + ", ".join(layers) + ".",
+                categories=tuple(layers), values=("dead_fraction",), series=("dead",), ylabel="fraction of units")]
         data = {"layers": per_layer, "n_inputs": n}
         if classifier:
             figures += self._classifier_views(ctx, x, y.numpy(), acts, arrays, summaries, data)
@@ -117,7 +128,8 @@ class Activations(Analysis):
                 alt=f"Heatmap of {shown.shape[0]} units by {shown.shape[1]} time steps.",
                 arrays=("unit_time",), panel_titles=(f"{layers[-1]}, sequence 0",),
                 xlabel="time step", ylabel="unit", colorbar="activation", signed=True))
-        rows = [(l["name"], "x".join(map(str, l["shape"])), str(l["units"]), str(l["dead"]), str(l["saturated"]),
+        rows = [(l["name"], "x".join(map(str, l["shape"])), str(l["units"]), str(l["dead"]),
+                 "n/a" if l["saturated"] is None else str(l["saturated"]),
                  f"{data['separability'][i + 1]:.3f}" if "separability" in data else "")
                 for i, l in enumerate(per_layer)]
         table = Table(id="units", title="Units per layer",
@@ -141,6 +153,10 @@ class Activations(Analysis):
         for name, v in zip(names, sep):
             summaries[f"{name}.knn_separability"] = Scalar(v, "fraction",
                                                            f"5-NN cross-validated class accuracy from {name}")
+        summaries["final_knn_separability"] = Scalar(sep[-1], "fraction",
+                                                     f"5-NN cross-validated class accuracy from {names[-1]}")
+        summaries["separability_gain"] = Scalar(sep[-1] - sep[0], "fraction",
+                                                f"5-NN class accuracy at {names[-1]} minus at the input")
         rises = all(b >= a - 0.01 for a, b in zip(sep, sep[1:]))
         summaries["separability_rises_with_depth"] = Scalar(float(rises), "bool",
                                                             "1 if k-NN separability never drops by more than 0.01 with depth")

@@ -62,7 +62,7 @@ class Attacks(Analysis):
     order = 10
     title = "The attacker's view: an explanation is an attack direction"
     section = "costs"
-    version = 1
+    version = 2  # 2: the reference size and the trigger's area are summaries
     applies_text = "labelled image classifiers"
     params = {"n_inputs": 450, "epsilons": [0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3],
               "reference_eps": 0.1, "pgd_steps": 10, "ig_steps": 32, "random_draws": 5}
@@ -141,6 +141,7 @@ class Attacks(Analysis):
             "flip_rate.ig": Scalar(flips["ig"][at], "", f"predictions flipped against Integrated Gradients at eps {ref}"),
             "flip_rate.pgd": Scalar(flips["pgd"][at], "", f"predictions flipped by PGD at eps {ref}"),
             "flip_rate.random": Scalar(flips["random"][at], "", f"predictions flipped by random signs at eps {ref}"),
+            "reference_eps": Scalar(float(ref), "per pixel", "the perturbation size the flip rates are read at"),
             "guided_over_random": Scalar(flips["fgsm"][at] / max(flips["random"][at], 1.0 / len(x)), "x",
                                          f"FGSM's flips over random flips at eps {ref} (random floored at one input)"),
         }
@@ -204,6 +205,7 @@ class Attacks(Analysis):
         for k, v in shares.items():
             summaries[f"trigger_share.{k.replace(' ', '_').lower()}"] = Scalar(
                 float(np.mean(v)), "", f"share of {k} attribution on the trigger's pixels (area {area:.3f})")
+        summaries["trigger_area"] = Scalar(float(area), "", "share of the image the trigger covers")
         summaries["trigger_to_target"] = Scalar(to_target, "", f"inputs with the trigger predicted as {trigger.target}")
         data["trigger"] = {"shares": {k: float(np.mean(v)) for k, v in shares.items()}, "area": area,
                            "to_target": to_target, "n": len(x), "target": int(trigger.target)}

@@ -187,7 +187,7 @@ class Attention(Analysis):
     order = 50
     title = "Attention focus"
     section = "looking-in"
-    version = 1
+    version = 2  # 2: the number of heads looked at is a summary
     applies_text = "token models whose attention can be recorded (a `pattern` module, nn.MultiheadAttention, "\
                    "or scaled_dot_product_attention)"
     params = {"n_sequences": 128, "compare_sequences": 8, "targets_per_sequence": 6, "ig_steps": 32,
@@ -364,6 +364,7 @@ class Attention(Analysis):
         summaries = {
             "best_induction_score": Scalar(float(m.ind_scores.ravel()[m.best]), "attention weight",
                                            f"highest induction score of any head ({m.labels[m.best]})"),
+            "heads_total": Scalar(float(m.ind_scores.size), "heads", "attention heads looked at (layers × heads)"),
             "induction_heads": Scalar(float(len(m.induction_heads)), "heads",
                                       f"heads with induction score ≥ {p['induction_threshold']}"),
             "previous_token_heads": Scalar(float(len(m.prev_heads)), "heads",

@@ -105,7 +105,7 @@ class Costs(Analysis):
     order = 90
     title = "What looking inside cost"
     section = "costs"
-    version = 1
+    version = 2  # 2: tools checked and widths timed are summaries
     gathers = True
     applies_text = "any model (gathers the cost ledger of the analyses that ran before it)"
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}
@@ -175,6 +175,7 @@ class Costs(Analysis):
             data["fidelity"] = [[c.tool, c.check, c.measured, c.verdict, c.passed] for c in checks]
             summaries["tools_trusted"] = Scalar(float(sum(c.passed for c in checks)), "count",
                                                 f"tools whose checks passed, of {len(checks)} checked")
+            summaries["tools_checked"] = Scalar(float(len(checks)), "count", "tools whose own checks ran on this model")
         return Result(analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries,
                       figures=tuple(figures), tables=tuple(tables), data=data)
 
@@ -183,6 +184,7 @@ class Costs(Analysis):
         n = np.array(sc["params"], dtype=float)
         arrays["scale_params"] = n
         xs, ys, labels, styles, rows, fits = [], [], [], [], [], {}
+        summaries["scaling_widths"] = Scalar(float(len(n)), "widths", "model widths the scaling study timed")
         for a, walls in sc["wall"].items():
             w = np.array(walls, dtype=float)
             b, r2 = fit_exponent(n, w)
@@ -194,6 +196,7 @@ class Costs(Analysis):
             labels.append(f"{a} (b = {b:.2f})")
             styles.append("-")
             summaries[f"scaling_exponent.{a}"] = Scalar(b, "", f"{a}: wall time grows as parameters^b")
+            summaries[f"scaling_r2.{a}"] = Scalar(r2, "R^2", f"{a}: how well the power law fits the timings")
             rows.append((a, f"{b:.2f}", f"{r2:.2f}", " / ".join(f"{v:.2f}" for v in w), f"{sc['mem'][a][-1]:.0f}"))
         figures.append(Curves(
             id="scaling", title="How each look's cost grows with the model",

@@ -45,7 +45,7 @@ class Fingerprint(Analysis):
     order = 10
     title = "The model's fingerprint"
     section = "summaries"
-    version = 1
+    version = 2  # 2: how far its nearest same-architecture peer is, as a summary
     gathers = True
     applies_text = "any model (gathers the summaries of the analyses that ran before it)"
     params = {"top": 12}
@@ -118,7 +118,11 @@ class Fingerprint(Analysis):
         return Result(
             analysis=self.name, subject=s.name, arrays=arrays,
             summaries={"headline_summaries": Scalar(float(len(own)), "count",
-                                                    "named numbers this subject's analyses produced")},
+                                                    "named numbers this subject's analyses produced"),
+                       **({"peer_separation": Scalar(max(b[0]["separation"] for c, b in best_by_column.items()
+                                                         if c in peers and b), "",
+                                                     "the largest separation from a peer of the same architecture")}
+                          if any(best_by_column.get(c) for c in peers) else {})},
             figures=figures, tables=tables,
             data={"columns": names, "peers": peers, "init": init_name if init_name in columns else None,
                   "init_source": init_source, "best": best_by_column, "count": len(own), "shared": len(shared)})

@@ -32,7 +32,7 @@ class GradientFlow(Analysis):
     order = 90
     title = "Gradient flow through training"
     section = "looking-in"
-    version = 1
+    version = 2  # 2: the heatmap names its layer rows
     applies_text = "models with saved training checkpoints"
     params = {"batch": 512, "max_checkpoints": 60}
     quick = {"batch": 128, "max_checkpoints": 10}
@@ -92,7 +92,8 @@ class GradientFlow(Analysis):
                              f"{len(ckpts)} checkpoints (columns, in training order), on {len(x)} training examples.",
                      alt=f"Heatmap of log10 gradient norms for layers {', '.join(layers)} across checkpoints.",
                      arrays=("log10_norms",), panel_titles=("log10 ||grad||",), xlabel="checkpoint (training order)",
-                     ylabel="layer (input at top)", colorbar="log10 gradient norm", signed=False),
+                     ylabel="layer (input at top)", colorbar="log10 gradient norm", signed=False,
+                     row_labels=tuple(layers)),
             Curves(id="curves", title="Gradient norms per layer",
                    caption="Each layer's gradient norm against training step (log-log).",
                    alt="Line plot of per-layer gradient norms against training step.",

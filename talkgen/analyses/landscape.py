@@ -225,7 +225,7 @@ class LossLandscape(Analysis):
     runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "The loss landscape"
     section = "looking-in"
-    version = 1
+    version = 2  # 2: the highest loss on the path from init to trained is a summary
     cost_hint = 2
     applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
     # batch: examples for classifiers; sequence models use batch // 128 sequences of seq_len steps
@@ -311,6 +311,8 @@ class LossLandscape(Analysis):
             "line_chord_gap": Scalar(m.barrier, "nats",
                                    "largest rise of the loss above the straight chord from init to trained "
                                    "(positive: the loss stays high early on the path and falls late)"),
+            "line_max_loss": Scalar(float(lines["train"][0][(alphas >= 0) & (alphas <= 1)].max()), "nats",
+                                    "highest training loss on the straight path from init (0) to trained (1)"),
             "line_monotonic": Scalar(float(m.monotonic), "bool",
                                      "1 if the training loss never rises on the straight path from init to trained"),
         }

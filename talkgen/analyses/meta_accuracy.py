@@ -22,7 +22,7 @@ class MetaAccuracy(ZooAnalysis):
     name = "meta-accuracy"
     order = 40
     title = "Reading accuracy from the weights"
-    version = 1
+    version = 2  # 2: the held-out and training counts are summaries
     cost_hint = 3
     deps = ("model-zoo",)
     params = ZOO_PARAMS | {"deepsets_epochs": 200}
@@ -122,6 +122,8 @@ class MetaAccuracy(ZooAnalysis):
             summaries[f"tau.{k}"] = Scalar(metrics[k]["tau"], "tau", f"{label[k]}: Kendall tau on held-out members")
             summaries[f"tau_trained.{k}"] = Scalar(metrics[k]["tau_trained"], "tau",
                                                    f"{label[k]}: Kendall tau on held-out members that trained")
+        summaries["n_test"] = Scalar(float(len(m.te)), "members", "held-out zoo members the predictors are scored on")
+        summaries["n_train"] = Scalar(float(len(m.tr)), "members", "zoo members the predictors are fitted on")
         summaries["weights_r2"] = Scalar(metrics["weights"]["r2"], "R^2", "accuracy from weight statistics: R^2, held out")
         summaries["weights_tau"] = Scalar(metrics["weights"]["tau"], "tau", "accuracy from weight statistics: Kendall tau")
         summaries["predicted_accuracy"] = Scalar(m.subject_pred["weights"], "accuracy",

@@ -43,7 +43,7 @@ class MetaHyperparameters(ZooAnalysis):
     name = "meta-hyperparameters"
     order = 50
     title = "Reading the training recipe from the weights"
-    version = 1
+    version = 2  # 2: the held-out count is a summary
     deps = ("model-zoo",)
     params = ZOO_PARAMS
     quick = ZOO_QUICK
@@ -83,6 +83,7 @@ class MetaHyperparameters(ZooAnalysis):
             summaries[f"chance.{key}"] = Scalar(c, "accuracy", f"{target}: always guessing the commonest class")
         summaries["mean_gain_over_chance"] = Scalar(float(np.mean(np.array(acc) - np.array(chance))), "accuracy",
                                                     "mean accuracy above chance over the three recipe targets")
+        summaries["n_test"] = Scalar(float(len(te)), "members", "held-out zoo members the answers are scored on")
         arrays = {"accuracy": np.array(acc), "chance": np.array(chance)}
         fig = Bars(id="hyper", title="What the weights say about how they were trained",
                    caption=f"Gradient-boosted trees on weight statistics, trained on {len(tr)} zoo members, scored on "

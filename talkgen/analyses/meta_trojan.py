@@ -24,7 +24,7 @@ class MetaTrojan(ZooAnalysis):
     name = "meta-trojan"
     order = 60
     title = "A trojan detector trained on the zoo"
-    version = 3
+    version = 4  # 4: the held-out counts are summaries
     deps = ("model-zoo",)
     # mntd_weight_decay: on the meta-classifier only (the queries have none). 0.1 with 50 epochs raised
     # the full zoo's held-out AUC only from 0.868 to 0.880 (135 members), but at the calibrated threshold
@@ -188,6 +188,8 @@ class MetaTrojan(ZooAnalysis):
             "threshold": Scalar(threshold, "logit", "MNTD score above which a model is called backdoored"),
             "trojan_score": Scalar(subject_score, "logit", "this model's MNTD score"),
             "flagged": Scalar(float(m.flagged), "yes/no", "1 when this model's score is above the threshold"),
+            "n_test_seen": Scalar(float(len(test_seen)), "members", "held-out zoo members with seen trigger kinds"),
+            "n_test_unseen": Scalar(float(len(test_unseen)), "members", f"held-out members with {unseen_kind} triggers"),
         }
         findings = ()
         if m.flagged:

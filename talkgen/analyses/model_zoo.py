@@ -20,7 +20,7 @@ from talkgen.specs import Scatter, Table
 class ModelZoo(ZooAnalysis):
     name = "model-zoo"
     order = 30
-    title = "A zoo of models: the same network, trained a thousand ways"
+    title = "A zoo of models: the same network, trained many ways"
     version = 1
     cost_hint = 12
     params = ZOO_PARAMS

@@ -82,7 +82,7 @@ class Probes(Analysis):
     order = 10
     title = "Probes: what each layer makes decodable"
     section = "method"
-    version = 2  # 2: linear probes are solved to convergence (L-BFGS), not 300 Adam steps
+    version = 3  # 2: linear probes solved to convergence (L-BFGS); 3: the untrained accuracy as a summary
     cost_hint = 10
     applies_text = "labelled classifiers, and character models with per-character labels"
     params = {"n_examples": 3000, "n_chars": 16000, "steps": 300, "hidden": 64, "max_features": 2048}
@@ -241,6 +241,9 @@ class Probes(Analysis):
             j = int(np.argmax(acc["linear"][i]))
             summaries[f"best_linear_accuracy.{lab}"] = Scalar(float(acc["linear"][i, j]), "accuracy",
                                                               f"{m.title_of[lab]}: best linear probe ({m.layers[j]})")
+            summaries[f"init_linear_accuracy.{lab}"] = Scalar(float(acc["linear_init"][i, j]), "accuracy",
+                                                              f"{m.title_of[lab]}: the same probe on the untrained "
+                                                              f"network ({m.layers[j]})")
             summaries[f"gain_over_init.{lab}"] = Scalar(float(acc["linear"][i, j] - acc["linear_init"][i, j]),
                                                         "accuracy", f"{m.title_of[lab]}: that probe's accuracy minus "
                                                                     f"the same probe's on the untrained network")

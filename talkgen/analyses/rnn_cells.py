@@ -36,7 +36,7 @@ class RNNCells(Analysis):
     order = 30
     title = "Interpretable cells"
     section = "looking-in"
-    version = 2
+    version = 3  # 3: cells ordered by what training added; the best unit of each label is a summary
     cost_hint = 4
     applies_text = "models with an nn.LSTM and per-character labels (the char-LSTM on Python source)"
     params = {"n_chars": 50_000, "excerpt_chars": 700}
@@ -124,8 +124,16 @@ class RNNCells(Analysis):
             summaries[f"{feat}.best_score_at_init"] = Scalar(b0["score"], b0["metric"],
                                                              f"the same at initialisation (baseline) for {feat}")
             summaries[f"{feat}.best_r"] = Scalar(b["r"], "r", f"Pearson r of that cell with {feat}")
+            summaries[f"{feat}.best_unit"] = Scalar(float(b["unit"]), "unit",
+                                                    f"index of the best cell for {feat} in {b['state']}")
             rows.append((feat, f"{b['state']}[{b['unit']}]", b["metric"], f"{b['score']:.3f}", f"{b['r']:+.3f}",
                          f"{b0['score']:.3f}", "yes" if is_found else "no"))
+        def gain(f: str) -> float:  # what training added, as a share of the range above chance
+            chance = 0.5 if scores[f]["metric"] == "AUROC" else 0.0
+            return (scores[f]["score"] - scores_init[f]["score"]) / (1 - chance)
+
+        found.sort(key=gain, reverse=True)  # the discoveries, the one training changed most first
+        summaries["labels_scored"] = Scalar(float(len(feats)), "count", "labels every cell is scored against")
         summaries["features_found"] = Scalar(float(len(found)), "count",
                                              f"labels with a cell at |r| >= {FOUND_R} or AUROC >= {FOUND_AUROC}")
         arrays["best"] = np.array([scores[f]["score"] for f in feats])
@@ -144,7 +152,8 @@ class RNNCells(Analysis):
             b = scores[f]
             return b["score"] / (FOUND_AUROC if b["metric"] == "AUROC" else FOUND_R)
 
-        for feat in sorted(feats, key=strength, reverse=True)[:3]:
+        # the three strongest cells, the one training changed most first (the talk shows the first)
+        for feat in sorted(sorted(feats, key=strength, reverse=True)[:3], key=gain, reverse=True):
             b = scores[feat]
             key = f"text:{feat}"
             arrays[key] = trained[b["state"]][start:stop, b["unit"]] * b["sign"]

@@ -76,7 +76,7 @@ class Saliency(Analysis):
     runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "Saliency maps and their sanity checks"
     section = "looking-in"
-    version = 2  # 2: findings' titles agree in number ("1 saliency method does not ...")
+    version = 3  # 2: findings' titles agree in number; 3: the number of methods and of maps that fail randomisation
     cost_hint = 2
     applies_text = ("image classifiers (batch x channels x height x width); token models get per-token saliency "
                     "over their text")
@@ -355,6 +355,10 @@ def _summaries(m: _Measured) -> dict[str, Scalar]:
         "methods_beating_random_order": Scalar(float(sum(m.order_pass.values())), "methods",
                                                f"of {len(keys)}, deletion below and insertion above random"),
         "methods_passing_all": Scalar(float(sum(m.passes.values())), "methods", "pass all three checks"),
+        "methods": Scalar(float(len(keys)), "methods", "attribution methods compared"),
+        "methods_failing_randomisation": Scalar(float(len(keys) - sum(m.cascade_pass.values())), "methods",
+                                                f"of {len(keys)}, maps still similar (ρ ≥ {p['cascade_threshold']}) "
+                                                "once the top half of the layers is random"),
         "ig_completeness_gap": Scalar(float(m.rel_gap.max()), "fraction",
                                       "largest |sum of IG attributions - (f(x) - f(0))| / |f(x) - f(0)|"),
         "deletion_auc_random": Scalar(m.random_del, "", "deletion AUC of random pixel orders"),

@@ -247,7 +247,7 @@ class SparseFeatures(Analysis):
     order = 20
     title = "Sparse features: what a second network finds in the first one's activations"
     section = "method"
-    version = 1
+    version = 2  # 2: the number of labels scored is a summary
     cost_hint = 10
     applies_text = "any model with an nn.Linear output layer, or a layer named in talk.toml"
     params = {"n_train": 1_048_576, "n_eval": 131_072, "n_features": 2048, "k": 16, "epochs": 1, "min_steps": 2000,
@@ -445,6 +445,7 @@ class SparseFeatures(Analysis):
                                                 + (" (spliced into the recurrence too)" if headline == "recurrent" else "")),
             "labels_feature_wins": Scalar(float(len(m.wins)), "count",
                                           "labels tracked better by one feature than by any single neuron"),
+            "labels_scored": Scalar(float(len(m.scores)), "count", "known labels scored against features and neurons"),
             "metric.clean": Scalar(splice[headline]["clean"] * conv, metric_name, "the model's own loss"),
             "metric.splice": Scalar(splice[headline]["splice"] * conv, metric_name,
                                     "the model's loss with the reconstruction spliced in"),

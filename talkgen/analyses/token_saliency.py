@@ -195,6 +195,8 @@ def run_tokens(name: str, ctx: Context) -> Result:
     summaries.update({f"evidence_top3.{m}": Scalar(hit[m], "fraction", f"{METHODS[m]}: evidence in the top 3")
                       for m in METHODS})
     summaries["evidence_top3_chance"] = Scalar(chance, "fraction", "top-3 rate of a random order")
+    summaries["evidence_predictions"] = Scalar(float(len(evidence)), "predictions",
+                                               "held-out predictions whose evidence sits at a known position")
     summaries["ig_completeness_gap"] = Scalar(float(np.max(ig_gaps)), "fraction",
                                               "largest |sum of IG attributions - (f(x) - f(0))| / |f(x) - f(0)|")
     blind = [m for m in METHODS if pct[m] <= 0.5]

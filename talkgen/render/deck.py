@@ -6,6 +6,7 @@ what goes on which slide, in which order, with which figure number, is made here
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,8 @@ from markupsafe import Markup
 from talkgen.hashing import canonical_json
 from talkgen.render import style
 from talkgen.render.commentary import Commentary, view_of
+from talkgen.config import TalkControls
+from talkgen.render.story import choose, parse_beats, plan_talk, resolve_figures, with_defaults
 from talkgen.render.text import md_escape
 from talkgen.results import AnalysisInfo, Finding, Outcome, Result
 from talkgen.specs import FigureSpec, Table
@@ -40,7 +43,7 @@ class FigureRef:
 @dataclass(frozen=True)
 class Slide:
     id: str
-    kind: str  # title | agenda | divider | overview | figure | error | skipped | closing
+    kind: str  # title | agenda | divider | overview | figure | table | lineup | own | error | closing
     section: str
     title: str
     body: Markup
@@ -50,6 +53,20 @@ class Slide:
     subject: str | None = None
     analysis: str | None = None
     error: str = ""  # for an error slide: what went wrong, as plain text
+    beat: str | None = None  # the beat of the talk this slide gives (main-line slides)
+    kicker: str = ""  # a small line above a talk slide's title: the model and the analysis it shows
+    digest: str = ""  # what a figure slide shows (its figure's bytes): the talk shows each piece once
+
+
+@dataclass(frozen=True)
+class TalkEntry:
+    """One slide of the talk: on the main line (what the arrow keys walk through), below a main-line
+    slide (a reveal.js vertical slide, one key down), or in the appendix after the close."""
+
+    slide: Slide
+    place: str  # "main" | "below" | "appendix"
+    beat: str | None = None
+    under: str = ""  # the main-line slide it sits below ("" on the main line)
 
 
 @dataclass(frozen=True)
@@ -67,14 +84,29 @@ class Deck:
     subtitle: str
     speaker: str
     sections: tuple[Section, ...]
-    slides: tuple[Slide, ...]
+    slides: tuple[Slide, ...]  # the evidence, exhaustively, in the report's order
     findings: tuple[tuple[str, Finding, str], ...]  # (subject, finding, evidence slide id)
     skipped: tuple[Outcome, ...]
     failed: tuple[Outcome, ...]
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    talk: tuple[TalkEntry, ...] = ()  # the talk: the main line with what sits below it, then the appendix
+    warnings: tuple[str, ...] = ()  # what the talk could not do as talk.toml asked
 
     def figures(self) -> list[FigureRef]:
         return [f for s in self.slides for f in s.figures]
+
+    def main_line(self) -> list[Slide]:
+        return [e.slide for e in self.talk if e.place == "main"]
+
+    def structure(self) -> dict[str, list[dict[str, Any]]]:
+        """The talk's structure as data (summary.json's ``deck``): the main line and everything else in
+        the talk file, in order, each ``{id, beat, subject, title, kind}`` (the rest with ``under``)."""
+        def entry(e: TalkEntry) -> dict[str, Any]:
+            d = {"id": e.slide.id, "beat": e.beat, "subject": e.slide.subject, "title": plain(e.slide.title),
+                 "kind": e.slide.kind}
+            return d if e.place == "main" else d | {"under": e.under, "place": e.place}
+        return {"main": [entry(e) for e in self.talk if e.place == "main"],
+                "appendix": [entry(e) for e in self.talk if e.place != "main"]}
 
 
 def load_outline(templates: Path) -> dict[str, Any]:
@@ -122,10 +154,12 @@ def predraw(result: Result, figure_cache: FigureCache) -> None:
 
 def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Outcome],
                catalogue: Mapping[str, AnalysisInfo], templates: Path, figure_cache: FigureCache,
-               provenance: Mapping[str, Any], subject_notes: Mapping[str, Sequence[Finding]] | None = None) -> Deck:
-    """Assemble the whole talk: title, agenda, per-section dividers and content, closing. ``catalogue``
-    says each analysis's title, section and place (from the registry, passed in: render reads no
-    analysis module)."""
+               provenance: Mapping[str, Any], subject_notes: Mapping[str, Sequence[Finding]] | None = None,
+               controls: TalkControls | None = None) -> Deck:
+    """Assemble the evidence (every analysis on every subject, in the outline's order: the report) and the
+    talk told from it (beats chosen from the results: ``talkgen.render.story``). ``catalogue`` says each
+    analysis's title, section and place (from the registry, passed in: render reads no analysis module);
+    ``controls`` are talk.toml's choices for the story."""
     outline = load_outline(templates)
     commentary = Commentary(templates)
     everything = list(outcomes)
@@ -145,7 +179,7 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
     slides.append(Slide(id="title", kind="title", section="title", title=title,
                         body=commentary.render_file("commentary/_title.md.j2", subtitle=subtitle,
                                                     speaker=speaker, outline=outline,
-                                                    subjects=sorted({o.subject for o in outcomes})),
+                                                    subjects=list(subject_order)),
                         notes=commentary.render_file("commentary/_title_notes.md.j2", outline=outline)))
     slides.append(Slide(id="agenda", kind="agenda", section="title", title="Where we are going",
                         body=commentary.render_file("commentary/_agenda.md.j2", sections=sections),
@@ -194,12 +228,6 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                 findings.append((o.subject, Finding(
                     severity="medium", title=f"analysis {o.analysis} failed",
                     detail=o.message), sid))
-        skipped = [o for o in members if o.status == "skipped"]
-        if skipped:
-            slides.append(Slide(
-                id=f"skipped-{sec.id}", kind="skipped", section=sec.id, title="Not run in this build",
-                body=commentary.render_file("commentary/_skipped.md.j2", skipped=skipped),
-                notes=Markup("Each analysis states why it does not apply; nothing is silently left out.")))
 
     ranked = sorted(findings, key=lambda t: SEVERITY_ORDER[t[1].severity])
     # each subject's limitations go under its first slide (its model card, which opens the talk)
@@ -217,11 +245,218 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                         body=commentary.render_file("commentary/_closing.md.j2", findings=ranked, lessons=lessons,
                                                     headlines=[h for h in headlines if h[1]]),
                         notes=commentary.render_file("commentary/_closing_notes.md.j2", outcomes=outcomes)))
+    talk, warnings = _tell(outline=outline, sections=sections, commentary=commentary, outcomes=everything,
+                           catalogue=catalogue, evidence=slides, controls=controls or TalkControls())
     return Deck(title=title, subtitle=subtitle, speaker=speaker, sections=sections, slides=tuple(slides),
                 findings=tuple(ranked),
                 skipped=tuple(o for o in outcomes if o.status == "skipped"),
                 failed=tuple(o for o in everything if o.status == "failed"),
-                provenance=provenance)
+                provenance=provenance, talk=tuple(talk), warnings=tuple(warnings))
+
+
+def _tell(*, outline: Mapping[str, Any], sections: Sequence[Section], commentary: Commentary,
+          outcomes: Sequence[Outcome], catalogue: Mapping[str, AnalysisInfo], evidence: Sequence[Slide],
+          controls: TalkControls) -> tuple[list[TalkEntry], list[str]]:
+    """The talk told from the evidence: title, agenda, each section's divider and beats (their supporting
+    slides below them), the close, talk.toml's own slides where it placed them, and an appendix of every
+    other piece of evidence. Each piece of evidence is shown at most once (identical figures included)."""
+    section_ids = [s.id for s in sections]
+    beats = with_defaults(parse_beats(outline, section_ids), catalogue, section_ids)
+    plan = plan_talk(beats, controls.beats, controls.hide, controls.pins)
+    own = [o for o in outcomes if o.twin_of is None]
+    subjects = list(dict.fromkeys(o.subject for o in own))
+    results = {(o.subject, o.analysis): o.result for o in own if o.status == "ok" and o.result is not None}
+    costs = {(o.subject, o.analysis): o.cost for o in own}
+    groups: dict[tuple[str, str], list[Slide]] = {}
+    for sl in evidence:
+        if sl.subject is not None and sl.analysis is not None:
+            groups.setdefault((sl.subject, sl.analysis), []).append(sl)
+    drawable = {k: {sl.figures[0].spec_id for sl in g if sl.kind == "figure"} for k, g in groups.items()}
+    choices, warnings = choose(plan, results, subjects, drawable)
+    by_id = {sl.id: sl for sl in evidence}
+
+    used: set[str] = set()  # evidence slides already in the talk
+    shown: set[str] = set()  # digests of the figures already in the talk
+
+    def take(sl: Slide | None) -> bool:
+        if sl is None or sl.id in used:
+            return False
+        used.add(sl.id)
+        if sl.digest and sl.digest in shown:
+            return False  # the same picture as one already shown (e.g. the zoo two subjects share)
+        if sl.digest:
+            shown.add(sl.digest)
+        return True
+
+    def figure_slide(subject: str, analysis: str, spec_id: str) -> Slide | None:
+        for sl in groups.get((subject, analysis), ()):
+            if sl.kind == "figure" and sl.figures[0].spec_id == spec_id:
+                return sl
+        return None
+
+    def overview(subject: str, analysis: str) -> Slide | None:
+        return next((sl for sl in groups.get((subject, analysis), ()) if sl.kind == "overview"), None)
+
+    def kicker(subject: str, analysis: str) -> str:
+        return f"{subject} · {catalogue[analysis].title}" if analysis in catalogue else subject
+
+    # 1. every beat's main-line slides, claiming their evidence first
+    mains: dict[str, list[Slide]] = {}
+    for c in choices:
+        b, view = c.beat, None
+        ids = iter(b.slide_ids())
+        out: list[Slide] = []
+        if b.kind == "lineup":
+            cards = [view_of(results[(s, b.analysis)], costs.get((s, b.analysis), {})) for s in c.candidates]
+            out.append(Slide(id=next(ids), kind="lineup", section=b.section,
+                             title=commentary.render_file("commentary/_lineup.md.j2", cards=cards, part="title"),
+                             body=commentary.render_file("commentary/_lineup.md.j2", cards=cards, part="body"),
+                             notes=commentary.render_file("commentary/_lineup.md.j2", cards=cards, part="notes"),
+                             beat=b.id, kicker="the models"))
+            mains[b.id] = out
+            continue
+        result = results[(c.subject, b.analysis)]
+        view = view_of(result, costs.get((c.subject, b.analysis), {}))
+        why = md_escape(f"Why {c.subject}: {c.why}.")
+        if b.table:
+            table = next(t for t in result.tables if t.id == b.table)
+            if b.columns:  # the columns a room can read; the whole table stays below, on the overview
+                keep = [table.columns.index(c) for c in b.columns if c in table.columns]
+                table = replace(table, columns=tuple(table.columns[i] for i in keep),
+                                rows=tuple(tuple(r[i] for i in keep) for r in table.rows))
+            out.append(Slide(
+                id=next(ids), kind="table", section=b.section,
+                title=commentary.render(b.analysis, f"title_table_{b.table}", view, fallback=table.title),
+                body=md_escape(table.caption),
+                notes=_join(commentary.render(b.analysis, f"notes_table_{b.table}", view, fallback=table.caption), why),
+                tables=(replace(table, report_only=False),), subject=c.subject, analysis=b.analysis, beat=b.id,
+                kicker=kicker(c.subject, b.analysis)))
+        slots = [(c.subject, f) for f in c.figures]
+        if c.contrast is not None:
+            figs = resolve_figures(b, results[(c.contrast, b.analysis)], drawable.get((c.contrast, b.analysis)))
+            if figs:
+                slots.append((c.contrast, figs[0]))
+        for i, (subject, spec_id) in enumerate(slots):
+            sl = figure_slide(subject, b.analysis, spec_id)
+            if not take(sl):
+                continue
+            assert sl is not None
+            note = why if subject == c.subject else md_escape(
+                f"The other end: {subject}, for contrast with {c.subject}.")
+            out.append(replace(sl, id=next(ids), beat=b.id, kicker=kicker(subject, b.analysis),
+                               notes=_join(sl.notes, note)))
+        if out:
+            mains[b.id] = out
+
+    # 2. what sits below each beat: its model's overview and other figures, then the same figure on the others
+    belows: dict[str, list[Slide]] = {}
+    for c in choices:
+        b = c.beat
+        below: list[Slide] = []
+        if b.id not in mains:
+            continue
+        if b.kind == "lineup":
+            for s in c.candidates:
+                below += [sl for sl in groups.get((s, b.analysis), ()) if sl.kind != "error" and take(sl)]
+            belows[b.id] = below
+            continue
+        if take(overview(c.subject, b.analysis)):
+            below.append(overview(c.subject, b.analysis))  # type: ignore[arg-type]
+        group = [sl for sl in groups.get((c.subject, b.analysis), ()) if sl.kind == "figure"]
+        if b.more is None:
+            extra = group
+        else:
+            extra = [sl for pattern in b.more for sl in group if fnmatch.fnmatchcase(sl.figures[0].spec_id, pattern)]
+        below += [sl for sl in extra if take(sl)]
+        for other in c.candidates:
+            if other in (c.subject, c.contrast):
+                continue
+            figs = resolve_figures(b, results[(other, b.analysis)], drawable.get((other, b.analysis)))
+            for f in figs or ():
+                sl = figure_slide(other, b.analysis, f)
+                if take(sl):
+                    below.append(sl)  # type: ignore[arg-type]
+        belows[b.id] = below
+
+    # 3. the main line, section by section
+    entries: list[TalkEntry] = []
+    by_section = {s.id: [c for c in choices if c.beat.id in mains and c.beat.section == s.id] for s in sections}
+    title_slide, agenda, close = by_id["title"], by_id["agenda"], by_id["close"]
+    blocks: list[tuple[Slide, list[Slide], str | None]] = [(title_slide, [], None), (agenda, [], None)]
+    for sec in sections:
+        if sec.id == "close":
+            continue
+        chosen = by_section[sec.id]
+        if sec.id != "title" and chosen:
+            skipped = [o for o in own if o.status != "ok" and catalogue.get(o.analysis) is not None
+                       and catalogue[o.analysis].section == sec.id]
+            blocks.append((Slide(
+                id=f"section-{sec.id}", kind="divider", section=sec.id, title=f"{sec.number}. {sec.title}",
+                body=commentary.render_file("commentary/_section.md.j2", section=sec,
+                                            claims=[c.beat.claim for c in chosen]),
+                notes=commentary.render_file("commentary/_section_notes.md.j2", section=sec, skipped=skipped)),
+                [], None))
+        for c in chosen:
+            slides_of = mains[c.beat.id]
+            for i, sl in enumerate(slides_of):
+                blocks.append((sl, belows.get(c.beat.id, []) if i == len(slides_of) - 1 else [], c.beat.id))
+    blocks.append((close, [], None))
+    rest = [sl for sl in evidence if sl.kind not in ("title", "agenda", "divider", "closing") and take(sl)]
+    if rest:
+        blocks.append((Slide(id="appendix", kind="divider", section="appendix", title="Appendix",
+                             body=commentary.render_file("commentary/_appendix.md.j2", n=len(rest)),
+                             notes=Markup("Everything the talk did not show, one key down, in the report's order.")),
+                       rest, None))
+
+    # 4. talk.toml: the speaker's own slides where they asked, and titles or notes by slide id
+    present = [sl.id for sl, _, _ in blocks]
+    virtual = ["title", "agenda"]
+    for sec in sections:
+        if sec.id in ("title", "close"):
+            virtual += [b for c in by_section.get(sec.id, []) for b in c.beat.slide_ids()]
+            continue
+        virtual.append(f"section-{sec.id}")
+        virtual += [i for b in plan.beats if b.section == sec.id for i in b.slide_ids()]
+    virtual += ["close", "appendix"]
+    for added in controls.add:
+        anchor = added.after
+        if anchor not in present:  # its slide is not in this build: the nearest earlier one that is
+            at = virtual.index(anchor) if anchor in virtual else 0
+            anchor = next((v for v in reversed(virtual[:at]) if v in present), "agenda")
+        pos = present.index(anchor) + 1
+        follows = blocks[pos - 1][0]
+        sl = Slide(id=added.id, kind="own", section=follows.section, title=md_escape(added.title),
+                   body=own_markdown(added.markdown), notes=own_markdown(added.notes), kicker="")
+        blocks.insert(pos, (sl, [], None))
+        present.insert(pos, added.id)
+    for i, (sl, below, beat) in enumerate(blocks):
+        o = controls.slides.get(sl.id)
+        if o:
+            blocks[i] = (replace(sl, title=md_escape(o["title"]) if "title" in o else sl.title,
+                                 notes=own_markdown(o["notes"]) if "notes" in o else sl.notes), below, beat)
+    for sl, below, beat in blocks:
+        entries.append(TalkEntry(slide=sl, place="main", beat=beat))
+        place = "appendix" if sl.id == "appendix" else "below"
+        entries += [TalkEntry(slide=b, place=place, beat=beat, under=sl.id) for b in below]
+    return entries, warnings
+
+
+def own_markdown(text: str) -> Markup:
+    """The speaker's own Markdown (an added slide, an overridden note): Markdown stays Markdown, HTML is
+    shown as text (and the renderer drops harmful link protocols)."""
+    return Markup(str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def _join(*parts: Any) -> Markup:
+    return Markup("\n\n".join(str(p) for p in parts if str(p).strip()))
+
+
+def plain(text: Any) -> str:
+    """A title as plain text: Markdown escapes and HTML entities undone."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"\\(.)", r"\1", str(text))).strip()
 
 
 def limitations_table(subject: str, outcomes: Sequence[Outcome],
@@ -285,7 +520,10 @@ def _content_slides(o: Outcome, section: str, title_of: str, commentary: Comment
                         title=spec.title, caption=spec.caption, alt=spec.alt, png=png, html=html)
         out.append(Slide(
             id=_slug(o.subject, o.analysis, spec.id), kind="figure", section=section,
-            title=f"{spec.title} ({o.subject})",
+            # the claim this figure bears out, with its number ("title_<id>" in the commentary); the topic
+            # when the analysis has none
+            title=commentary.render(o.analysis, f"title_{spec.id}", view, fallback=spec.title, figure=spec),
+            digest=hashlib.sha1(png or html.encode()).hexdigest(),
             body=commentary.render(o.analysis, f"fig_{spec.id}", view, fallback=spec.caption),
             notes=commentary.render(o.analysis, f"notes_{spec.id}", view,
                                     fallback=f"{spec.caption} {HOW_TO_READ.get(spec.kind, '')}".strip(),

@@ -11,6 +11,7 @@ import matplotlib.lines
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from talkgen.render import style
 from talkgen.specs import Bars, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter, Surface, Trajectories
@@ -47,6 +48,14 @@ def _heatmaps(spec: Heatmaps, arrays: Mapping[str, np.ndarray]) -> Figure:
         ax.set_title(title)
         ax.set_xlabel(spec.xlabel)
         ax.set_ylabel(spec.ylabel)
+        # rows and columns are indices or named things, never fractions
+        for axis, n, labels in ((ax.yaxis, n_rows, spec.row_labels), (ax.xaxis, n_cols, spec.col_labels)):
+            if labels and len(labels) == n:
+                axis.set_ticks(range(n), labels)
+            elif n == 1:
+                axis.set_ticks([])
+            else:
+                axis.set_major_locator(MaxNLocator(integer=True))
         fig.colorbar(im, ax=ax, label=spec.colorbar, shrink=0.85)
     for ax in list(axes.flat)[len(spec.arrays):]:
         ax.set_axis_off()

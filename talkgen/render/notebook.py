@@ -1,9 +1,12 @@
-"""Deck -> notebook (nbformat v4): one cell group per slide, reveal.js slide metadata.
+"""Deck -> notebooks (nbformat v4): one cell group per slide, reveal.js slide metadata.
 
-Per slide: a markdown cell (``slideshow.slide_type = "slide"``), then one code cell per
-figure whose source recomputes the figure through ``talkgen.figure`` and whose output is
-the PNG, then a ``notes`` cell. Report-only cells (findings, contents, skipped analyses,
-provenance) are ``skip`` cells: the slides leave them out, the report shows them.
+Per slide: a markdown cell, then one code cell per figure whose source recomputes the figure through
+``talkgen.figure`` and whose output is the PNG, then a ``notes`` cell. Two notebooks come from one deck:
+
+- the talk (``talk.ipynb``, rendered to slides.html): the main line as ``slide`` cells, what sits below a
+  main-line slide and the appendix as ``subslide`` cells (reveal.js's vertical slides);
+- the report (rendered to report.html): the evidence in the outline's order, with the findings, contents,
+  skipped analyses and provenance around it.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ def _code(source: str, metadata: Mapping[str, Any], outputs: list[Any] | None = 
                                "execution_count": None, "outputs": outputs or []})
 
 
-def _slide_markdown(slide: Slide) -> str:
+def _slide_markdown(slide: Slide, body: bool = True) -> str:
     level = "#" if slide.kind in ("title", "divider") else "##"
-    parts = [f"{level} {escape(slide.title)}", str(slide.body)]
+    parts = [f"{level} {escape(slide.title)}", str(slide.body) if body else ""]
     for table in slide.tables:
         if not table.report_only:
             parts.append(f"**{escape(table.title)}**\n\n" + table_markdown(table))
@@ -92,46 +95,83 @@ def _provenance_markdown(deck: Deck) -> str:
     return "\n".join(lines)
 
 
-def deck_to_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNode:
-    """The notebook that carries the deck; ``talk`` is the resolved config the figures recompute from."""
-    cells = [
-        _code(
-            "# Recompute any figure of this build through talkgen's Python API.\n"
-            "import talkgen\n\n"
-            f"TALK = {pprint.pformat(json.loads(json.dumps(dict(talk))), width=100)}",
-            metadata={"slideshow": {"slide_type": "skip"}, "talkgen": {"part": "setup"}}),
-        _md(_findings_markdown(deck), "skip", part="findings", anchor="findings"),
-        _md(_contents_markdown(deck), "skip", part="contents", anchor="contents"),
-    ]
-    for slide in deck.slides:
-        cells.append(_md(_slide_markdown(slide), "slide", part="slide", anchor=slide.id, kind=slide.kind,
-                         section=slide.section, subject=slide.subject, analysis=slide.analysis,
-                         report=slide.kind not in ("title", "agenda")))
-        for table in slide.tables:
-            if table.report_only:  # too long for a slide: the report shows it under the slide's text
-                cells.append(_md(f"**{escape(table.title)}**\n\n" + table_markdown(table), "skip",
-                                 part="table", report=True))
-        for fig in slide.figures:
-            payload = ({"text/html": fig.html} if fig.html else
-                       {"image/png": base64.b64encode(fig.png).decode("ascii")})
-            out = {"output_type": "display_data", "data": payload | {"text/plain": fig.alt},
-                   "metadata": {"alt": fig.alt}}
-            cells.append(_code(
-                f"talkgen.figure(TALK, {fig.subject!r}, {fig.analysis!r}, {fig.spec_id!r})",
-                outputs=[out],
-                metadata={"slideshow": {"slide_type": "-"},
-                          "talkgen": {"part": "figure", "number": fig.number, "caption": fig.caption,
-                                      "alt": fig.alt, "title": fig.title}}))
-        cells.append(_md(str(slide.notes), "notes", part="notes",
-                         report=slide.kind not in ("title", "agenda")))
-    cells.append(_md(_not_run_markdown(deck), "skip", part="not-run", anchor="not-run"))
-    cells.append(_md(_provenance_markdown(deck), "skip", part="provenance", anchor="provenance"))
+def _slide_cells(slide: Slide, slide_type: str, *, talk: bool, **meta: Any) -> list[nbformat.NotebookNode]:
+    """A slide's cells. In the talk, a figure slide reads title, figure, then its sentence (the figure's
+    caption goes to the notes); in the report, title and text, then the figure with its caption."""
+    after = talk and bool(slide.figures)
+    head = dict(anchor=slide.id, kind=slide.kind, section=slide.section, subject=slide.subject,
+                analysis=slide.analysis, beat=slide.beat, report=slide.kind not in ("title", "agenda"), **meta)
+    title = _slide_markdown(slide, body=not after)
+    if talk and slide.kicker:  # which model and analysis a talk slide shows, a line above its title
+        cells = [_md(str(escape(slide.kicker)), slide_type, part="kicker", **head), _md(title, "-", part="slide")]
+    else:
+        cells = [_md(title, slide_type, part="slide", **head)]
+    for table in slide.tables:
+        if table.report_only:  # too long for a slide: the report shows it under the slide's text
+            cells.append(_md(f"**{escape(table.title)}**\n\n" + table_markdown(table), "skip",
+                             part="table", report=True))
+    for fig in slide.figures:
+        payload = ({"text/html": fig.html} if fig.html else
+                   {"image/png": base64.b64encode(fig.png).decode("ascii")})
+        out = {"output_type": "display_data", "data": payload | {"text/plain": fig.alt},
+               "metadata": {"alt": fig.alt}}
+        cells.append(_code(
+            f"talkgen.figure(TALK, {fig.subject!r}, {fig.analysis!r}, {fig.spec_id!r})",
+            outputs=[out],
+            metadata={"slideshow": {"slide_type": "-"},
+                      "talkgen": {"part": "figure", "number": fig.number, "caption": fig.caption,
+                                  "alt": fig.alt, "title": fig.title}}))
+    notes = str(slide.notes)
+    if after:
+        if str(slide.body).strip():
+            cells.append(_md(str(slide.body), "-", part="body"))
+        captions = " ".join(escape(f.caption) for f in slide.figures if f.caption)
+        notes = f"*The figure:* {captions}\n\n{notes}" if captions else notes
+    cells.append(_md(notes, "notes", part="notes", report=slide.kind not in ("title", "agenda")))
+    return cells
+
+
+def _setup_cell(talk: Mapping[str, Any]) -> nbformat.NotebookNode:
+    return _code(
+        "# Recompute any figure of this build through talkgen's Python API.\n"
+        "import talkgen\n\n"
+        f"TALK = {pprint.pformat(json.loads(json.dumps(dict(talk))), width=100)}",
+        metadata={"slideshow": {"slide_type": "skip"}, "talkgen": {"part": "setup"}})
+
+
+def _notebook(deck: Deck, cells: list[nbformat.NotebookNode], view: str) -> nbformat.NotebookNode:
     for i, cell in enumerate(cells):  # stable ids: the same deck gives the same notebook, byte for byte
         cell["id"] = f"cell-{i}"
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
-        "talkgen": {"title": deck.title, "subtitle": deck.subtitle, "speaker": deck.speaker},
+        "talkgen": {"title": deck.title, "subtitle": deck.subtitle, "speaker": deck.speaker, "view": view},
     })
     nbformat.validate(nb)
     return nb
+
+
+def deck_to_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNode:
+    """The talk's notebook (talk.ipynb, rendered to slides.html): the main line as reveal.js slides, what
+    sits below each and the appendix as vertical slides; ``talk`` is the resolved config the figures
+    recompute from."""
+    cells = [_setup_cell(talk)]
+    for entry in deck.talk:
+        cells += _slide_cells(entry.slide, "slide" if entry.place == "main" else "subslide", talk=True,
+                              place=entry.place, under=entry.under)
+    return _notebook(deck, cells, "talk")
+
+
+def report_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNode:
+    """The report's notebook: findings, contents, the evidence in the outline's order (every analysis on
+    every subject), skipped and failed analyses, provenance."""
+    cells = [
+        _setup_cell(talk),
+        _md(_findings_markdown(deck), "skip", part="findings", anchor="findings"),
+        _md(_contents_markdown(deck), "skip", part="contents", anchor="contents"),
+    ]
+    for slide in deck.slides:
+        cells += _slide_cells(slide, "slide", talk=False)
+    cells.append(_md(_not_run_markdown(deck), "skip", part="not-run", anchor="not-run"))
+    cells.append(_md(_provenance_markdown(deck), "skip", part="provenance", anchor="provenance"))
+    return _notebook(deck, cells, "report")
