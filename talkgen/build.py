@@ -175,13 +175,15 @@ def summary_json(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes:
 
 
 def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = False,
-          progress: Callable[[str], None] | None = None, threads: int | None = None) -> BuildReport:
+          progress: Callable[[str], None] | None = None, threads: int | None = None,
+          config_file: Mapping[str, Any] | None = None) -> BuildReport:
     """Run the talk described by ``config`` into ``out``; returns the exit code and outputs.
 
     Every input is checked before ``out`` is touched; the analyses run under the folder's lock and
     the outputs are rendered into a staging folder that replaces the previous outputs together
     (``talkgen.outdir``). ``threads``: the CPU threads to use (see :func:`talkgen.pipeline.run_plan`;
-    None: one analysis at a time with torch's own setting)."""
+    None: one analysis at a time with torch's own setting). ``config_file``: the talk.toml this config was
+    checked from, as :func:`remembered_config` reads it back (its path, digest and checked config)."""
     problem = device_problem(config.device)
     if problem:
         raise TalkgenError(f"--device {problem}")
@@ -191,7 +193,7 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
 
         find_chromium()
     if not force:
-        again = _from_record(config, out)
+        again = _from_record(config, out, config_file)
         if again is not None:
             return again
     from talkgen.analyses.base import catalogue
@@ -207,10 +209,42 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
         outcomes = run_plan(plan, Cache(out / "cache"), seed=config.seed, device=config.device,
                             profile=config.profile, force=force, strict=strict, progress=progress,
                             threads=threads, after_each=_figure_drawer(out))
-        return _render(config, [SubjectFacts.of(s) for s in subjects], outcomes, out, force, catalogue())
+        return _render(config, [SubjectFacts.of(s) for s in subjects], outcomes, out, force, catalogue(),
+                       config_file)
 
 
-def _from_record(config: TalkConfig, out: Path) -> BuildReport | None:
+def remembered_config(out: Path, path: str | Path) -> tuple[TalkConfig | None, dict[str, Any] | None]:
+    """The talk.toml at ``path`` as the last build in ``out`` checked it, when neither the file (nor what it
+    reads) nor talkgen changed since; when only its [talk] table changed, that config with [talk] checked
+    again (neither needs the analyses, nor torch). None when the file must be checked whole. Also the record
+    of it for this build to keep (without "config" when the file must be checked whole)."""
+    from talkgen.inputs import config_file_digest
+
+    digests = config_file_digest(path)
+    if digests is None:
+        return None, None
+    kept = _read_record(Path(out)).get("config_file") or {}
+    mine = {"path": str(Path(path).resolve()), "digest": digests[0], "rest": digests[1]}
+    if kept.get("path") != mine["path"] or not isinstance(kept.get("config"), dict) \
+            or not isinstance(kept.get("catalogue"), dict):
+        return None, mine
+    try:
+        config = TalkConfig.from_json(kept["config"])
+    except (TypeError, ValueError, KeyError):
+        return None, mine
+    if config.device != "cpu":  # whether a GPU is there is not in the digest: check that again
+        return None, mine
+    if kept.get("digest") == digests[0]:
+        return config, kept
+    if kept.get("rest") == digests[1]:  # only [talk] changed: check it against the same catalogue
+        from talkgen.config import reload_talk
+
+        config = reload_talk(path, config, {k: AnalysisInfo(**v) for k, v in kept["catalogue"].items()})
+        return config, mine | {"config": config.to_json(), "catalogue": kept["catalogue"]}
+    return None, mine
+
+
+def _from_record(config: TalkConfig, out: Path, config_file: Mapping[str, Any] | None = None) -> BuildReport | None:
     """The last build's outcome when none of its analysis inputs changed (``talkgen.inputs``): its outputs
     as they are when nothing else changed either, else re-rendered from the cached results it names.
     None when the full path must decide (changed inputs, a failed analysis to retry, a missing result)."""
@@ -242,7 +276,7 @@ def _from_record(config: TalkConfig, out: Path) -> BuildReport | None:
                 if hit is None:
                     return None
                 o.result = hit[0]
-        return _render(config, subjects, outcomes, out, False, catalogue)
+        return _render(config, subjects, outcomes, out, False, catalogue, config_file)
 
 
 def _figure_drawer(out: Path) -> Callable[[Any, Result], None]:
@@ -275,7 +309,8 @@ def _input_warnings(subjects: Sequence[SubjectFacts]) -> tuple[list[str], dict[s
 
 
 def _render(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequence[Outcome], out: Path,
-            force: bool, catalogue: Mapping[str, AnalysisInfo]) -> BuildReport:
+            force: bool, catalogue: Mapping[str, AnalysisInfo],
+            config_file: Mapping[str, Any] | None = None) -> BuildReport:
     warnings, input_findings = _input_warnings(subjects)
     versions = _versions()
     templates = templates_dir()
@@ -284,6 +319,8 @@ def _render(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: Sequ
         exit_code = 2
     key = _render_key(config, subjects, outcomes, templates, versions)
     record = _record(config, subjects, outcomes, templates, catalogue, key)
+    if config_file:
+        record["config_file"] = dict(config_file)
     fresh = None if force else _up_to_date(out, key, config.formats)
     if fresh is not None:  # nothing that the outputs depend on has changed: keep them as they are
         previous = _read_record(out)

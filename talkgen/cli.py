@@ -126,13 +126,24 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict,
       talkgen build --profile quick --out build
       talkgen build --config talk.toml --only weights --format slides
     """
-    from talkgen.build import build as run_build
+    from talkgen.build import build as run_build, remembered_config
     from talkgen.config import FORMATS, default_config, load_config
     from talkgen.pipeline.progress import reporter
 
     if config_path is None and Path("talk.toml").is_file():
         config_path = "talk.toml"
-    config = load_config(config_path) if config_path else default_config()
+    config, config_file = default_config(), None
+    if config_path:
+        # the same talk.toml as the last build here: its checked config, without loading the analyses again
+        remembered, config_file = remembered_config(Path(out), config_path)
+        config = remembered or load_config(config_path)
+        if remembered is None and config_file is not None:
+            from dataclasses import asdict
+
+            from talkgen.analyses.base import catalogue  # load_config imported the registry already
+
+            config_file = config_file | {"config": config.to_json(),
+                                         "catalogue": {k: asdict(v) for k, v in catalogue().items()}}
     changes = {}
     if only is not None:
         changes["only"] = _csv(only)
@@ -150,7 +161,7 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict,
         changes["formats"] = fs
     config = replace(config, **changes)
     report = run_build(config, Path(out), force=force, strict=strict, progress=reporter(quiet),
-                       threads=_threads(threads))
+                       threads=_threads(threads), config_file=config_file)
     _report_build(report, Path(out), quiet)
     sys.exit(report.exit_code)
 

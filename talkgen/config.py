@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -299,7 +299,9 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
                 raise check.fail(f"analyses.params.{a}.{k}", problem)
     defaults = default_config()
     subject_names = tuple(s.name for s in subjects) or tuple(s.name for s in defaults.subjects)
-    talk = _talk_controls(check, raw.get("talk", {}), base, subject_names)
+    from talkgen.analyses.base import catalogue
+
+    talk = _talk_controls(check, raw.get("talk", {}), base, subject_names, catalogue())
     return TalkConfig(
         title=check.str_(raw, "title", "", DEFAULT_TITLE) or DEFAULT_TITLE,
         subtitle=check.str_(raw, "subtitle", "", DEFAULT_SUBTITLE) or "",
@@ -311,15 +313,31 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     )
 
 
-def _talk_controls(check: _Checker, raw: Any, base: Path, subjects: tuple[str, ...]) -> TalkControls:
-    """talk.toml's [talk] table, checked against the outline's beats and the talk's main-line slide ids."""
-    from talkgen.analyses.base import catalogue
+def reload_talk(path: str | os.PathLike[str], checked: TalkConfig, analyses: Mapping[str, Any]) -> TalkConfig:
+    """``checked`` (the config the same talk.toml gave when only its [talk] table differed) with the file's
+    [talk] table checked again against ``analyses`` (the catalogue it was checked with): a speaker's edit
+    of a title or a pin needs neither the analyses nor torch."""
+    path = str(path)
+    check = _Checker(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return load_config(path)  # the full check says what is wrong
+    talk = _talk_controls(check, raw.get("talk", {}), Path(path).resolve().parent,
+                          tuple(s.name for s in checked.subjects), analyses)
+    return replace(checked, talk=talk)
+
+
+def _talk_controls(check: _Checker, raw: Any, base: Path, subjects: tuple[str, ...],
+                   analyses: Mapping[str, Any]) -> TalkControls:
+    """talk.toml's [talk] table, checked against the outline's beats (``analyses``: the registry's
+    catalogue) and the talk's main-line slide ids."""
     from talkgen.render.story import beat_ids, main_line_ids
 
     if not isinstance(raw, dict):
         raise check.fail("talk", "must be a table ([talk])")
     check.known_keys(raw, {"beats", "hide", "pin", "slides", "add"}, "talk.")
-    analyses = catalogue()
     known = beat_ids(analyses)
     order = check.list_of_str(raw, "beats", "talk.")
     hide = check.list_of_str(raw, "hide", "talk.")

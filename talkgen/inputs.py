@@ -63,6 +63,37 @@ def render_fingerprint(config: Any, templates: Path) -> str:
     return h.hexdigest()
 
 
+def config_file_digest(path: str | Path) -> tuple[str, str] | None:
+    """What checking the talk.toml at ``path`` depends on, twice: (all of it, all but its [talk] table).
+    All of it: its bytes, the Markdown files its [[talk.add]] slides read, talkgen's code, its templates and
+    the installed versions; None when the file cannot be read. A build folder's record keeps the checked
+    config under these digests, so that a rebuild of the same talk.toml does not import the analyses (and
+    torch) to check it again, and an edit of [talk] alone checks only [talk]."""
+    import tomllib
+
+    from talkgen.resources import templates_dir
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        parsed = tomllib.loads(raw.decode("utf-8"))
+        talk = parsed.pop("talk", {})
+        added = talk.get("add", []) if isinstance(talk, dict) else []
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+    base = hashlib.sha256(json.dumps({"path": str(path.resolve()), "versions": versions()}, sort_keys=True).encode())
+    _update_tree(base, Path(__file__).resolve().parent)
+    _update_tree(base, templates_dir())
+    rest = base.copy()
+    rest.update(json.dumps(parsed, sort_keys=True, default=str).encode())
+    whole = base.copy()
+    whole.update(raw)
+    for a in added if isinstance(added, list) else []:
+        if isinstance(a, dict) and isinstance(a.get("file"), str):
+            _update_file(whole, path.resolve().parent / a["file"])
+    return whole.hexdigest(), rest.hexdigest()
+
+
 def subject_files(sc: Any) -> list[Path] | None:
     """Every file a subject (a SubjectConfig) is read from; None when one cannot be named."""
     files: list[Path] = []

@@ -119,6 +119,8 @@ def test_unknown_analysis_name_lists_valid_ones(earlier_build):
     ("[analyses]\nonly = ['nope']\n", ["analyses.only", "'nope'"]),
     ("[analyses.params.weights]\nmax_sidez = 3\n", ["analyses.params.weights.max_sidez"]),
     ("seed = -1\n", ["seed"]),
+    ("[talk]\nhide = ['curvatur']\n", ["talk.hide", "'curvatur'", "unknown beat"]),
+    ("[talk.slides.no-such-slide]\ntitle = 'x'\n", ["talk.slides.no-such-slide", "no main-line slide"]),
 ])
 def test_malformed_talk_toml(earlier_build, tmp_path, text, needles):
     toml = tmp_path / "talk.toml"

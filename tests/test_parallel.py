@@ -172,3 +172,45 @@ def test_a_changed_input_file_takes_the_full_path(user_model_dir, tmp_path):
     np.savez(user_model_dir / "data.npz", **arrays)
     again = _build_in_a_fresh_process(_config(user_model_dir), out)
     assert again["torch"] and not all(again["cached"])  # new data: the analyses ran again
+
+
+CLI_BUILD = """
+import json, sys
+from talkgen.cli import cli
+try:
+    cli(["build", "--config", sys.argv[1], "--out", sys.argv[2], "--quiet", "--threads", "1"])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"torch": "torch" in sys.modules, "exit": code}))
+"""
+
+
+def _cli_in_a_fresh_process(toml: Path, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CLI_BUILD, str(toml), str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_same_talk_toml_again_is_not_checked_again(user_model_dir, tmp_path):
+    """A rebuild of an unchanged talk.toml takes its checked config from the build folder's record, so it
+    loads no torch; an edit of [talk] alone is checked against the recorded catalogue (no torch either);
+    any other edit is checked in full, and a bad edit is still refused."""
+    d = user_model_dir
+    toml = d / "talk.toml"
+    toml.write_text(f'[[subjects]]\nname = "net"\nmodel = "models.py:make_model"\nweights = "weights.safetensors"\n'
+                    f'data = "data.npz"\n[analyses]\nonly = ["model-card", "weights"]\n', encoding="utf-8")
+    out = tmp_path / "b"
+    assert _cli_in_a_fresh_process(toml, out) == {"torch": True, "exit": 0}
+    record = json.loads((out / ".render-key.json").read_text())
+    assert record["config_file"]["config"]["only"] == ["model-card", "weights"]
+    assert _cli_in_a_fresh_process(toml, out) == {"torch": False, "exit": 0}
+    toml.write_text(toml.read_text() + '[talk.slides.title]\ntitle = "Renamed"\n', encoding="utf-8")
+    again = _cli_in_a_fresh_process(toml, out)  # only [talk] changed: checked against the recorded catalogue
+    assert again == {"torch": False, "exit": 0} and "Renamed" in (out / "slides.html").read_text()
+    toml.write_text(toml.read_text().replace('only = ["model-card", "weights"]', 'only = ["weights"]'), encoding="utf-8")
+    assert _cli_in_a_fresh_process(toml, out)["torch"]  # the rest changed: the whole file is checked again
+    toml.write_text(toml.read_text() + '[talk.slides.nowhere]\ntitle = "x"\n', encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "talkgen", "build", "--config", str(toml), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "talk.slides.nowhere" in proc.stderr
