@@ -45,6 +45,17 @@ def tiny_subject() -> Subject:
     return Subject(name="tiny", model=TinyCNN(), task="image-classifier", data=tiny_data(), source="test")
 
 
+SHARED_BUILDS = {"quick_build", "hostile_build"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that read a real build of the built-in talk (or the hostile one) are end-to-end tests: they
+    share one build each, whose making the first of them pays for (``-m "not e2e"`` runs the rest)."""
+    for item in items:
+        if SHARED_BUILDS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """Count run() calls of every registered analysis (a cache hit is proved by a count, never by timing)."""
@@ -74,12 +85,19 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: i
     return proc
 
 
+def shared_folder(tmp_path_factory, name: str, make) -> Path:
+    """A folder made once per test run by ``make(folder)`` and read by every test that needs it (never
+    written to: a test that changes a build copies it first)."""
+    folder = tmp_path_factory.mktemp(name)
+    make(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def quick_build(tmp_path_factory) -> Path:
     """One real `talkgen build --profile quick` on the built-in talk, shared by the e2e tests."""
-    out = tmp_path_factory.mktemp("build")
-    run_cli("build", "--profile", "quick", "--out", str(out), check=True)
-    return out
+    return shared_folder(tmp_path_factory, "build",
+                         lambda out: run_cli("build", "--profile", "quick", "--out", str(out), check=True))
 
 
 def write_user_project(d: Path, classes=("a", "b", "c")) -> Path:
@@ -126,7 +144,11 @@ AUTOLINK = "<javascript:alert(2)>"
 def hostile_build(tmp_path_factory) -> Path:
     """A build whose title, subtitle, speaker, model name, class labels and a layer name are HTML
     and Markdown links: they must come out as text."""
-    d = write_user_project(tmp_path_factory.mktemp("hostile"), classes=(HOSTILE, "b|c", LINK))
+    return shared_folder(tmp_path_factory, "hostile", _make_hostile) / "build"
+
+
+def _make_hostile(d: Path) -> None:
+    write_user_project(d, classes=(HOSTILE, "b|c", LINK))
     (d / "linked.py").write_text(
         "import torch\nfrom torch import nn\n\n"
         f"NAME = {LINK!r}\n\n"
@@ -147,7 +169,6 @@ def hostile_build(tmp_path_factory) -> Path:
         f'[[subjects]]\nname = "{LINK}"\nmodel = "linked.py:make_model"\ndata = "data.npz"\n',
         encoding="utf-8")
     run_cli("build", "--config", str(d / "talk.toml"), "--out", str(d / "build"), check=True)
-    return d / "build"
 
 
 PY_SNIPPET = '''def f(a, b=(1, [2, 3])):

@@ -69,7 +69,13 @@ def test_notebook_figure_cell_recomputes_the_same_image(quick_build):
     assert image.png == base64.b64decode(cell.outputs[0]["data"]["image/png"])
 
 
-def test_audit_on_the_digits_model(tmp_path):
+def test_audit_on_the_digits_model(quick_build, tmp_path):
+    """The audit command end to end; its folder starts with the talk's cache, as beside a built talk, so the
+    model's analyses are read back (what is new is the audit's own gathering and rendering)."""
+    import shutil
+
+    shutil.copytree(quick_build / "cache", tmp_path / "cache")
+    shutil.copy(quick_build / ".talkgen", tmp_path / ".talkgen")  # a folder talkgen made
     proc = run_cli("audit", "digits-cnn", "--out", str(tmp_path), check=True)
     assert "report" in proc.stdout
     nbformat.validate(nbformat.read(tmp_path / "talk.ipynb", as_version=4))
@@ -152,20 +158,42 @@ def test_closing_bullets_come_from_this_builds_numbers(quick_build):
 
 
 def test_the_notebook_runs_end_to_end_and_every_figure_cell_reproduces_its_image(quick_build, tmp_path):
-    """talk.ipynb executed by a kernel (nbclient): every cell runs, gathering analyses (fingerprint, costs)
-    included, reading the build's cache; every figure cell's new output is the image the build drew."""
+    """talk.ipynb executed by kernels (nbclient): every code cell runs, gathering analyses (fingerprint,
+    costs) included, reading the build's cache; every figure cell's new output is the image the build drew.
+    The figure cells are shared between two kernels that run side by side (each runs the setup cell first),
+    as a reader with two cores would; every one of them runs."""
+    import asyncio
+    import copy
+
     import nbclient
 
     nb = nbformat.read(quick_build / "talk.ipynb", as_version=4)
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    assert code[0] == 0 and nb.cells[0].metadata["talkgen"]["part"] == "setup"
     before = {i: c.outputs[0]["data"] for i, c in enumerate(nb.cells)
               if c.cell_type == "code" and c.metadata["talkgen"].get("part") == "figure"}
-    assert len(before) >= 20
+    assert len(before) >= 20 and set(before) == set(code[1:])  # every other code cell draws a figure
     gathered = {c.source.split(",")[2].strip(" '") for i, c in enumerate(nb.cells) if i in before}
     assert {"costs", "fingerprint"} <= gathered
-    nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    figures = sorted(before)
+    halves = [figures[k::2] for k in range(2)]
+    books = []
+    for half in halves:
+        book = copy.deepcopy(nb)
+        book.cells = [copy.deepcopy(nb.cells[0])] + [copy.deepcopy(nb.cells[i]) for i in half]
+        books.append(book)
+
+    async def execute_all():
+        await asyncio.gather(*(nbclient.NotebookClient(b, timeout=1800, kernel_name="python3",
+                                                       resources={"metadata": {"path": str(tmp_path)}}).async_execute()
+                               for b in books))
+
+    asyncio.run(execute_all())
+    ran = {i: cell for half, book in zip(halves, books) for i, cell in zip(half, book.cells[1:])}
+    assert sorted(ran) == figures
     different = []
     for i, data in before.items():
-        outputs = [o for o in nb.cells[i].outputs if o.output_type in ("display_data", "execute_result")]
+        outputs = [o for o in ran[i].outputs if o.output_type in ("display_data", "execute_result")]
         assert outputs, nb.cells[i].source
         new = outputs[-1]["data"]
         if "image/png" in data:

@@ -67,7 +67,9 @@ def _snapshot(model):
 
 # Smaller settings where an analysis has them: this test is about state, not numbers.
 FAST = {"tsne_points": 40, "n_inputs": 80, "n_chars": 2000, "max_sequences": 20, "tsne_iterations": 250,
-        "zoo_members": 24, "zoo_steps": [30, 60], "deepsets_epochs": 10, "mntd_epochs": 3}
+        "zoo_members": 24, "zoo_steps": [30, 60], "deepsets_epochs": 10, "mntd_epochs": 3,
+        "n_examples": 150, "steps": 20, "n_train": 4096, "n_eval": 1024, "min_steps": 20, "batch": 32,
+        "lanczos_iterations": 6, "lanczos_max_iterations": 10, "probes": 3}
 
 
 def _params(analysis):

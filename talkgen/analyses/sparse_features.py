@@ -252,7 +252,7 @@ class SparseFeatures(Analysis):
     applies_text = "any model with an nn.Linear output layer, or a layer named in talk.toml"
     params = {"n_train": 1_048_576, "n_eval": 131_072, "n_features": 2048, "k": 16, "epochs": 1, "min_steps": 2000,
               "batch_size": 1024, "layer": "", "dashboard": 4, "contexts": 3, "context_chars": 64}
-    quick = {"n_train": 65_536, "n_eval": 16_384, "n_features": 512, "min_steps": 300}
+    quick = {"n_train": 32_768, "n_eval": 8_192, "n_features": 512, "min_steps": 200}
 
     def applies_to(self, subject) -> bool | str:
         name = output_layer(subject.model)

@@ -69,9 +69,23 @@ def _image_grid(spec: ImageGrid, arrays: Mapping[str, np.ndarray]) -> Figure:
         rows, cols = math.ceil(n / spec.columns), spec.columns
     else:
         rows, cols = _grid(n, max_cols=min(8, max(4, math.ceil(math.sqrt(n * 2)))))
-    fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
+    # A grid of bare images needs no layout engine (constrained layout costs most of the drawing time
+    # of a grid of 50 panels): margins for the row labels, the panel titles, the suptitle and the colour bar.
     colour = a.ndim == 4
+    labels = 0.0075 * max(len(t) for t in spec.row_labels) if spec.row_labels else 0.0
+    bar = 0.0 if colour else 0.1
+    titled = bool(spec.panel_titles)
+    top, bottom, wspace, hspace = (0.9 if titled else 0.92), 0.02, (0.35 if titled else 0.08), (0.3 if titled else 0.08)
+    # panels as wide as the images are for the height a row gets, the whole block centred
+    width, height = style.SLIDE_FIGSIZE
+    img_h, img_w = (a.shape[-2], a.shape[-1])
+    cell_h = (top - bottom) * height / (rows + (rows - 1) * hspace)
+    grid_w = min(0.96 - labels - bar, cols * cell_h * img_w / img_h * (1 + wspace) / width)
+    left = (1 - (labels + grid_w + bar)) / 2 + labels
+    right = left + grid_w
+    fig = Figure(figsize=style.SLIDE_FIGSIZE)
+    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
+        "left": left, "right": right, "top": top, "bottom": bottom, "wspace": wspace, "hspace": hspace})
     norm = _symmetric_norm(a) if spec.signed and not colour else None
     im = None
     for i, ax in enumerate(axes.flat):
@@ -92,7 +106,7 @@ def _image_grid(spec: ImageGrid, arrays: Mapping[str, np.ndarray]) -> Figure:
         if spec.row_labels and i % cols == 0 and i // cols < len(spec.row_labels):
             ax.set_ylabel(spec.row_labels[i // cols], fontsize=8, rotation=0, ha="right", va="center")
     if im is not None:
-        fig.colorbar(im, ax=axes, label=spec.colorbar, shrink=0.8)
+        fig.colorbar(im, cax=fig.add_axes((right + 0.015, 0.12, 0.018, 0.72)), label=spec.colorbar)
     return fig
 
 
