@@ -87,6 +87,38 @@ def test_slides_offline_keyboard_and_images(browser, quick_build):
     assert blocked == [] and errors == [] and dialogs == []
 
 
+def test_every_slide_of_the_talk_fits_1280x720(browser, quick_build):
+    """Every slide of slides.html, main line, below and appendix: no element runs past the slide's edges."""
+    page, blocked, errors, dialogs = open_offline(browser, quick_build / "slides.html")
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.wait_for_function("() => window.Reveal && Reveal.isReady()")
+    over = page.evaluate("""() => {
+        const out = [];
+        const stacks = [...document.querySelectorAll('.reveal .slides > section')];
+        stacks.forEach((stack, h) => {
+          const inner = [...stack.querySelectorAll(':scope > section')];
+          (inner.length ? inner : [stack]).forEach((_, v) => {
+            Reveal.slide(h, v);
+            const s = Reveal.getCurrentSlide();
+            const box = document.querySelector('.reveal .slides').getBoundingClientRect();
+            let bottom = 0, right = 0;
+            for (const e of s.querySelectorAll('*')) {
+              if (e.closest('aside')) continue;
+              const r = e.getBoundingClientRect();
+              if (!r.width || !r.height) continue;
+              bottom = Math.max(bottom, r.bottom - box.bottom); right = Math.max(right, r.right - box.right);
+            }
+            if (bottom > 2 || right > 2) out.push([s.id, Math.round(bottom), Math.round(right)]);
+          });
+        });
+        return [out, stacks.length];
+    }""")
+    overflowing, stacks = over
+    assert stacks >= 10
+    assert overflowing == [], overflowing
+    assert blocked == [] and errors == [] and dialogs == []
+
+
 def test_section_four_and_the_closing_render_in_a_browser(browser, quick_build):
     """The costs and attacks slides, the scaling fit and the closing lessons are shown, images loaded."""
     page, blocked, errors, dialogs = open_offline(browser, quick_build / "slides.html")

@@ -437,8 +437,47 @@ def _tell(*, outline: Mapping[str, Any], sections: Sequence[Section], commentary
     for sl, below, beat in blocks:
         entries.append(TalkEntry(slide=sl, place="main", beat=beat))
         place = "appendix" if sl.id == "appendix" else "below"
-        entries += [TalkEntry(slide=b, place=place, beat=beat, under=sl.id) for b in below]
+        entries += [TalkEntry(slide=piece, place=place, beat=beat, under=sl.id) for b in below for piece in _fit(b)]
     return entries, warnings
+
+
+TALK_TABLE_LINES = 16  # a line of a table is ~30 px at 1280x720: more does not fit under a title and caption
+TALK_LINE_CHARS = 125  # characters of table text across a slide
+
+
+def _row_lines(table: Table) -> list[int]:
+    """How many lines each row of ``table`` takes on a slide (the header first): columns get the width
+    their longest cell asks for, as a browser gives it, and a row is as tall as its tallest cell."""
+    cells = [table.columns] + [tuple(str(c) for c in r) for r in table.rows]
+    longest = [max(len(row[i]) for row in cells) or 1 for i in range(len(table.columns))]
+    widths = [max(6, TALK_LINE_CHARS * n / sum(longest)) for n in longest]
+    return [max(-(-len(c) // int(w)) for c, w in zip(row, widths)) or 1 for row in cells]
+
+
+def _fit(slide: Slide) -> list[Slide]:
+    """A slide as the talk shows it: an overview's tables each on slides of their own below it, as many
+    rows to a slide as fit (a long table goes on over several), so nothing runs off a 1280x720 slide."""
+    shown = [t for t in slide.tables if not t.report_only]
+    if slide.kind != "overview" or not shown:
+        return [slide]
+    out = [replace(slide, tables=tuple(t for t in slide.tables if t.report_only))]
+    for t in shown:
+        lines = _row_lines(t)
+        pages: list[list[tuple[str, ...]]] = [[]]
+        used = lines[0]
+        for row, n in zip(t.rows, lines[1:]):
+            if pages[-1] and used + n > TALK_TABLE_LINES:
+                pages.append([])
+                used = lines[0]
+            pages[-1].append(row)
+            used += n
+        for k, rows in enumerate(pages):
+            part = f" ({k + 1} of {len(pages)})" if len(pages) > 1 else ""
+            out.append(Slide(id=f"{slide.id}-{t.id}" + (f"-{k + 1}" if k else ""), kind="table",
+                             section=slide.section, title=md_escape(t.title + part), body=md_escape(t.caption),
+                             notes=md_escape(t.caption or t.title), tables=(replace(t, title="", rows=tuple(rows)),),
+                             subject=slide.subject, analysis=slide.analysis, kicker=slide.kicker or (slide.subject or "")))
+    return out
 
 
 def own_markdown(text: str) -> Markup:

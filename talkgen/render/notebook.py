@@ -40,7 +40,7 @@ def _slide_markdown(slide: Slide, body: bool = True) -> str:
     parts = [f"{level} {escape(slide.title)}", str(slide.body) if body else ""]
     for table in slide.tables:
         if not table.report_only:
-            parts.append(f"**{escape(table.title)}**\n\n" + table_markdown(table))
+            parts.append((f"**{escape(table.title)}**\n\n" if table.title else "") + table_markdown(table))
     return "\n\n".join(p for p in parts if p.strip())
 
 
