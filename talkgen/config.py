@@ -218,9 +218,7 @@ def _resolve(base: Path, value: str | None) -> str | None:
 
 def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     """Parse and validate a talk.toml; any problem is one TalkgenError line naming the key."""
-    from talkgen.analyses.base import registry
-    from talkgen.resources import SAMPLE_NAMES as SAMPLES
-    from talkgen.subject import TASKS
+    from talkgen.resources import SAMPLE_NAMES as SAMPLES, TASKS
 
     path = str(path)
     check = _Checker(path)
@@ -284,6 +282,8 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     if not isinstance(analyses, dict):
         raise check.fail("analyses", "must be a table")
     check.known_keys(analyses, {"only", "skip", "params"}, "analyses.")
+    from talkgen.analyses.base import registry  # the analyses (and torch) only once the rest has been read
+
     valid = tuple(registry())
     only = check.list_of_str(analyses, "only", "analyses.", valid)
     skip = check.list_of_str(analyses, "skip", "analyses.", valid)

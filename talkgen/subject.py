@@ -9,8 +9,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from talkgen.hashing import hash_module, hash_tensors, model_identity
-
-TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier", "text-classifier")
+from talkgen.resources import TASKS  # defined torch-free: the config checks tasks without loading torch
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class Activations(Analysis):
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
               "max_units_shown": 64}
     quick = {"n_inputs": 300, "tsne_points": 200, "tsne_iterations": 300}
+    param_bounds = {"tsne_layers": (0, None)}  # 0: no t-SNE
 
     def run(self, ctx: Context) -> Result:
         s = ctx.subject
@@ -170,7 +171,8 @@ class Activations(Analysis):
         pick = np.random.default_rng(ctx.seed).permutation(len(y))[:m]
         arrays["proj_labels"] = y[pick]
         # t-SNE is the expensive part: on a subsample, and on evenly spaced layers (input and last included)
-        tsne_at = set(np.unique(np.linspace(0, len(names) - 1, ctx.params["tsne_layers"]).round().astype(int)).tolist())
+        tsne_at = set(np.unique(np.linspace(0, len(names) - 1, ctx.params["tsne_layers"]).round().astype(int)).tolist()
+                      if ctx.params["tsne_layers"] else [])  # 0: no t-SNE
         panels: dict[str, list[str]] = {"pca": [], "tsne": []}
         for i, (name, f) in enumerate(zip(names, feats)):
             sub = f[pick]
@@ -189,6 +191,8 @@ class Activations(Analysis):
                 panels["tsne"].append(name)
         for kind, label in (("pca", "PCA"), ("tsne", "t-SNE")):
             xs = panels[kind]
+            if not xs:
+                continue
             out.append(Scatter(
                 id=f"{kind}", title=f"Each layer's representation, {label} to 2-D",
                 caption=f"{m} of {len(y)} test examples (a random subsample) projected to two dimensions with "

@@ -71,6 +71,12 @@ class TwinRequest:
     kind: str
     width: int | None = None
     profile: str | None = None
+    # Parameters for the twin's analyses on top of those: ((analysis, parameter, value), ...), e.g. to leave
+    # out the part of an analysis whose result the gathering analysis does not read.
+    params: tuple[tuple[str, str, Any], ...] = ()
+
+    def overrides(self, analysis: str) -> dict[str, Any]:
+        return {k: v for a, k, v in self.params if a == analysis}
 
     def name(self, subject: str) -> str:
         """The twin's subject name (results of the twin are keyed "<name>/<analysis>")."""

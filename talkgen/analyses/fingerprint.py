@@ -51,7 +51,9 @@ class Fingerprint(Analysis):
     params = {"top": 12}
 
     def twins(self, subject, params) -> tuple[TwinRequest, ...]:
-        return (TwinRequest("initial"),)  # the cheap analyses (runs_on_twins) rerun on the initial weights
+        # the cheap analyses (runs_on_twins) rerun on the initial weights; the fingerprint reads their summaries,
+        # so the t-SNE pictures (most of the activations' time, and no summary) are left out there
+        return (TwinRequest("initial", params=(("activations", "tsne_layers", 0),)),)
 
     def run(self, ctx: Context) -> Result:
         s = ctx.subject

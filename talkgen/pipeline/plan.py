@@ -76,6 +76,8 @@ def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
         for a in plain:
             if request.kind in a.runs_on_twins:
                 p = a.resolve_params(request.profile) if request.profile else params[a.name]
+                if request.overrides(a.name):
+                    p = {**p, **a.resolve_params(request.profile or profile, request.overrides(a.name))}
                 items.append(_item(twin, a, p))
     items += [_item(s, a, params[a.name]) for a in gatherers for s in subjects]
     return Plan(tuple(items))
@@ -98,7 +100,7 @@ def _twins(subjects: Sequence[Subject], gatherers: Sequence[Analysis], params: M
             if a.applies_to(s) is not True:
                 continue
             for request in a.twins(s, params[a.name]):
-                key = (s.name, request.kind, request.width, request.profile)
+                key = (s.name, request.kind, request.width, request.profile, request.params)
                 if key in made:
                     continue
                 twin = make_twin(s, request.kind, request.width, seed)
