@@ -39,3 +39,12 @@ def test_fingerprint_compares_peers_and_the_initial_network(tiny_subject, tmp_pa
     # the fingerprint's own cache key follows its inputs: a second run is all cache hits
     again = run_plan(plan, Cache(tmp_path / "cache"), profile="quick")
     assert all(o.cached for o in again if o.status == "ok")
+
+
+def test_the_initial_twin_keeps_the_talks_parameters_and_only_drops_tsne(tiny_subject):
+    plan = make_plan([tiny_subject], ["activations", "fingerprint"], "quick",
+                     overrides={"activations": {"n_inputs": 123}})
+    acts = {i.subject.twin_of is None: i.params for i in plan.items if i.analysis.name == "activations"}
+    assert acts[True]["n_inputs"] == 123 and acts[True]["tsne_layers"] == 4
+    assert acts[False]["n_inputs"] == 123  # the twin is measured like its subject
+    assert acts[False]["tsne_layers"] == 0  # the fingerprint reads no t-SNE picture

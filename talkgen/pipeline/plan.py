@@ -75,9 +75,11 @@ def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
     for twin, request in _twins(subjects, gatherers, params, seed):
         for a in plain:
             if request.kind in a.runs_on_twins:
-                p = a.resolve_params(request.profile) if request.profile else params[a.name]
-                if request.overrides(a.name):
-                    p = {**p, **a.resolve_params(request.profile or profile, request.overrides(a.name))}
+                mine = request.overrides(a.name)  # the twin's own parameters go on top of the subject's
+                if request.profile:
+                    p = a.resolve_params(request.profile, mine)
+                else:
+                    p = a.resolve_params(profile, {**overrides.get(a.name, {}), **mine}) if mine else params[a.name]
                 items.append(_item(twin, a, p))
     items += [_item(s, a, params[a.name]) for a in gatherers for s in subjects]
     return Plan(tuple(items))
