@@ -24,7 +24,8 @@ def test_quick_build_writes_every_output(quick_build):
         assert (data.get("image/png") or data.get("text/html")) and c.metadata["talkgen"]["alt"]
     # figures/ holds every figure of the build once (the report shows them all); the talk shows each
     # picture once, so two identical pictures (the zoo two subjects share) are one slide there
-    in_report = (quick_build / "report.html").read_text().count('<figure id="figure-')
+    report = (quick_build / "report.html").read_text()
+    in_report = report.count('<figure id="figure-') + report.count('<p class="same">')
     assert len(list((quick_build / "figures").iterdir())) == in_report
     assert 0 < len(figure_cells) <= in_report
 
@@ -205,3 +206,92 @@ def test_the_notebook_runs_end_to_end_and_every_figure_cell_reproduces_its_image
         if not same:
             different.append(nb.cells[i].source)
     assert not different, different
+
+
+class _Report:
+    """report.html read as a tree of the parts an auditor meets: every element's id, the sections in
+    order, each <details> block with the figures in it, and every embedded image's bytes."""
+
+    def __init__(self, text: str) -> None:
+        from html.parser import HTMLParser
+
+        self.ids: list[str] = []
+        self.sections: list[str] = []  # the id (or "") of each top-level <section>, in order
+        self.images: list[str] = []  # data URIs
+        self.open_figures = 0
+        self.details: list[dict] = []  # {"summary": str, "figures": int}
+        report = self
+
+        class P(HTMLParser):
+            depth = 0  # <details> nesting
+            in_summary = False
+
+            def handle_starttag(self, tag, attrs):
+                a = dict(attrs)
+                if "id" in a:
+                    report.ids.append(a["id"])
+                if tag == "section":
+                    report.sections.append(a.get("id", ""))
+                elif tag == "details":
+                    self.depth += 1
+                    report.details.append({"summary": "", "figures": 0})
+                elif tag == "summary" and self.depth:
+                    self.in_summary = True
+                elif tag == "img" and a.get("src", "").startswith("data:"):
+                    report.images.append(a["src"])
+                elif tag == "figure" or (tag == "p" and a.get("class") == "same"):
+                    if self.depth:
+                        report.details[-1]["figures"] += 1
+                    else:  # a picture shown earlier stands in its place as a reference
+                        report.open_figures += 1
+
+            def handle_endtag(self, tag):
+                if tag == "details":
+                    self.depth -= 1
+                elif tag == "summary":
+                    self.in_summary = False
+
+            def handle_data(self, data):
+                if self.in_summary:
+                    report.details[-1]["summary"] += data
+
+        P().feed(text)
+
+
+def test_report_reads_as_an_audit(quick_build):
+    """report.html of the built-in quick talk: under 3 MB, a summary block first whose counts are
+    summary.json's, unique anchors, each picture embedded once, one figure open per claim with the rest
+    folded, and no Python literals in its tables."""
+    import re
+
+    path = quick_build / "report.html"
+    assert path.stat().st_size < 3_000_000, f"report.html is {path.stat().st_size / 1e6:.2f} MB"
+    text = path.read_text()
+    r = _Report(text)
+    assert r.sections[0] == "summary", r.sections[:3]
+    assert r.sections[1] == "findings"
+    assert len(r.ids) == len(set(r.ids)), sorted({i for i in r.ids if r.ids.count(i) > 1})
+    assert "" not in r.ids
+    assert len(r.images) == len(set(r.images)), "an image is embedded twice"
+    assert all(src.startswith("data:image/webp;base64,") for src in r.images)
+
+    summary = json.loads((quick_build / "summary.json").read_text())
+    block = text[text.index('<section id="summary"'):text.index("</section>", text.index('<section id="summary"'))]
+    findings = summary["findings"]
+    for sev in ("high", "medium", "low", "info"):
+        n = sum(f["severity"] == sev for f in findings)
+        if n:
+            assert f"{n} {sev}" in block, (sev, n)
+    statuses = [a["status"] for s in summary["subjects"].values() for a in s["analyses"].values()]
+    assert f"{statuses.count('ok')} ran, {statuses.count('skipped')} skipped, {statuses.count('failed')} failed" in block
+    assert f"models</td><td>{len(summary['subjects'])}:" in block
+
+    # folded evidence: each block says how many figures it holds, and holds them
+    assert r.details and r.open_figures
+    for d in r.details:
+        n = int(re.match(r"(\d+) more figures?", d["summary"]).group(1))
+        assert d["figures"] == n, d
+    shown = r.open_figures + sum(d["figures"] for d in r.details)
+    assert f"figures</td><td>{shown}: {r.open_figures} shown with their claim" in block
+    assert not re.search(r">\s*(False|True|None)\s*<", text)
+

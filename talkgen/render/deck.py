@@ -38,6 +38,7 @@ class FigureRef:
     alt: str
     png: bytes
     html: str = ""  # set instead of png for figures that are HTML (coloured text)
+    compact: bytes = b""  # the PNG as the report embeds it (``FigureCache.compact``: lossless WebP, 64 colours)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class Deck:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     talk: tuple[TalkEntry, ...] = ()  # the talk: the main line with what sits below it, then the appendix
     warnings: tuple[str, ...] = ()  # what the talk could not do as talk.toml asked
+    subjects: tuple[str, ...] = ()  # the models, in the order the build met them
+    ran: int = 0  # analyses that ran (twins, the baselines inside analyses, not counted)
 
     def figures(self) -> list[FigureRef]:
         return [f for s in self.slides for f in s.figures]
@@ -144,12 +147,41 @@ class FigureCache:
             write_atomic(path, data)
         return data
 
+    def compact(self, png: bytes) -> bytes:
+        """``png`` as the report embeds it: lossless WebP of its colours reduced to 48 (a chart's flat colours
+        and anti-aliased text survive, a colour bar shows about 20 steps; about a seventh of the PNG's bytes). Cached by the PNG's hash."""
+        name = f"{hashlib.sha256(png).hexdigest()[:32]}-{COMPACT_VERSION}.webp"
+        path = self.root / name if self.root else None
+        if path is not None and path.is_file():
+            return path.read_bytes()
+        data = compact_image(png)
+        if path is not None:
+            from talkgen.files import write_atomic
+
+            write_atomic(path, data)
+        return data
+
+
+COMPACT_VERSION = 3  # bump when compact_image's output changes
+
+
+def compact_image(png: bytes) -> bytes:
+    import io
+
+    from PIL import Image  # Pillow comes with matplotlib
+
+    with Image.open(io.BytesIO(png)) as im:
+        reduced = im.convert("RGB").quantize(48, method=Image.Quantize.FASTOCTREE)
+    out = io.BytesIO()
+    reduced.save(out, "WEBP", lossless=True, quality=100, method=4)
+    return out.getvalue()
+
 
 def predraw(result: Result, figure_cache: FigureCache) -> None:
     """Draw every image figure of ``result`` into ``figure_cache`` now (the deck then reads them back)."""
     for spec in result.figures:
         if spec.kind != "coloured_text":
-            figure_cache.png(spec, result)
+            figure_cache.compact(figure_cache.png(spec, result))
 
 
 def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Outcome],
@@ -251,7 +283,8 @@ def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Ou
                 findings=tuple(ranked),
                 skipped=tuple(o for o in outcomes if o.status == "skipped"),
                 failed=tuple(o for o in everything if o.status == "failed"),
-                provenance=provenance, talk=tuple(talk), warnings=tuple(warnings))
+                provenance=provenance, talk=tuple(talk), warnings=tuple(warnings),
+                subjects=tuple(subject_order), ran=sum(o.status == "ok" for o in outcomes))
 
 
 def _tell(*, outline: Mapping[str, Any], sections: Sequence[Section], commentary: Commentary,
@@ -542,9 +575,10 @@ def _content_slides(o: Outcome, section: str, title_of: str, commentary: Comment
             if spec.kind == "coloured_text":
                 from talkgen.render.html import coloured_text_html
 
-                png, html = b"", coloured_text_html(spec, result.arrays)
+                png, html, compact = b"", coloured_text_html(spec, result.arrays), b""
             else:
                 png, html = figure_cache.png(spec, result), ""
+                compact = figure_cache.compact(png)
         except Exception as exc:  # noqa: BLE001 - one figure that cannot be drawn never sinks the build
             message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             out.append(Slide(
@@ -556,7 +590,7 @@ def _content_slides(o: Outcome, section: str, title_of: str, commentary: Comment
             continue
         counter[0] += 1
         ref = FigureRef(number=counter[0], subject=o.subject, analysis=o.analysis, spec_id=spec.id,
-                        title=spec.title, caption=spec.caption, alt=spec.alt, png=png, html=html)
+                        title=spec.title, caption=spec.caption, alt=spec.alt, png=png, html=html, compact=compact)
         out.append(Slide(
             id=_slug(o.subject, o.analysis, spec.id), kind="figure", section=section,
             # the claim this figure bears out, with its number ("title_<id>" in the commentary); the topic

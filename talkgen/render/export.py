@@ -8,6 +8,7 @@ the deck escaped) and the inlined assets.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,13 @@ def markdown_to_html(source: str) -> str:
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
     renderer = IPythonRenderer(escape=False, allow_harmful_protocols=False, exclude_anchor_links=True)
-    return MarkdownWithMath(renderer=renderer).render(source)
+    html = MarkdownWithMath(renderer=renderer).render(source)
+    # the renderer indents every table cell on a line of its own: whitespace a table never shows
+    return _TABLE.sub(lambda m: _BETWEEN_TAGS.sub("><", m.group(0)), html) if "<table" in html else html
+
+
+_TABLE = re.compile(r"<table>.*?</table>", re.S)
+_BETWEEN_TAGS = re.compile(r">\s+<")
 
 
 class _TalkgenExporter(TemplateExporter):

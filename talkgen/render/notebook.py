@@ -58,7 +58,7 @@ def _findings_markdown(deck: Deck) -> str:
 
 
 def _contents_markdown(deck: Deck) -> str:
-    lines = ["## Contents", "", "- [Findings](#findings)"]
+    lines = ["## Contents", "", "- [Summary](#summary)", "- [Findings](#findings)"]
     for s in deck.slides:
         if s.kind == "divider":
             lines.append(f"- [{escape(s.title)}](#{s.id})")
@@ -89,6 +89,7 @@ def _provenance_markdown(deck: Deck) -> str:
               "", "| subject | analysis | status | wall s | peak MB | forward | backward | cached |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in p.get("ledger", []):
+        row = dict(row) | {"cached": "yes" if row.get("cached") else "no"}
         lines.append("| " + " | ".join(str(escape(str(row[k]))) for k in (
             "subject", "analysis", "status", "wall_s", "peak_mem_mb", "forward_passes",
             "backward_passes", "cached")) + " |")
@@ -111,8 +112,12 @@ def _slide_cells(slide: Slide, slide_type: str, *, talk: bool, **meta: Any) -> l
             cells.append(_md(f"**{escape(table.title)}**\n\n" + table_markdown(table), "skip",
                              part="table", report=True))
     for fig in slide.figures:
-        payload = ({"text/html": fig.html} if fig.html else
-                   {"image/png": base64.b64encode(fig.png).decode("ascii")})
+        if fig.html:
+            payload = {"text/html": fig.html}
+        elif not talk and fig.compact:  # the report embeds the compact copy; the talk and its notebook the PNG
+            payload = {"image/webp": base64.b64encode(fig.compact).decode("ascii")}
+        else:
+            payload = {"image/png": base64.b64encode(fig.png).decode("ascii")}
         out = {"output_type": "display_data", "data": payload | {"text/plain": fig.alt},
                "metadata": {"alt": fig.alt}}
         cells.append(_code(
@@ -162,16 +167,86 @@ def deck_to_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNo
     return _notebook(deck, cells, "talk")
 
 
+def _summary_markdown(deck: Deck, figures: int, open_: int, folded: int, same: int) -> str:
+    """The report's first block: what was looked at, what ran, what was found, and how the evidence is laid out."""
+    by = {sev: sum(f.severity == sev for _, f, _ in deck.findings) for sev in ("high", "medium", "low", "info")}
+    found = ", ".join(f"{n} {sev}" for sev, n in by.items() if n) or "none"
+    models = ", ".join(deck.subjects) or "none"
+    lines = ["## Summary", "", "| | |", "| --- | --- |",
+             f"| models | {len(deck.subjects)}: {escape(models)} |",
+             f"| analyses | {deck.ran} ran, {len(deck.skipped)} skipped, {len(deck.failed)} failed |",
+             f"| findings | {len(deck.findings)}: {found} |",
+             f"| figures | {figures}: {open_} shown with their claim, {folded} folded under it"
+             + (f", {same} drawn twice shown once" if same else "") + " |"]
+    high = [(s, f) for s, f, _ in deck.findings if f.severity == "high"]
+    if high:
+        lines += ["", "**High-severity findings:** " + "; ".join(
+            f"{escape(s)}: {escape(f.title)}" for s, f in high) + "."]
+    return "\n".join(lines)
+
+
 def report_notebook(deck: Deck, talk: Mapping[str, Any]) -> nbformat.NotebookNode:
-    """The report's notebook: findings, contents, the evidence in the outline's order (every analysis on
-    every subject), skipped and failed analyses, provenance."""
+    """The report's notebook: a summary, the findings, contents, then the evidence in the outline's order
+    (every analysis on every subject, the model cards first), skipped and failed analyses, provenance.
+
+    An auditor reads one figure per claim: in each analysis's group of figure slides, the one the talk
+    shows (else the first) stays open and the others are folded into one ``<details>`` block; a figure
+    drawn twice (the zoo two models share) is shown once and referred to after that."""
+    talk_digests = {e.slide.digest for e in deck.talk if e.place == "main" and e.slide.digest}
+    groups: dict[tuple[str | None, str | None], list[Slide]] = {}
+    for slide in deck.slides:
+        if slide.kind == "figure":
+            groups.setdefault((slide.subject, slide.analysis), []).append(slide)
+    shown_open = {next((sl.id for sl in g if sl.digest in talk_digests), g[0].id) for g in groups.values()}
+
+    evidence: list[nbformat.NotebookNode] = []
+    first_of: dict[str, int] = {}  # figure digest -> the number it was first shown under
+    n_open = n_folded = n_same = 0
+    fold: list[nbformat.NotebookNode] = []  # the cells of the folded figures of the current group
+    fold_titles: list[str] = []
+
+    def close_fold() -> None:
+        if fold:
+            fold[0]["metadata"]["talkgen"]["fold_open"] = (
+                f"{len(fold_titles)} more figure{'s' if len(fold_titles) > 1 else ''} of this analysis")
+            fold[-1]["metadata"]["talkgen"]["fold_close"] = True
+            evidence.extend(fold)
+            fold.clear()
+            fold_titles.clear()
+
+    last_group = None
+    for slide in deck.slides:
+        group = (slide.subject, slide.analysis)
+        if group != last_group:
+            close_fold()
+            last_group = group
+        cells = _slide_cells(slide, "slide", talk=False)
+        for cell in cells:
+            tg = cell["metadata"]["talkgen"]
+            if tg.get("part") == "figure":
+                digest = slide.digest
+                if digest and digest in first_of:
+                    tg["same_as"] = first_of[digest]
+                    n_same += 1
+                elif digest:
+                    first_of[digest] = tg["number"]
+        if slide.kind == "figure" and slide.id not in shown_open:
+            fold.extend(cells)
+            fold_titles.append(slide.title)
+            n_folded += 1
+        else:
+            close_fold()
+            evidence.extend(cells)
+            n_open += slide.kind == "figure"
+    close_fold()
+    figures = n_open + n_folded
     cells = [
         _setup_cell(talk),
+        _md(_summary_markdown(deck, figures, n_open, n_folded, n_same), "skip", part="summary", anchor="summary"),
         _md(_findings_markdown(deck), "skip", part="findings", anchor="findings"),
         _md(_contents_markdown(deck), "skip", part="contents", anchor="contents"),
+        *evidence,
+        _md(_not_run_markdown(deck), "skip", part="not-run", anchor="not-run"),
+        _md(_provenance_markdown(deck), "skip", part="provenance", anchor="provenance"),
     ]
-    for slide in deck.slides:
-        cells += _slide_cells(slide, "slide", talk=False)
-    cells.append(_md(_not_run_markdown(deck), "skip", part="not-run", anchor="not-run"))
-    cells.append(_md(_provenance_markdown(deck), "skip", part="provenance", anchor="provenance"))
     return _notebook(deck, cells, "report")
