@@ -88,12 +88,16 @@ def test_slides_offline_keyboard_and_images(browser, quick_build):
 
 
 def test_every_slide_of_the_talk_fits_1280x720(browser, quick_build):
-    """Every slide of slides.html, main line, below and appendix: no element runs past the slide's edges."""
+    """Every slide of slides.html, main line, below and appendix: no element runs past the slide's edges,
+    and every figure is shown at least at the scale the figure checker reads its text at
+    (talkgen.render.legibility.SLIDE_SCALE), so the sizes it checks are the sizes the room sees."""
+    from talkgen.render.legibility import SLIDE_SCALE
+
     page, blocked, errors, dialogs = open_offline(browser, quick_build / "slides.html")
     page.set_viewport_size({"width": 1280, "height": 720})
     page.wait_for_function("() => window.Reveal && Reveal.isReady()")
     over = page.evaluate("""() => {
-        const out = [];
+        const out = [], scales = [];
         const stacks = [...document.querySelectorAll('.reveal .slides > section')];
         stacks.forEach((stack, h) => {
           const inner = [...stack.querySelectorAll(':scope > section')];
@@ -109,11 +113,17 @@ def test_every_slide_of_the_talk_fits_1280x720(browser, quick_build):
               bottom = Math.max(bottom, r.bottom - box.bottom); right = Math.max(right, r.right - box.right);
             }
             if (bottom > 2 || right > 2) out.push([s.id, Math.round(bottom), Math.round(right)]);
+            for (const img of s.querySelectorAll('figure img')) {
+              if (img.naturalWidth) scales.push([s.id, img.getBoundingClientRect().width / img.naturalWidth]);
+            }
           });
         });
-        return [out, stacks.length];
+        return [out, stacks.length, scales];
     }""")
-    overflowing, stacks = over
+    overflowing, stacks, scales = over
+    assert len(scales) > 50
+    small = [(sid, round(k, 3)) for sid, k in scales if k < SLIDE_SCALE]
+    assert small == [], small
     assert stacks >= 10
     assert overflowing == [], overflowing
     assert blocked == [] and errors == [] and dialogs == []

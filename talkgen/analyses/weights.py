@@ -45,7 +45,8 @@ class Weights(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Weight matrices"
     section = "looking-in"
-    version = 3  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha
+    version = 4  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
+    # 4: each tail panel names its alpha in its title, so the three curves share one legend
     applies_text = "any model with a weight matrix (a parameter of 2+ dims)"
     params = {"max_side": 128, "max_panels": 8, "max_spectra": 8}
     quick = {"max_side": 64}
@@ -207,16 +208,17 @@ class Weights(Analysis):
                 k = f["key"]
                 for xk, yk, lab, st in ((f"ccdf_x:{k}", f"ccdf_y:{k}", "trained", "-"),
                                         (f"ccdf_xs:{k}", f"ccdf_ys:{k}", "shuffled", ":"),
-                                        (f"fit_x:{k}", f"fit_y:{k}", f"fit alpha={f['alpha']:.2f}", "--")):
+                                        (f"fit_x:{k}", f"fit_y:{k}", "power-law fit", "--")):
                     xs.append(xk), ys.append(yk), labels.append(lab), panels.append(p), styles.append(st)
             figures.append(Curves(
                 id="esd", title="Eigenvalue tails: trained vs shuffled",
-                caption="Complementary CDF of the eigenvalues of W^T W / N on log-log axes (a power law is a "
+                caption="Complementary CDF of the eigenvalues of WᵀW / N on log-log axes (a power law is a "
                         "straight line), the fitted tail (dashed) and the same block with shuffled entries (dotted).",
                 alt="Log-log plots, one per weight block, of the eigenvalue CCDF of the trained block, its "
                     "power-law fit and its shuffled twin.",
                 x=tuple(xs), y=tuple(ys), labels=tuple(labels), panels=tuple(panels), styles=tuple(styles),
-                panel_titles=tuple(f["label"] for f in chosen), xlabel="eigenvalue", ylabel="P(λ ≥ x)",
+                panel_titles=tuple(f"{f['label']}: α {f['alpha']:.2f}" for f in chosen), xlabel="eigenvalue",
+                ylabel="P(λ ≥ x)",
                 logx=True, logy=True))
             both = [f for f in fitted if f["judged_shuffled"]][:24]
             if both:

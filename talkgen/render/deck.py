@@ -129,13 +129,18 @@ class FigureCache:
     def __init__(self, root: Path | None) -> None:
         self.root = root
 
-    def png(self, spec: FigureSpec, result: Result) -> bytes:
+    @staticmethod
+    def key(spec: FigureSpec, result: Result) -> str:
+        """The name the PNG of ``spec`` drawn from ``result`` has in the cache."""
         h = hashlib.sha256(canonical_json({"spec": spec.to_json(), "style": style.STYLE_VERSION}).encode())
         for key in spec.array_keys():
             a = result.arrays[key]
             h.update(f"{key}{a.dtype}{a.shape}".encode())
             h.update(a.tobytes())
-        path = self.root / f"{h.hexdigest()[:32]}.png" if self.root else None
+        return f"{h.hexdigest()[:32]}.png"
+
+    def png(self, spec: FigureSpec, result: Result) -> bytes:
+        path = self.root / self.key(spec, result) if self.root else None
         if path is not None and path.is_file():
             return path.read_bytes()
         from talkgen.render import figures as figs  # matplotlib is imported only when drawing

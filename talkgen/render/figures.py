@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from talkgen.render import style
+from talkgen.render.legibility import mark_counting
 from talkgen.specs import Bars, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter, Surface, Trajectories
 
 # No matplotlib.use(): a Figure made directly prints through the Agg canvas savefig picks for PNG, and a
@@ -23,6 +24,36 @@ from talkgen.specs import Bars, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
     cols = min(max_cols, n)
     return math.ceil(n / cols), cols
+
+
+def _panel_title(text: str, cols: int) -> str:
+    """A panel's title broken onto lines that fit the panel's width (names such as
+    ``blocks.0.attn.v.weight 64x64`` run into the next panel otherwise)."""
+    import textwrap
+
+    width = max(14, 96 // max(cols, 1))
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) if len(text) > width else text
+
+
+def _few_ticks(ax, cols: int, *, y: bool = False) -> None:
+    """Narrow panels get fewer ticks, so that labels such as -0.025 do not run into each other."""
+    if cols >= 3:
+        for axis in (ax.xaxis, ax.yaxis) if y else (ax.xaxis,):
+            if axis.get_scale() == "linear":
+                axis.set_major_locator(MaxNLocator(nbins=max(2, 8 // cols)))
+
+
+def _log_ticks(axis, cols: int = 1) -> None:
+    """A log axis labels its decades only; spanning less than one decade, it labels a few round values
+    (matplotlib would label every minor tick there, and in a narrow panel they collide)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    lo, hi = sorted(axis.get_view_interval())
+    if lo > 0 and hi / lo < 10:  # evenly spaced on the log scale, rounded to two figures
+        inner = np.geomspace(lo, hi, (3 if cols < 3 else 2 if cols == 3 else 1) + 2)[1:-1]
+        axis.set_major_locator(FixedLocator([float(f"{v:.2g}") for v in inner]))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _symmetric_norm(values: np.ndarray) -> TwoSlopeNorm:
@@ -45,7 +76,7 @@ def _heatmaps(spec: Heatmaps, arrays: Mapping[str, np.ndarray]) -> Figure:
                            interpolation="nearest", extent=extent)
         else:
             im = ax.imshow(a, cmap=style.SEQUENTIAL, aspect="auto", interpolation="nearest", extent=extent)
-        ax.set_title(title)
+        ax.set_title(_panel_title(title, cols), pad=9)
         ax.set_xlabel(spec.xlabel)
         ax.set_ylabel(spec.ylabel)
         # rows and columns are indices or named things, never fractions
@@ -54,8 +85,9 @@ def _heatmaps(spec: Heatmaps, arrays: Mapping[str, np.ndarray]) -> Figure:
                 axis.set_ticks(range(n), labels)
             elif n == 1:
                 axis.set_ticks([])
-            else:
-                axis.set_major_locator(MaxNLocator(integer=True))
+            else:  # as many as the axis has room for at its font size (matplotlib measures at draw time)
+                axis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
+                mark_counting(axis)
         fig.colorbar(im, ax=ax, label=spec.colorbar, shrink=0.85)
     for ax in list(axes.flat)[len(spec.arrays):]:
         ax.set_axis_off()
@@ -86,7 +118,16 @@ def _image_grid(spec: ImageGrid, arrays: Mapping[str, np.ndarray]) -> Figure:
     fig = Figure(figsize=style.SLIDE_FIGSIZE)
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
         "left": left, "right": right, "top": top, "bottom": bottom, "wspace": wspace, "hspace": hspace})
-    norm = _symmetric_norm(a) if spec.signed and not colour else None
+    # one scale for every panel, so the one colour bar reads each of them
+    if colour:
+        norm = None
+    elif spec.signed:
+        norm = _symmetric_norm(a)
+    else:
+        from matplotlib.colors import Normalize
+
+        finite = a[np.isfinite(a)]
+        norm = Normalize(float(finite.min()), float(finite.max())) if finite.size else Normalize(0.0, 1.0)
     im = None
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -102,9 +143,9 @@ def _image_grid(spec: ImageGrid, arrays: Mapping[str, np.ndarray]) -> Figure:
             im = ax.imshow(a[i], cmap=style.DIVERGING if spec.signed else style.SEQUENTIAL,
                            norm=norm, interpolation="nearest")
         if spec.panel_titles and i < len(spec.panel_titles) and spec.panel_titles[i]:
-            ax.set_title(spec.panel_titles[i], fontsize=9)
+            ax.set_title(spec.panel_titles[i], fontsize=style.SMALL)
         if spec.row_labels and i % cols == 0 and i // cols < len(spec.row_labels):
-            ax.set_ylabel(spec.row_labels[i // cols], fontsize=8, rotation=0, ha="right", va="center")
+            ax.set_ylabel(spec.row_labels[i // cols], fontsize=style.SMALL, rotation=0, ha="right", va="center")
     if im is not None:
         fig.colorbar(im, cax=fig.add_axes((right + 0.015, 0.12, 0.018, 0.72)), label=spec.colorbar)
     return fig
@@ -116,32 +157,44 @@ def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
     rows, cols = _grid(n_panels)
     axes = list(fig.subplots(rows, cols, squeeze=False).flat)
     colour_index: dict[int, int] = {}
+    labels_in: dict[int, list[str]] = {}
     for i, (xk, yk, label) in enumerate(zip(spec.x, spec.y, spec.labels)):
         panel = spec.panels[i] if spec.panels else 0
         ax = axes[panel]
         c = colour_index.setdefault(panel, 0)
-        ls = spec.styles[i] if spec.styles else "-"
+        # past the palette's 8 colours, the line style tells the series apart
+        ls = spec.styles[i] if spec.styles else ("-", "--", ":", "-.")[(c // len(style.PALETTE)) % 4]
         ax.plot(arrays[xk], arrays[yk], label=label, linestyle=ls,
                 color=style.PALETTE[c % len(style.PALETTE)],
                 marker="o" if spec.markers else None, markersize=3, linewidth=1.8)
         colour_index[panel] = c + 1
+        labels_in.setdefault(panel, []).append(label)
+    # the same series in every panel: one legend for the figure, not one crowding each panel
+    shared = n_panels > 1 and len({tuple(v) for v in labels_in.values()}) == 1 and len(labels_in) == n_panels
     for p, ax in enumerate(axes):
         if p >= n_panels:
             ax.set_axis_off()
             continue
         if spec.logx:
             ax.set_xscale("log")
+            _log_ticks(ax.xaxis, cols)
         if spec.logy:
             ax.set_yscale("log")
+            _log_ticks(ax.yaxis, cols)
         ax.set_xlabel(spec.xlabel)
         ax.set_ylabel(spec.panel_ylabels[p] if spec.panel_ylabels else spec.ylabel)
         if spec.xticks:
-            ax.set_xticks(range(len(spec.xticks)), spec.xticks, rotation=30, ha="right", fontsize=8)
+            ax.set_xticks(range(len(spec.xticks)), spec.xticks, rotation=30, ha="right", fontsize=style.SMALL)
+        else:
+            _few_ticks(ax, cols)
         ax.grid(True, alpha=0.3)
         if spec.panel_titles:
-            ax.set_title(spec.panel_titles[p], fontsize=10 if n_panels <= 4 else 8)
-        if colour_index.get(p, 0) > 1:
-            ax.legend(loc="best", fontsize=8 if n_panels > 1 else 10)
+            ax.set_title(_panel_title(spec.panel_titles[p], cols), fontsize=style.SMALL)
+        if colour_index.get(p, 0) > 1 and not shared:
+            ax.legend(loc="best", fontsize=style.SMALL)
+    if shared and colour_index.get(0, 0) > 1:
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), fontsize=style.SMALL)
     return fig
 
 
@@ -151,14 +204,26 @@ def _bars(spec: Bars, arrays: Mapping[str, np.ndarray]) -> Figure:
     n_series = len(spec.values)
     width = 0.8 / n_series
     x = np.arange(len(spec.categories))
+    # names that would not fit side by side under the bars are written across, one per row
+    across = sum(len(c) + 3 for c in spec.categories) > 90 or len(spec.categories) > 16
     for i, (key, label) in enumerate(zip(spec.values, spec.series)):
-        ax.bar(x + (i - (n_series - 1) / 2) * width, arrays[key], width, label=label,
-               color=style.PALETTE[i % len(style.PALETTE)])
-    ax.set_xticks(x, spec.categories, rotation=30 if len(spec.categories) > 6 else 0, ha="right"
-                  if len(spec.categories) > 6 else "center")
-    ax.set_ylabel(spec.ylabel)
-    if spec.logy:
-        ax.set_yscale("log")
+        at = x + (i - (n_series - 1) / 2) * width
+        colour = style.PALETTE[i % len(style.PALETTE)]
+        if across:
+            ax.barh(at, arrays[key], width, label=label, color=colour)
+        else:
+            ax.bar(at, arrays[key], width, label=label, color=colour)
+    if across:
+        ax.set_yticks(x, spec.categories)
+        ax.invert_yaxis()  # the first category on top, as it is read
+        ax.set_xlabel(spec.ylabel)
+        if spec.logy:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(x, spec.categories)
+        ax.set_ylabel(spec.ylabel)
+        if spec.logy:
+            ax.set_yscale("log")
     if n_series > 1:
         ax.legend()
     return fig
@@ -172,7 +237,7 @@ def _scatter(spec: Scatter, arrays: Mapping[str, np.ndarray]) -> Figure:
     for ax, xk, yk, lk, title in zip(axes.flat, spec.x, spec.y, spec.labels, spec.panel_titles):
         lab = np.asarray(arrays[lk]).astype(int)
         ax.scatter(arrays[xk], arrays[yk], c=[cmap(i % cmap.N) for i in lab], s=6, alpha=0.8, linewidths=0)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(_panel_title(title, cols), fontsize=style.SMALL)
         ax.set_xlabel(spec.xlabel)
         ax.set_ylabel(spec.ylabel)
         if spec.limits is not None:
@@ -185,13 +250,17 @@ def _scatter(spec: Scatter, arrays: Mapping[str, np.ndarray]) -> Figure:
             ax.set_yticks([])
         else:
             ax.grid(True, alpha=0.3)
+            _few_ticks(ax, cols)
     for ax in list(axes.flat)[len(spec.x):]:
         ax.set_axis_off()
     if len(spec.label_names) > 1:
         handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", color=cmap(i % cmap.N), label=name)
                    for i, name in enumerate(spec.label_names[:20])]
-        fig.legend(handles=handles, loc="outside right center", fontsize=8, title=spec.legend_title)
+        fig.legend(handles=handles, loc="outside right center", fontsize=style.SMALL, title=spec.legend_title)
     return fig
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
 def _trajectories(spec: Trajectories, arrays: Mapping[str, np.ndarray]) -> Figure:
@@ -202,20 +271,29 @@ def _trajectories(spec: Trajectories, arrays: Mapping[str, np.ndarray]) -> Figur
     axes = list(fig.subplots(1, n_panels, squeeze=False).flat)
     c = np.asarray(arrays[spec.colour], dtype=np.float64)
     norm = LogNorm(max(c[c > 0].min(), 1e-9), c.max()) if spec.log_colour and (c > 0).any() else Normalize(c.min(), c.max())
+    # each path (layer) has its own marker, named once in a legend: labels written at the paths' ends
+    # land on each other where the paths end close together
+    names = list(dict.fromkeys(spec.labels))
+    marker = {name: _MARKERS[i % len(_MARKERS)] for i, name in enumerate(names)}
     sc = None
     for xk, yk, label, p in zip(spec.x, spec.y, spec.labels, spec.panels):
         ax = axes[p]
         x, y = arrays[xk], arrays[yk]
         ax.plot(x, y, color="#999999", linewidth=0.8, zorder=1)
-        sc = ax.scatter(x, y, c=np.maximum(c, norm.vmin), cmap=style.SEQUENTIAL, norm=norm, s=14, zorder=2)
-        ax.annotate(label, (x[-1], y[-1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        sc = ax.scatter(x, y, c=np.maximum(c, norm.vmin), cmap=style.SEQUENTIAL, norm=norm, s=18,
+                        marker=marker[label], zorder=2)
     for p, ax in enumerate(axes):
-        ax.set_title(spec.panel_titles[p], fontsize=10)
+        ax.set_title(_panel_title(spec.panel_titles[p], n_panels), fontsize=style.SMALL)
         ax.set_xlabel(spec.xlabel)
         ax.set_ylabel(spec.ylabel)
         ax.grid(True, alpha=0.3)
+        _few_ticks(ax, n_panels)
     if sc is not None:
         fig.colorbar(sc, ax=axes, label=spec.colour_label, shrink=0.85)
+    if len(names) > 1:
+        handles = [matplotlib.lines.Line2D([], [], marker=marker[n], linestyle="", color="#555555", label=n)
+                   for n in names]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(names), 8), fontsize=style.SMALL)
     return fig
 
 
@@ -240,19 +318,23 @@ def _surface(spec: Surface, arrays: Mapping[str, np.ndarray]) -> Figure:
     if spec.mark is not None:
         ax.plot(*spec.mark, marker="*", color="#d62728", markersize=12, linestyle="", label=spec.mark_label)
         if spec.mark_label:
-            ax.legend(loc="lower left", fontsize=8, framealpha=0.8, frameon=True)
+            ax.legend(loc="lower left", fontsize=style.SMALL, framealpha=0.8, frameon=True)
     ax.set_xlabel(spec.xlabel)
     ax.set_ylabel(spec.ylabel)
     ax.set_aspect("equal")
-    fig.colorbar(cs, ax=ax, label=spec.zlabel, shrink=0.85, format="%.3g")
+    # the bar's ticks at round values, not at the 16 contour levels (which %.3g can print twice)
+    from matplotlib.ticker import LogLocator
+
+    fig.colorbar(cs, ax=ax, label=spec.zlabel, shrink=0.85,
+                 ticks=LogLocator(subs=(1.0, 2.0, 5.0)) if log else MaxNLocator(nbins=6))
     ax3 = fig.add_subplot(1, 2, 2, projection="3d")
     xx, yy = np.meshgrid(x, y)
     shown = np.log10(zc) if log else zc
     ax3.plot_surface(xx, yy, shown, cmap=style.SEQUENTIAL, norm=Normalize(shown.min(), shown.max()),
                      linewidth=0, antialiased=True, rcount=min(len(y), 64), ccount=min(len(x), 64))
-    ax3.set_xlabel(spec.xlabel, fontsize=9)
-    ax3.set_ylabel(spec.ylabel, fontsize=9)
-    ax3.set_title(f"log10 {spec.zlabel}" if log else spec.zlabel, fontsize=10)
+    ax3.set_xlabel(spec.xlabel, fontsize=style.SMALL, labelpad=10)
+    ax3.set_ylabel(spec.ylabel, fontsize=style.SMALL, labelpad=10)
+    ax3.set_title(f"log10 {spec.zlabel}" if log else spec.zlabel, fontsize=style.SMALL)
     ax3.view_init(elev=35, azim=-60)
     return fig
 

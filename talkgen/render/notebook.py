@@ -128,12 +128,32 @@ def _slide_cells(slide: Slide, slide_type: str, *, talk: bool, **meta: Any) -> l
                                   "alt": fig.alt, "title": fig.title}}))
     notes = str(slide.notes)
     if after:
-        if str(slide.body).strip():
-            cells.append(_md(str(slide.body), "-", part="body"))
+        body, held = _short_body(str(slide.body))
+        if body.strip():
+            cells.append(_md(body, "-", part="body"))
+        if held:
+            notes = f"{notes}\n\n*All of them:*\n\n{held}"
         captions = " ".join(escape(f.caption) for f in slide.figures if f.caption)
         notes = f"*The figure:* {captions}\n\n{notes}" if captions else notes
     cells.append(_md(notes, "notes", part="notes", report=slide.kind not in ("title", "agenda")))
     return cells
+
+
+SLIDE_ITEMS = 3  # list items a figure slide shows under its figure; more would shrink the figure
+
+
+def _short_body(body: str) -> tuple[str, str]:
+    """A figure slide's text as the talk shows it: a list longer than SLIDE_ITEMS keeps its first items
+    and says how many more there are; the whole list is returned to go to the speaker notes ("" if none)."""
+    lines = body.strip().splitlines()
+    items = [i for i, line in enumerate(lines) if line.startswith("- ")]
+    if len(items) <= SLIDE_ITEMS + 1:
+        return body, ""
+    cut = items[SLIDE_ITEMS]
+    more = len(items) - SLIDE_ITEMS
+    short = lines[:cut] + [f"- and {more} more (in the notes and the report)"]
+    after = [line for line in lines[cut:] if line and not line.startswith("- ") and not line.startswith("  ")]
+    return "\n".join(short + ([""] + after if after else [])), body.strip()
 
 
 def _setup_cell(talk: Mapping[str, Any]) -> nbformat.NotebookNode:

@@ -1,0 +1,178 @@
+"""Can a room read this figure? Checks a drawn ``Figure`` the way a speaker's audience meets it on a
+1280x720 slide: no two pieces of text on top of each other, text large enough, a colour scale beside
+every image of values, whole-number or named ticks where the axis counts things.
+
+The checks measure the figure as Agg lays it out (the same layout ``to_png`` saves), so they hold for
+the PNG the slides and the report show. They are cheap after a draw: ``problems(fig)`` draws once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.text import Text
+
+from talkgen.render import style
+
+# The smallest fraction of its pixel size a figure is shown at on a 1280x720 slide; tests/test_browser.py
+# measures every figure of the built-in talk against it in Chromium (most are shown at 0.96: the slide is
+# 1280x720 with a 4% margin). Text sizes below are what the audience sees: points * DPI / 72 * scale.
+SLIDE_SCALE = 0.9
+MIN_TITLE_PX = 16.0
+MIN_TEXT_PX = 14.0
+_OVERLAP_PX = 1.5  # anti-aliased edges may touch; more than this is text on text
+
+
+@dataclass(frozen=True)
+class _Box:
+    """A text's rectangle in display pixels, possibly rotated: centre, half sizes along its own axes."""
+
+    cx: float
+    cy: float
+    hw: float
+    hh: float
+    angle: float  # radians
+
+    def axes(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        return (c, s), (-s, c)
+
+    def corners(self) -> list[tuple[float, float]]:
+        (ux, uy), (vx, vy) = self.axes()
+        return [(self.cx + a * self.hw * ux + b * self.hh * vx, self.cy + a * self.hw * uy + b * self.hh * vy)
+                for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+
+
+def _box(text: Text, renderer) -> _Box | None:
+    ext = text.get_window_extent(renderer)
+    if ext.width <= 0 or ext.height <= 0:
+        return None
+    angle = text.get_rotation()
+    if angle % 180:  # the text's own (upright) size, in display pixels
+        text.set_rotation(0)
+        try:
+            layout, _, _ = text._get_layout(renderer)
+        finally:
+            text.set_rotation(angle)
+        w, h = layout.width, layout.height
+    else:
+        w, h = ext.width, ext.height
+    return _Box(ext.x0 + ext.width / 2, ext.y0 + ext.height / 2, w / 2, h / 2, math.radians(angle))
+
+
+def _overlap(a: _Box, b: _Box) -> float:
+    """How far the two rectangles interpenetrate along the axis where they overlap least (0 if apart)."""
+    depth = math.inf
+    ca, cb = a.corners(), b.corners()
+    for ux, uy in (*a.axes(), *b.axes()):
+        pa = [x * ux + y * uy for x, y in ca]
+        pb = [x * ux + y * uy for x, y in cb]
+        d = min(max(pa), max(pb)) - max(min(pa), min(pb))
+        if d <= 0:
+            return 0.0
+        depth = min(depth, d)
+    return depth
+
+
+def _drawn_texts(fig: Figure, canvas: FigureCanvasAgg) -> list[Text]:
+    """Draw ``fig`` and return every piece of text that was drawn, where it was drawn: ticks outside the
+    view and the axes turned off are not drawn, so not counted; a 3-D axis's labels are measured where
+    that draw put them. (Text.draw is wrapped for the draw: not for use from several threads at once.)"""
+    import matplotlib
+
+    drawn: list[Text] = []
+    original = Text.draw
+
+    def record(self, renderer):
+        original(self, renderer)
+        if self.get_visible() and self.get_text().strip() and renderer is not None:
+            drawn.append(self)
+
+    Text.draw = record
+    try:
+        with matplotlib.rc_context(style.RC):  # as to_png draws it
+            canvas.draw()
+    finally:
+        Text.draw = original
+    seen: set[int] = set()
+    return [t for t in drawn if not (id(t) in seen or seen.add(id(t)))]
+
+
+def _is_title(t: Text, fig: Figure) -> bool:
+    """The figure's own title; a panel's title is read as a label (it names one of several panels)."""
+    return t is getattr(fig, "_suptitle", None)
+
+
+def problems(fig: Figure, *, scale: float = SLIDE_SCALE) -> list[str]:
+    """What would stop a room reading ``fig``: one line per problem, empty when it reads well."""
+    canvas = FigureCanvasAgg(fig)
+    texts = _drawn_texts(fig, canvas)
+    renderer = canvas.get_renderer()
+    drawn = {id(t) for t in texts}
+    found: list[str] = []
+    px = style.DPI / 72 * scale
+    for t in texts:
+        size = t.get_fontsize() * px
+        floor = MIN_TITLE_PX if _is_title(t, fig) else MIN_TEXT_PX
+        if size < floor - 0.05:
+            found.append(f"text {t.get_text()!r} is {size:.1f} px on the slide (at least {floor:.0f})")
+    boxes = [(t, _box(t, renderer)) for t in texts]
+    boxes = [(t, b) for t, b in boxes if b is not None]
+    width, height = canvas.get_width_height()
+    for t, b in boxes:
+        xs = [x for x, _ in b.corners()]
+        ys = [y for _, y in b.corners()]
+        if min(xs) < -_OVERLAP_PX or min(ys) < -_OVERLAP_PX or max(xs) > width + _OVERLAP_PX \
+                or max(ys) > height + _OVERLAP_PX:
+            found.append(f"text {t.get_text()!r} runs off the figure")
+    for i in range(len(boxes)):
+        ti, bi = boxes[i]
+        for j in range(i + 1, len(boxes)):
+            tj, bj = boxes[j]
+            if _overlap(bi, bj) > _OVERLAP_PX:
+                found.append(f"texts {ti.get_text()!r} and {tj.get_text()!r} overlap")
+    keyed = {id(im.norm) for ax in fig.axes for im in ax.get_images() if im.colorbar is not None}
+    for ax in fig.axes:
+        if getattr(ax, "_colorbar", None) is not None:
+            continue
+        for im in ax.get_images():
+            if im.colorbar is None and id(im.norm) not in keyed and not _is_picture(im):
+                found.append(f"image in {ax.get_title()!r} has no colour bar")
+        for axis, name in ((ax.xaxis, "x"), (ax.yaxis, "y")):
+            shown = [t.get_text() for t in axis.get_ticklabels() if id(t) in drawn and t.get_text()]
+            if len(shown) != len(set(shown)):
+                found.append(f"{name} axis of {ax.get_title()!r} repeats a tick label: {shown}")
+            if getattr(axis, "_talkgen_counts", False):
+                for tick in axis.get_ticklabels():
+                    text = tick.get_text().replace("\u2212", "-")
+                    if text and _is_fraction(text):
+                        found.append(f"{name} axis of {ax.get_title()!r} counts things but has tick {text!r}")
+    return found
+
+
+def _is_picture(im: AxesImage) -> bool:
+    """An image that shows pixels (an input digit, RGB), not values on a colour scale."""
+    a = np.asarray(im.get_array())
+    return a.ndim == 3 or bool(getattr(im, "_talkgen_picture", False))
+
+
+def _is_fraction(text: str) -> bool:
+    try:
+        v = float(text)
+    except ValueError:
+        return False
+    return not float(v).is_integer()
+
+
+def mark_counting(axis) -> None:
+    """Declare that ``axis`` counts things (indices, layers, sizes): ``problems`` then rejects fractional ticks."""
+    axis._talkgen_counts = True
+
+
+def mark_picture(im: AxesImage) -> None:
+    """Declare that ``im`` shows pixels (an input image), so it needs no colour bar."""
+    im._talkgen_picture = True
