@@ -26,3 +26,51 @@ def auroc(acts: np.ndarray, positive: np.ndarray, ranks: np.ndarray | None = Non
     if ranks is None:
         ranks = rankdata(acts, axis=0)
     return (ranks[positive].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def _invert(estimate: float, variance, z: float) -> tuple[float, float]:
+    """Score-type interval: the values t in [0, 1] with (estimate - t)^2 <= z^2 variance(t), found by
+    bisection on each side of the estimate (the variance is taken at t, not at the estimate, so an
+    estimate of 0 or 1 still gets an interval of positive width)."""
+    def outside(t: float) -> bool:
+        return (estimate - t) ** 2 > z * z * variance(t)
+
+    def edge(inside: float, out: float) -> float:
+        if not outside(out):
+            return out
+        for _ in range(60):
+            mid = (inside + out) / 2
+            inside, out = (inside, mid) if outside(mid) else (mid, out)
+        return (inside + out) / 2
+
+    return edge(estimate, 0.0), edge(estimate, 1.0)
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of an AUC measured on ``n_pos`` positives and ``n_neg`` negatives: Hanley and
+    McNeil's (1982) variance of the Mann-Whitney AUC, inverted as a score interval (Newcombe's approach),
+    so that a perfect AUC on ten models reads as "1, but could be as low as ..." rather than "1 ± 0"."""
+    if not (n_pos and n_neg) or not np.isfinite(auc):
+        return float("nan"), float("nan")
+
+    def variance(t: float) -> float:
+        q1, q2 = t / (2 - t), 2 * t * t / (1 + t)
+        return max(0.0, t * (1 - t) + (n_pos - 1) * (q1 - t * t) + (n_neg - 1) * (q2 - t * t)) / (n_pos * n_neg)
+
+    return _invert(float(auc), variance, _z(level))
+
+
+def wilson_interval(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval of a proportion ``successes / n``."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p, z = successes / n, _z(level)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
