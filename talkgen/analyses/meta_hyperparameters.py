@@ -12,6 +12,7 @@ import numpy as np
 from talkgen.analyses._zoo import ZOO_PARAMS, ZOO_QUICK, ZooAnalysis, load_zoo, subject_params, usable_members
 from talkgen.analyses.base import Context, Result, Scalar, register
 from talkgen.specs import Bars, Table
+from talkgen.stats import wilson_interval
 
 
 HYPER_TARGETS = {
@@ -43,7 +44,7 @@ class MetaHyperparameters(ZooAnalysis):
     name = "meta-hyperparameters"
     order = 50
     title = "Reading the training recipe from the weights"
-    version = 2  # 2: the held-out count is a summary
+    version = 3  # 2: the held-out count is a summary; 3: each accuracy's 95% Wilson interval
     deps = ("model-zoo",)
     params = ZOO_PARAMS
     quick = ZOO_QUICK
@@ -80,9 +81,13 @@ class MetaHyperparameters(ZooAnalysis):
                                  "not known" if truth_cls is None else names[truth_cls[target]]))
             key = target.replace(" ", "_")
             summaries[f"accuracy.{key}"] = Scalar(a, "accuracy", f"{target} read from weights, held-out members")
+            lo, hi = wilson_interval(a * len(te), len(te), 0.95)
+            summaries[f"accuracy.{key}.lo"] = Scalar(lo, "accuracy", f"lower end of the 95% Wilson interval of accuracy.{key}")
+            summaries[f"accuracy.{key}.hi"] = Scalar(hi, "accuracy", f"upper end of the 95% Wilson interval of accuracy.{key}")
             summaries[f"chance.{key}"] = Scalar(c, "accuracy", f"{target}: always guessing the commonest class")
         summaries["mean_gain_over_chance"] = Scalar(float(np.mean(np.array(acc) - np.array(chance))), "accuracy",
                                                     "mean accuracy above chance over the three recipe targets")
+        summaries["ci.level"] = Scalar(0.95, "fraction", "confidence level of the intervals")
         summaries["n_test"] = Scalar(float(len(te)), "members", "held-out zoo members the answers are scored on")
         arrays = {"accuracy": np.array(acc), "chance": np.array(chance)}
         fig = Bars(id="hyper", title="What the weights say about how they were trained",

@@ -27,7 +27,7 @@ class MetaTrojan(ZooAnalysis):
     name = "meta-trojan"
     order = 60
     title = "A trojan detector trained on the zoo"
-    version = 5  # 4: the held-out counts are summaries; 5: the held-out AUC's 95% interval
+    version = 6  # 4: the held-out counts are summaries; 5: the held-out AUC's 95% interval; 6: its level is ci.level
     deps = ("model-zoo",)
     # mntd_weight_decay: on the meta-classifier only (the queries have none). 0.1 with 50 epochs raised
     # the full zoo's held-out AUC only from 0.868 to 0.880 (135 members), but at the calibrated threshold
@@ -190,7 +190,7 @@ class MetaTrojan(ZooAnalysis):
             "mntd_auc": Scalar(res["mntd"]["auc"], "AUC", "MNTD on held-out zoo members (seen trigger kinds)"),
             "mntd_auc.lo": Scalar(lo, "AUC", f"lower end of the {CI_LEVEL:.0%} interval of mntd_auc (Hanley-McNeil score)"),
             "mntd_auc.hi": Scalar(hi, "AUC", f"upper end of the {CI_LEVEL:.0%} interval of mntd_auc"),
-            "ci_level": Scalar(CI_LEVEL, "fraction", "confidence level of the intervals"),
+            "ci.level": Scalar(CI_LEVEL, "fraction", "confidence level of the intervals"),
             "mntd_auc_unseen": Scalar(res["mntd"]["auc_unseen"], "AUC", f"MNTD on held-out {unseen_kind} triggers"),
             "mntd_auc.single_mean": Scalar(float(np.mean(m.singles_seen)), "AUC",
                                            "the ensemble's detectors alone, mean held-out AUC"),
