@@ -49,3 +49,23 @@ def test_auc_interval_covers_the_true_auc_about_95_percent_of_the_time():
         lo, hi = auc_interval(auc(y, s), k, k)
         hits += lo <= true <= hi
     assert 0.92 <= hits / 400 <= 0.995, hits / 400
+
+
+def test_bootstrap_interval_covers_a_mean_and_drops_undefined_resamples():
+    from talkgen.meta.metanets import r2
+    from talkgen.stats import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    hits = 0
+    for i in range(200):
+        x = rng.normal(0.3, 1.0, 30)
+        lo, hi = bootstrap_interval(np.mean, x, n_boot=400, seed=i)
+        hits += lo <= 0.3 <= hi
+    assert 0.88 <= hits / 200 <= 0.99, hits / 200
+    # a good predictor on 13 points: R² high, its interval below 1 and around the estimate
+    y = np.linspace(0.1, 0.9, 13)
+    pred = y + rng.normal(0, 0.05, 13)
+    lo, hi = bootstrap_interval(r2, y, pred)
+    assert lo < r2(y, pred) < hi <= 1.0
+    # a constant target has no R²: every resample is dropped, and the interval says so
+    assert all(np.isnan(bootstrap_interval(r2, np.ones(13), pred)))

@@ -22,7 +22,7 @@ class MetaAccuracy(ZooAnalysis):
     name = "meta-accuracy"
     order = 40
     title = "Reading accuracy from the weights"
-    version = 2  # 2: the held-out and training counts are summaries
+    version = 3  # 2: the held-out and training counts are summaries; 3: R² of the weights' 95% interval
     cost_hint = 3
     deps = ("model-zoo",)
     params = ZOO_PARAMS | {"deepsets_epochs": 200}
@@ -122,6 +122,13 @@ class MetaAccuracy(ZooAnalysis):
             summaries[f"tau.{k}"] = Scalar(metrics[k]["tau"], "tau", f"{label[k]}: Kendall tau on held-out members")
             summaries[f"tau_trained.{k}"] = Scalar(metrics[k]["tau_trained"], "tau",
                                                    f"{label[k]}: Kendall tau on held-out members that trained")
+        from talkgen.meta import metanets as mn
+        from talkgen.stats import bootstrap_interval
+
+        lo, hi = bootstrap_interval(mn.r2, m.y, m.preds["weights"], seed=ctx.seed)
+        summaries["r2.weights.lo"] = Scalar(lo, "R^2", "lower end of the 95% bootstrap interval of r2.weights")
+        summaries["r2.weights.hi"] = Scalar(hi, "R^2", "upper end of the 95% bootstrap interval of r2.weights")
+        summaries["ci.level"] = Scalar(0.95, "fraction", "confidence level of the intervals")
         summaries["n_test"] = Scalar(float(len(m.te)), "members", "held-out zoo members the predictors are scored on")
         summaries["n_train"] = Scalar(float(len(m.tr)), "members", "zoo members the predictors are fitted on")
         summaries["weights_r2"] = Scalar(metrics["weights"]["r2"], "R^2", "accuracy from weight statistics: R^2, held out")
