@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+CI_LEVEL = 0.95  # the confidence level of every interval the talk and the report quote
+
 
 def pearson(acts: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Pearson r of each column of ``acts`` (N, U) with ``label`` (N,)."""
@@ -52,7 +54,7 @@ def _invert(estimate: float, variance, z: float) -> tuple[float, float]:
     return edge(estimate, 0.0), edge(estimate, 1.0)
 
 
-def auc_interval(auc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tuple[float, float]:
+def auc_interval(auc: float, n_pos: int, n_neg: int, level: float = CI_LEVEL) -> tuple[float, float]:
     """Confidence interval of an AUC measured on ``n_pos`` positives and ``n_neg`` negatives: Hanley and
     McNeil's (1982) variance of the Mann-Whitney AUC, inverted as a score interval (Newcombe's approach),
     so that a perfect AUC on ten models reads as "1, but could be as low as ..." rather than "1 ± 0"."""
@@ -66,7 +68,7 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tup
     return _invert(float(auc), variance, _z(level))
 
 
-def wilson_interval(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, level: float = CI_LEVEL) -> tuple[float, float]:
     """Wilson's score interval of a proportion ``successes / n``."""
     if n <= 0:
         return float("nan"), float("nan")
@@ -76,7 +78,7 @@ def wilson_interval(successes: float, n: int, level: float = 0.95) -> tuple[floa
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def bootstrap_interval(statistic, *columns: np.ndarray, level: float = 0.95, n_boot: int = 2000,
+def bootstrap_interval(statistic, *columns: np.ndarray, level: float = CI_LEVEL, n_boot: int = 2000,
                        seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(*columns)``, resampling the rows of the columns
     together (paired); resamples on which the statistic is not finite (an R² of a constant) are dropped."""

@@ -123,12 +123,12 @@ class MetaAccuracy(ZooAnalysis):
             summaries[f"tau_trained.{k}"] = Scalar(metrics[k]["tau_trained"], "tau",
                                                    f"{label[k]}: Kendall tau on held-out members that trained")
         from talkgen.meta import metanets as mn
-        from talkgen.stats import bootstrap_interval
+        from talkgen.stats import CI_LEVEL, bootstrap_interval
 
         lo, hi = bootstrap_interval(mn.r2, m.y, m.preds["weights"], seed=ctx.seed)
-        summaries["r2.weights.lo"] = Scalar(lo, "R^2", "lower end of the 95% bootstrap interval of r2.weights")
-        summaries["r2.weights.hi"] = Scalar(hi, "R^2", "upper end of the 95% bootstrap interval of r2.weights")
-        summaries["ci.level"] = Scalar(0.95, "fraction", "confidence level of the intervals")
+        summaries["r2.weights.lo"] = Scalar(lo, "R^2", f"lower end of the {CI_LEVEL:.0%} bootstrap interval of r2.weights")
+        summaries["r2.weights.hi"] = Scalar(hi, "R^2", f"upper end of the {CI_LEVEL:.0%} bootstrap interval of r2.weights")
+        summaries["ci.level"] = Scalar(CI_LEVEL, "fraction", "confidence level of the intervals")
         summaries["n_test"] = Scalar(float(len(m.te)), "members", "held-out zoo members the predictors are scored on")
         summaries["n_train"] = Scalar(float(len(m.tr)), "members", "zoo members the predictors are fitted on")
         summaries["weights_r2"] = Scalar(metrics["weights"]["r2"], "R^2", "accuracy from weight statistics: R^2, held out")

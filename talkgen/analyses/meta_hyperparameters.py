@@ -12,7 +12,7 @@ import numpy as np
 from talkgen.analyses._zoo import ZOO_PARAMS, ZOO_QUICK, ZooAnalysis, load_zoo, subject_params, usable_members
 from talkgen.analyses.base import Context, Result, Scalar, register
 from talkgen.specs import Bars, Table
-from talkgen.stats import wilson_interval
+from talkgen.stats import CI_LEVEL, wilson_interval
 
 
 HYPER_TARGETS = {
@@ -81,13 +81,13 @@ class MetaHyperparameters(ZooAnalysis):
                                  "not known" if truth_cls is None else names[truth_cls[target]]))
             key = target.replace(" ", "_")
             summaries[f"accuracy.{key}"] = Scalar(a, "accuracy", f"{target} read from weights, held-out members")
-            lo, hi = wilson_interval(a * len(te), len(te), 0.95)
-            summaries[f"accuracy.{key}.lo"] = Scalar(lo, "accuracy", f"lower end of the 95% Wilson interval of accuracy.{key}")
-            summaries[f"accuracy.{key}.hi"] = Scalar(hi, "accuracy", f"upper end of the 95% Wilson interval of accuracy.{key}")
+            lo, hi = wilson_interval(a * len(te), len(te))
+            summaries[f"accuracy.{key}.lo"] = Scalar(lo, "accuracy", f"lower end of the {CI_LEVEL:.0%} Wilson interval of accuracy.{key}")
+            summaries[f"accuracy.{key}.hi"] = Scalar(hi, "accuracy", f"upper end of the {CI_LEVEL:.0%} Wilson interval of accuracy.{key}")
             summaries[f"chance.{key}"] = Scalar(c, "accuracy", f"{target}: always guessing the commonest class")
         summaries["mean_gain_over_chance"] = Scalar(float(np.mean(np.array(acc) - np.array(chance))), "accuracy",
                                                     "mean accuracy above chance over the three recipe targets")
-        summaries["ci.level"] = Scalar(0.95, "fraction", "confidence level of the intervals")
+        summaries["ci.level"] = Scalar(CI_LEVEL, "fraction", "confidence level of the intervals")
         summaries["n_test"] = Scalar(float(len(te)), "members", "held-out zoo members the answers are scored on")
         arrays = {"accuracy": np.array(acc), "chance": np.array(chance)}
         fig = Bars(id="hyper", title="What the weights say about how they were trained",

@@ -19,9 +19,6 @@ from talkgen.analyses.base import Check, Context, Finding, Result, Scalar, regis
 from talkgen.specs import Curves, ImageGrid, Table
 
 
-CI_LEVEL = 0.95
-
-
 @register
 class MetaTrojan(ZooAnalysis):
     name = "meta-trojan"
@@ -182,10 +179,10 @@ class MetaTrojan(ZooAnalysis):
                       alt="A grid of small grey images: the tuned query inputs.",
                       array="queries", colorbar="pixel value", signed=False, columns=8),
         )
-        from talkgen.stats import auc_interval
+        from talkgen.stats import CI_LEVEL, auc_interval
 
         y_seen = labels[test_seen]
-        lo, hi = auc_interval(res["mntd"]["auc"], int(y_seen.sum()), int((y_seen == 0).sum()), CI_LEVEL)
+        lo, hi = auc_interval(res["mntd"]["auc"], int(y_seen.sum()), int((y_seen == 0).sum()))
         summaries = {
             "mntd_auc": Scalar(res["mntd"]["auc"], "AUC", "MNTD on held-out zoo members (seen trigger kinds)"),
             "mntd_auc.lo": Scalar(lo, "AUC", f"lower end of the {CI_LEVEL:.0%} interval of mntd_auc (Hanley-McNeil score)"),

@@ -38,7 +38,7 @@ class FigureRef:
     alt: str
     png: bytes
     html: str = ""  # set instead of png for figures that are HTML (coloured text)
-    compact: bytes = b""  # the PNG as the report embeds it (``FigureCache.compact``: lossless WebP, 64 colours)
+    compact: bytes = b""  # the PNG as the report embeds it (``FigureCache.compact``: lossless WebP, 48 colours)
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,8 @@ class FigureCache:
 
     def compact(self, png: bytes) -> bytes:
         """``png`` as the report embeds it: lossless WebP of its colours reduced to 48 (a chart's flat colours
-        and anti-aliased text survive, a colour bar shows about 20 steps; about a seventh of the PNG's bytes). Cached by the PNG's hash."""
+        and anti-aliased text survive, a colour bar shows about 20 steps; about a seventh of the PNG's
+        bytes). Cached by the PNG's hash."""
         name = f"{hashlib.sha256(png).hexdigest()[:32]}-{COMPACT_VERSION}.webp"
         path = self.root / name if self.root else None
         if path is not None and path.is_file():

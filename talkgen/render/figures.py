@@ -35,12 +35,10 @@ def _panel_title(text: str, cols: int) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) if len(text) > width else text
 
 
-def _few_ticks(ax, cols: int, *, y: bool = False) -> None:
-    """Narrow panels get fewer ticks, so that labels such as -0.025 do not run into each other."""
-    if cols >= 3:
-        for axis in (ax.xaxis, ax.yaxis) if y else (ax.xaxis,):
-            if axis.get_scale() == "linear":
-                axis.set_major_locator(MaxNLocator(nbins=max(2, 8 // cols)))
+def _few_ticks(ax, cols: int) -> None:
+    """Narrow panels get fewer x ticks, so that labels such as -0.025 do not run into each other."""
+    if cols >= 3 and ax.xaxis.get_scale() == "linear":
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=max(2, 8 // cols)))
 
 
 def _log_ticks(axis, cols: int = 1) -> None:
@@ -156,19 +154,17 @@ def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
     n_panels = max(spec.panels) + 1 if spec.panels else 1
     rows, cols = _grid(n_panels)
     axes = list(fig.subplots(rows, cols, squeeze=False).flat)
-    colour_index: dict[int, int] = {}
-    labels_in: dict[int, list[str]] = {}
+    labels_in: dict[int, list[str]] = {}  # each panel's series, in drawing order (the n-th gets colour n)
     for i, (xk, yk, label) in enumerate(zip(spec.x, spec.y, spec.labels)):
         panel = spec.panels[i] if spec.panels else 0
         ax = axes[panel]
-        c = colour_index.setdefault(panel, 0)
+        c = len(labels_in.setdefault(panel, []))
         # past the palette's 8 colours, the line style tells the series apart
         ls = spec.styles[i] if spec.styles else ("-", "--", ":", "-.")[(c // len(style.PALETTE)) % 4]
         ax.plot(arrays[xk], arrays[yk], label=label, linestyle=ls,
                 color=style.PALETTE[c % len(style.PALETTE)],
                 marker="o" if spec.markers else None, markersize=3, linewidth=1.8)
-        colour_index[panel] = c + 1
-        labels_in.setdefault(panel, []).append(label)
+        labels_in[panel].append(label)
     # the same series in every panel: one legend for the figure, not one crowding each panel
     shared = n_panels > 1 and len({tuple(v) for v in labels_in.values()}) == 1 and len(labels_in) == n_panels
     for p, ax in enumerate(axes):
@@ -190,9 +186,9 @@ def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
         ax.grid(True, alpha=0.3)
         if spec.panel_titles:
             ax.set_title(_panel_title(spec.panel_titles[p], cols), fontsize=style.SMALL)
-        if colour_index.get(p, 0) > 1 and not shared:
+        if len(labels_in.get(p, ())) > 1 and not shared:
             ax.legend(loc="best", fontsize=style.SMALL)
-    if shared and colour_index.get(0, 0) > 1:
+    if shared and len(labels_in[0]) > 1:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), fontsize=style.SMALL)
     return fig

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -29,8 +30,10 @@ _OVERLAP_PX = 1.5  # anti-aliased edges may touch; more than this is text on tex
 
 @dataclass(frozen=True)
 class _Box:
-    """A text's rectangle in display pixels, possibly rotated: centre, half sizes along its own axes."""
+    """A text's rectangle in display pixels, possibly rotated: centre, half sizes along its own axes, and
+    ``extent`` (x0, y0, x1, y1), the upright box around it that matplotlib reports."""
 
+    extent: tuple[float, float, float, float]
     cx: float
     cy: float
     hw: float
@@ -41,6 +44,7 @@ class _Box:
         c, s = math.cos(self.angle), math.sin(self.angle)
         return (c, s), (-s, c)
 
+    @cached_property  # read for every pair of texts
     def corners(self) -> list[tuple[float, float]]:
         (ux, uy), (vx, vy) = self.axes()
         return [(self.cx + a * self.hw * ux + b * self.hh * vx, self.cy + a * self.hw * uy + b * self.hh * vy)
@@ -61,13 +65,17 @@ def _box(text: Text, renderer) -> _Box | None:
         w, h = layout.width, layout.height
     else:
         w, h = ext.width, ext.height
-    return _Box(ext.x0 + ext.width / 2, ext.y0 + ext.height / 2, w / 2, h / 2, math.radians(angle))
+    return _Box((ext.x0, ext.y0, ext.x1, ext.y1), ext.x0 + ext.width / 2, ext.y0 + ext.height / 2, w / 2, h / 2,
+                math.radians(angle))
 
 
 def _overlap(a: _Box, b: _Box) -> float:
     """How far the two rectangles interpenetrate along the axis where they overlap least (0 if apart)."""
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a.extent, b.extent
+    if ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0:  # their upright boxes are apart: so are they
+        return 0.0
     depth = math.inf
-    ca, cb = a.corners(), b.corners()
+    ca, cb = a.corners, b.corners
     for ux, uy in (*a.axes(), *b.axes()):
         pa = [x * ux + y * uy for x, y in ca]
         pb = [x * ux + y * uy for x, y in cb]
@@ -123,11 +131,9 @@ def problems(fig: Figure, *, scale: float = SLIDE_SCALE) -> list[str]:
     boxes = [(t, _box(t, renderer)) for t in texts]
     boxes = [(t, b) for t, b in boxes if b is not None]
     width, height = canvas.get_width_height()
-    for t, b in boxes:
-        xs = [x for x, _ in b.corners()]
-        ys = [y for _, y in b.corners()]
-        if min(xs) < -_OVERLAP_PX or min(ys) < -_OVERLAP_PX or max(xs) > width + _OVERLAP_PX \
-                or max(ys) > height + _OVERLAP_PX:
+    for t, b in boxes:  # the upright box around the text is the reach of its corners
+        x0, y0, x1, y1 = b.extent
+        if x0 < -_OVERLAP_PX or y0 < -_OVERLAP_PX or x1 > width + _OVERLAP_PX or y1 > height + _OVERLAP_PX:
             found.append(f"text {t.get_text()!r} runs off the figure")
     for i in range(len(boxes)):
         ti, bi = boxes[i]
