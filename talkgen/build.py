@@ -208,7 +208,7 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     with outdir.locked(out):
         outcomes = run_plan(plan, Cache(out / "cache"), seed=config.seed, device=config.device,
                             profile=config.profile, force=force, strict=strict, progress=progress,
-                            threads=threads, after_each=_figure_drawer(out))
+                            threads=threads, after_each=_figure_drawer(out, config.formats))
         return _render(config, [SubjectFacts.of(s) for s in subjects], outcomes, out, force, catalogue(),
                        config_file)
 
@@ -279,14 +279,17 @@ def _from_record(config: TalkConfig, out: Path, config_file: Mapping[str, Any] |
         return _render(config, subjects, outcomes, out, False, catalogue, config_file)
 
 
-def _figure_drawer(out: Path) -> Callable[[Any, Result], None]:
+def _figure_drawer(out: Path, formats: Sequence[str]) -> Callable[[Any, Result], None]:
     """Draws a result's figures into the build's figure cache where the result was computed (a worker
-    process, in parallel with the other analyses), so that rendering finds them drawn."""
+    process, in parallel with the other analyses), so that rendering finds them drawn; their compact copies
+    too when an output embeds them (the report and its PDF)."""
+    compact = bool({"report", "pdf"} & set(formats))
+
     def draw(item: Any, result: Result) -> None:
         if item.subject.twin_of is None:  # twins are baselines inside other analyses, never drawn
             from talkgen.render.deck import FigureCache, predraw
 
-            predraw(result, FigureCache(out / "cache" / "figures"))
+            predraw(result, FigureCache(out / "cache" / "figures"), compact)
     return draw
 
 

@@ -1,6 +1,6 @@
 """Every figure reads on a 1280x720 slide: the checker (talkgen.render.legibility) is shown to catch each
-kind of fault on a figure made to have it, then it is run on every figure a quick build drew, redrawn
-from the build's cached spec and arrays."""
+kind of fault on a figure made to have it, then every figure a quick build drew is shown to have passed it
+(the build checks each figure on the draw it saves)."""
 
 from __future__ import annotations
 
@@ -125,18 +125,28 @@ def test_the_house_drawers_fix_what_matplotlib_left_alone():
 
 
 def test_every_figure_of_the_quick_build_reads_on_a_slide(quick_build):
-    """Each PNG the build drew (its figure cache, fresh for this build) is found from its result and redrawn."""
+    """The build ran the checker on every figure it drew, on the draw it saved (FigureCache keeps what it found
+    beside each PNG): every PNG of the quick build has a record, found from its result, and none found a
+    problem. One figure of each kind is redrawn here and checked again, to the same verdict."""
     cache = quick_build / "cache"
+    figures = FigureCache(cache / "figures")
     drawn = {p.name for p in (cache / "figures").glob("*.png")}
     checked: set[str] = set()
+    redrawn: set[str] = set()
     problems = []
     for result_json in sorted(cache.glob("*/*/result.json")):
         result = Result.load(str(result_json.parent))
         for spec in result.figures:
             key = FigureCache.key(spec, result) if spec.kind != "coloured_text" else None
-            if key in drawn and key not in checked:
-                checked.add(key)
-                problems += [f"{result_json.parent.parent.name}/{spec.id}: {p}"
-                             for p in legibility.problems(figs.draw(spec, result.arrays))]
+            if key not in drawn or key in checked:
+                continue
+            checked.add(key)
+            found = figures.problems(spec, result)
+            assert found is not None, f"{result_json.parent.parent.name}/{spec.id}: drawn without a check"
+            problems += [f"{result_json.parent.parent.name}/{spec.id}: {p}" for p in found]
+            if spec.kind not in redrawn:
+                redrawn.add(spec.kind)
+                assert legibility.problems(figs.draw(spec, result.arrays)) == found, spec.id
     assert len(drawn) > 100 and checked == drawn, sorted(drawn - checked)[:5]
+    assert len(redrawn) >= 6, redrawn
     assert not problems, "\n".join(problems[:40])

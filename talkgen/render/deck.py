@@ -11,7 +11,7 @@ import hashlib
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from markupsafe import Markup
 
@@ -38,7 +38,14 @@ class FigureRef:
     alt: str
     png: bytes
     html: str = ""  # set instead of png for figures that are HTML (coloured text)
-    compact: bytes = b""  # the PNG as the report embeds it (``FigureCache.compact``: lossless WebP, 48 colours)
+    # makes the PNG as the report embeds it (``FigureCache.compact``), on first use only: a build without a
+    # report or notebook never pays for it
+    compacter: Callable[[bytes], bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def compact(self) -> bytes:
+        """The PNG as the report embeds it (lossless WebP, 48 colours); empty for an HTML figure."""
+        return self.compacter(self.png) if self.png and self.compacter is not None else b""
 
 
 @dataclass(frozen=True)
@@ -140,17 +147,34 @@ class FigureCache:
         return f"{h.hexdigest()[:32]}.png"
 
     def png(self, spec: FigureSpec, result: Result) -> bytes:
+        """The figure as PNG, drawn once; with a cache folder, what ``render.legibility`` found wrong with it
+        (read off the same draw, at no extra cost) is kept beside it (``problems``)."""
         path = self.root / self.key(spec, result) if self.root else None
         if path is not None and path.is_file():
             return path.read_bytes()
-        from talkgen.render import figures as figs  # matplotlib is imported only when drawing
+        from talkgen.render import figures as figs, legibility  # matplotlib is imported only when drawing
 
-        data = figs.to_png(figs.draw(spec, result.arrays))
+        data, found = legibility.png_and_problems(figs.draw(spec, result.arrays))
         if path is not None:
+            import json
+
             from talkgen.files import write_atomic  # a temporary name of its own: builds may share the cache
 
+            write_atomic(self._problems_path(path), json.dumps(found).encode())  # first: a cached PNG has its record
             write_atomic(path, data)
         return data
+
+    def problems(self, spec: FigureSpec, result: Result) -> list[str] | None:
+        """What the legibility checker found on the cached PNG of ``spec`` (empty: it reads on a slide), or None
+        when it is not in the cache."""
+        import json
+
+        path = self._problems_path(self.root / self.key(spec, result)) if self.root else None
+        return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+    @staticmethod
+    def _problems_path(png: Path) -> Path:
+        return png.with_name(png.stem + ".problems.json")
 
     def compact(self, png: bytes) -> bytes:
         """``png`` as the report embeds it: lossless WebP of its colours reduced to 48 (a chart's flat colours
@@ -183,11 +207,14 @@ def compact_image(png: bytes) -> bytes:
     return out.getvalue()
 
 
-def predraw(result: Result, figure_cache: FigureCache) -> None:
-    """Draw every image figure of ``result`` into ``figure_cache`` now (the deck then reads them back)."""
+def predraw(result: Result, figure_cache: FigureCache, compact: bool = True) -> None:
+    """Draw every image figure of ``result`` into ``figure_cache`` now (the deck then reads them back), with
+    its compact copy when ``compact`` (a build that writes the report or its PDF)."""
     for spec in result.figures:
         if spec.kind != "coloured_text":
-            figure_cache.compact(figure_cache.png(spec, result))
+            png = figure_cache.png(spec, result)
+            if compact:
+                figure_cache.compact(png)
 
 
 def build_deck(*, title: str, subtitle: str, speaker: str, outcomes: Sequence[Outcome],
@@ -581,10 +608,9 @@ def _content_slides(o: Outcome, section: str, title_of: str, commentary: Comment
             if spec.kind == "coloured_text":
                 from talkgen.render.html import coloured_text_html
 
-                png, html, compact = b"", coloured_text_html(spec, result.arrays), b""
+                png, html = b"", coloured_text_html(spec, result.arrays)
             else:
                 png, html = figure_cache.png(spec, result), ""
-                compact = figure_cache.compact(png)
         except Exception as exc:  # noqa: BLE001 - one figure that cannot be drawn never sinks the build
             message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             out.append(Slide(
@@ -596,7 +622,8 @@ def _content_slides(o: Outcome, section: str, title_of: str, commentary: Comment
             continue
         counter[0] += 1
         ref = FigureRef(number=counter[0], subject=o.subject, analysis=o.analysis, spec_id=spec.id,
-                        title=spec.title, caption=spec.caption, alt=spec.alt, png=png, html=html, compact=compact)
+                        title=spec.title, caption=spec.caption, alt=spec.alt, png=png, html=html,
+                        compacter=figure_cache.compact)
         out.append(Slide(
             id=_slug(o.subject, o.analysis, spec.id), kind="figure", section=section,
             # the claim this figure bears out, with its number ("title_<id>" in the commentary); the topic

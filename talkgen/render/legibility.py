@@ -118,7 +118,25 @@ def _is_title(t: Text, fig: Figure) -> bool:
 def problems(fig: Figure, *, scale: float = SLIDE_SCALE) -> list[str]:
     """What would stop a room reading ``fig``: one line per problem, empty when it reads well."""
     canvas = FigureCanvasAgg(fig)
+    return _problems(fig, canvas, _drawn_texts(fig, canvas), scale)
+
+
+def png_and_problems(fig: Figure, *, scale: float = SLIDE_SCALE) -> tuple[bytes, list[str]]:
+    """``fig`` as PNG (the bytes ``render.figures.to_png`` writes) and its ``problems``, from one draw: the
+    checks read the layout of the very picture that is saved."""
+    import io
+
+    import matplotlib.image
+
+    canvas = FigureCanvasAgg(fig)
     texts = _drawn_texts(fig, canvas)
+    buf = io.BytesIO()  # what savefig's print_png does after its draw (same dpi, facecolor "auto")
+    matplotlib.image.imsave(buf, canvas.buffer_rgba(), format="png", origin="upper", dpi=fig.dpi,
+                            metadata={"Software": None})
+    return buf.getvalue(), _problems(fig, canvas, texts, scale)
+
+
+def _problems(fig: Figure, canvas: FigureCanvasAgg, texts: list[Text], scale: float) -> list[str]:
     renderer = canvas.get_renderer()
     drawn = {id(t) for t in texts}
     found: list[str] = []

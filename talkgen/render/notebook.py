@@ -114,8 +114,8 @@ def _slide_cells(slide: Slide, slide_type: str, *, talk: bool, **meta: Any) -> l
     for fig in slide.figures:
         if fig.html:
             payload = {"text/html": fig.html}
-        elif not talk and fig.compact:  # the report embeds the compact copy; the talk and its notebook the PNG
-            payload = {"image/webp": base64.b64encode(fig.compact).decode("ascii")}
+        elif not talk and (compact := fig.compact):  # the report embeds the compact copy; the talk, the PNG
+            payload = {"image/webp": base64.b64encode(compact).decode("ascii")}
         else:
             payload = {"image/png": base64.b64encode(fig.png).decode("ascii")}
         out = {"output_type": "display_data", "data": payload | {"text/plain": fig.alt},
