@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+
+# Threads of one process waiting for each other yield the core instead of spinning on it (GNU OpenMP's
+# default spins), so tests that train with two threads beside a busy test worker are not slowed several-fold.
+# Set before torch is imported here, so the test workers and every process they start inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import shutil
 import subprocess
 import sys
@@ -47,13 +53,26 @@ def tiny_subject() -> Subject:
 
 SHARED_BUILDS = {"quick_build", "hostile_build"}
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per test worker: the workers already fill the cores, and two OpenMP pools spinning
+    # on the same cores cost several times their work (builds the tests start size their own workers).
+    torch.set_num_threads(1)
 
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Tests that read a real build of the built-in talk (or the hostile one) are end-to-end tests: they
-    share one build each, whose making the first of them pays for (``-m "not e2e"`` runs the rest)."""
+    share one build each, whose making the first of them pays for (``-m "not e2e"`` runs the rest).
+
+    The suite runs in worker processes (pytest-xdist, ``--dist loadgroup``): the tests of one shared build
+    go to one worker, so the build is made once, and the tests of one file stay together, so a file's
+    module-scoped fixtures (a trained zoo, a browser) are made once."""
     for item in items:
-        if SHARED_BUILDS & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SHARED_BUILDS & fixtures:
             item.add_marker(pytest.mark.e2e)
+        shared = sorted((SHARED_BUILDS | {"small_build"}) & fixtures)
+        item.add_marker(pytest.mark.xdist_group("+".join(shared) or item.nodeid.split("::")[0]))
 
 
 @pytest.fixture
@@ -87,9 +106,22 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: i
 
 def shared_folder(tmp_path_factory, name: str, make) -> Path:
     """A folder made once per test run by ``make(folder)`` and read by every test that needs it (never
-    written to: a test that changes a build copies it first)."""
-    folder = tmp_path_factory.mktemp(name)
-    make(folder)
+    written to: a test that changes a build copies it first). With test workers, the first worker to need it
+    makes it under a lock in the folder the workers share, and the others wait for it and read it."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's own
+    folder, made = shared / name, shared / f"{name}.made"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            made.touch()
     return folder
 
 
@@ -98,6 +130,19 @@ def quick_build(tmp_path_factory) -> Path:
     """One real `talkgen build --profile quick` on the built-in talk, shared by the e2e tests."""
     return shared_folder(tmp_path_factory, "build",
                          lambda out: run_cli("build", "--profile", "quick", "--out", str(out), check=True))
+
+
+@pytest.fixture(scope="session")
+def small_build(tmp_path_factory) -> Path:
+    """A complete build of a small user project (one tiny CNN, every analysis that applies), shared by the
+    tests that check bad input leaves an earlier build as it was (they copy it first)."""
+    def make(d: Path) -> None:
+        write_user_project(d)
+        (d / "talk.toml").write_text('title = "A small talk"\n[[subjects]]\nname = "tiny"\n'
+                                     'model = "models.py:make_model"\nweights = "weights.safetensors"\n'
+                                     'data = "data.npz"\n', encoding="utf-8")
+        run_cli("build", "--config", str(d / "talk.toml"), "--out", str(d / "build"), check=True)
+    return shared_folder(tmp_path_factory, "small", make) / "build"
 
 
 def write_user_project(d: Path, classes=("a", "b", "c")) -> Path:

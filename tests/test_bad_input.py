@@ -29,7 +29,18 @@ def _tree_digest(root):
 
 
 @pytest.fixture
-def earlier_build(quick_build, tmp_path):
+def earlier_build(small_build, tmp_path):
+    """A copy of an earlier, complete build (outputs and cache) that the bad input must leave as it was."""
+    import shutil
+
+    out = tmp_path / "build"
+    shutil.copytree(small_build, out)
+    return out
+
+
+@pytest.fixture
+def earlier_talk(quick_build, tmp_path):
+    """A copy of the built-in talk's quick build: long enough to render that a kill lands halfway."""
     import shutil
 
     out = tmp_path / "build"
@@ -171,15 +182,15 @@ main()
 """
 
 
-def test_sigkill_while_rendering_leaves_every_earlier_output_and_next_build_succeeds(earlier_build, tmp_path):
+def test_sigkill_while_rendering_leaves_every_earlier_output_and_next_build_succeeds(earlier_talk, tmp_path):
     """A new title re-renders from the cache; the build is killed while writing its outputs. Every output
     of the earlier build is as it was (they are swapped in together), and the next build completes."""
-    before = {p.name: p.read_bytes() for p in earlier_build.iterdir() if p.is_file() and not p.name.startswith(".")}
-    figures = sorted(p.name for p in (earlier_build / "figures").iterdir())
+    before = {p.name: p.read_bytes() for p in earlier_talk.iterdir() if p.is_file() and not p.name.startswith(".")}
+    figures = sorted(p.name for p in (earlier_talk / "figures").iterdir())
     config = tmp_path / "talk.toml"
     config.write_text('title = "A retitled talk"\n')
     marker = tmp_path / "halfway"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(marker), str(earlier_build), str(config)])
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(marker), str(earlier_talk), str(config)])
     try:
         deadline = time.time() + 600  # generous: a loaded machine; the child is killed whatever happens
         while not marker.exists() and time.time() < deadline and proc.poll() is None:
@@ -188,13 +199,13 @@ def test_sigkill_while_rendering_leaves_every_earlier_output_and_next_build_succ
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    after = {p.name: p.read_bytes() for p in earlier_build.iterdir() if p.is_file() and not p.name.startswith(".")}
+    after = {p.name: p.read_bytes() for p in earlier_talk.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert after == before
-    assert sorted(p.name for p in (earlier_build / "figures").iterdir()) == figures
-    done = run_cli("build", "--config", str(config), "--out", str(earlier_build))
+    assert sorted(p.name for p in (earlier_talk / "figures").iterdir()) == figures
+    done = run_cli("build", "--config", str(config), "--out", str(earlier_talk))
     assert done.returncode == 0, done.stderr
-    assert "A retitled talk" in (earlier_build / "slides.html").read_text()
-    assert not list(earlier_build.glob(".*.tmp")) and not list(earlier_build.glob(".staging-*"))
+    assert "A retitled talk" in (earlier_talk / "slides.html").read_text()
+    assert not list(earlier_talk.glob(".*.tmp")) and not list(earlier_talk.glob(".staging-*"))
 
 
 def _npz(path, **arrays):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -63,10 +64,17 @@ def test_trojan_card_records_the_backdoor():
 
 @pytest.mark.parametrize("name", list(SAMPLES))
 def test_quick_training_is_deterministic(name, tmp_path):
+    """Training twice gives the same bytes (the second time without the card's evaluation, which reads the
+    weights and cannot change them)."""
+    from safetensors.torch import save
+
+    from talkgen.models.samples import train_sample_model
+
     a = train_sample(name, tmp_path / "a", quick=True)
-    b = train_sample(name, tmp_path / "b", quick=True)
-    assert a["weights_sha256"] == b["weights_sha256"]
-    assert (tmp_path / "a" / f"{name}.safetensors").read_bytes() == (tmp_path / "b" / f"{name}.safetensors").read_bytes()
+    again, _, _ = train_sample_model(name, quick=True)
+    weights = (tmp_path / "a" / f"{name}.safetensors").read_bytes()
+    assert save({k: v.contiguous() for k, v in again.state_dict().items()}) == weights
+    assert a["weights_sha256"] == hashlib.sha256(weights).hexdigest()
     card = json.loads((tmp_path / "a" / f"{name}.json").read_text())
     for key in ("data", "recipe", "metrics", "weights_sha256", "training_seconds", "layers"):
         assert key in card
