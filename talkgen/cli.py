@@ -15,6 +15,17 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+def _analysis_names(value: str | None) -> tuple[str, ...]:
+    """--only / --skip: analysis names, checked before anything loads (what the analyses declare, no torch)."""
+    from talkgen.analyses.index import declared
+
+    names, valid = _csv(value), declared()
+    for name in names:
+        if name not in valid:
+            raise TalkgenError(f"unknown analysis {name!r}; valid names: {', '.join(valid)}")
+    return names
+
+
 def _fail(exc: TalkgenError) -> None:
     click.echo(f"talkgen: error: {exc.one_line()}", err=True)
     sys.exit(exc.exit_code)
@@ -140,15 +151,15 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict,
         if remembered is None and config_file is not None:
             from dataclasses import asdict
 
-            from talkgen.analyses.base import catalogue  # load_config imported the registry already
+            from talkgen.analyses.index import catalogue  # what load_config checked against
 
             config_file = config_file | {"config": config.to_json(),
                                          "catalogue": {k: asdict(v) for k, v in catalogue().items()}}
     changes = {}
     if only is not None:
-        changes["only"] = _csv(only)
+        changes["only"] = _analysis_names(only)
     if skip is not None:
-        changes["skip"] = _csv(skip)
+        changes["skip"] = _analysis_names(skip)
     if profile:
         changes["profile"] = profile
     if device:
@@ -233,7 +244,7 @@ def audit(model, weights, data, task, name, out, profile, formats, only, skip, d
                                 data=resolved_data, task=task)
     config = TalkConfig(title=f"Audit of {subject.name}", subtitle="What looking inside this model found",
                         profile=profile, device=device, formats=fs, subjects=(subject,),
-                        only=_csv(only), skip=_csv(skip), source="talkgen audit " + model)
+                        only=_analysis_names(only), skip=_analysis_names(skip), source="talkgen audit " + model)
     from talkgen.pipeline.progress import reporter
 
     out = out or str(Path("build") / f"audit-{_folder_name(subject.name)}")
@@ -267,12 +278,12 @@ def analyses_cmd() -> None:
     Example:
       talkgen analyses
     """
-    from talkgen.analyses.base import registry
+    from talkgen.analyses.index import declared
 
-    for name, cls in registry().items():
-        params = ", ".join(f"{k}={v}" for k, v in cls.params.items()) or "none"
-        click.echo(f"{name:24s} section {cls.section:12s} {cls.title}")
-        click.echo(f"{'':24s} applies to: {cls.applies_text}; params: {params}")
+    for name, d in declared().items():
+        params = ", ".join(f"{k}={v}" for k, v in d.params.items()) or "none"
+        click.echo(f"{name:24s} section {d.section:12s} {d.title}")
+        click.echo(f"{'':24s} applies to: {d.applies_text}; params: {params}")
 
 
 @cli.command("beats")
@@ -286,7 +297,7 @@ def beats_cmd() -> None:
     Example:
       talkgen beats
     """
-    from talkgen.analyses.base import catalogue
+    from talkgen.analyses.index import catalogue
     from talkgen.render.story import outline_beats
 
     for b in outline_beats(catalogue()):

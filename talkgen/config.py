@@ -282,9 +282,10 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     if not isinstance(analyses, dict):
         raise check.fail("analyses", "must be a table")
     check.known_keys(analyses, {"only", "skip", "params"}, "analyses.")
-    from talkgen.analyses.base import registry  # the analyses (and torch) only once the rest has been read
+    from talkgen.analyses.index import declared  # what the analyses declare, without importing them (torch)
 
-    valid = tuple(registry())
+    analyses_declared = declared()
+    valid = tuple(analyses_declared)
     only = check.list_of_str(analyses, "only", "analyses.", valid)
     skip = check.list_of_str(analyses, "skip", "analyses.", valid)
     params = analyses.get("params", {})
@@ -294,14 +295,13 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
         if a not in valid:
             raise check.fail(f"analyses.params.{a}", f"unknown analysis; valid names: {', '.join(valid)}")
         for k, v in p.items():
-            problem = registry()[a].param_problem(k, v)
+            problem = analyses_declared[a].param_problem(k, v)
             if problem:
                 raise check.fail(f"analyses.params.{a}.{k}", problem)
     defaults = default_config()
     subject_names = tuple(s.name for s in subjects) or tuple(s.name for s in defaults.subjects)
-    from talkgen.analyses.base import catalogue
-
-    talk = _talk_controls(check, raw.get("talk", {}), base, subject_names, catalogue())
+    talk = _talk_controls(check, raw.get("talk", {}), base, subject_names,
+                          {name: d.info() for name, d in analyses_declared.items()})
     return TalkConfig(
         title=check.str_(raw, "title", "", DEFAULT_TITLE) or DEFAULT_TITLE,
         subtitle=check.str_(raw, "subtitle", "", DEFAULT_SUBTITLE) or "",

@@ -104,3 +104,51 @@ def test_numbers_never_print_as_negative_zero(value, text):
 def test_samples_list_prints_no_negative_zero():
     proc = run_cli("samples", "list", check=True)
     assert not re.search(r"(?<![\d.e])-0(?![.\d]*[1-9])", proc.stdout), proc.stdout
+
+
+_TORCH_AFTER = """
+import json, sys
+from talkgen.cli import cli
+code = None
+try:
+    cli(sys.argv[1:], prog_name="talkgen")
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_what_the_analyses_declare_is_known_without_torch(tmp_path):
+    """talkgen.analyses.index: the first process imports the analyses and writes what they declare to the
+    cache folder; later ones check a talk.toml's analyses and parameters, --only, and list the analyses and
+    the beats without importing torch, with the same answers as the registry."""
+    import json
+    import os
+
+    from talkgen.analyses.base import registry
+    from talkgen.analyses.index import Declared, declared
+
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    (tmp_path / "bad.toml").write_text("[analyses.params.weights]\nmax_side = 0\n")
+
+    def talkgen(*args):
+        proc = subprocess.run([sys.executable, "-c", _TORCH_AFTER, *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path)
+        return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+    first, _ = talkgen("analyses")
+    assert first == {"code": 0, "torch": True}  # nothing declared yet: the registry is imported once
+    written = list((tmp_path / "cache" / "talkgen").glob("analyses-*.json"))
+    assert len(written) == 1
+    for args, needle in ((["build", "--only", "weights,saliensy", "--out", "o"], "unknown analysis 'saliensy'"),
+                         (["build", "--config", "bad.toml", "--out", "o"], "must be at least 1"),
+                         (["audit", "digits-cnn", "--skip", "nope", "--out", "o"], "unknown analysis 'nope'")):
+        result, stderr = talkgen(*args)
+        assert result == {"code": 2, "torch": False}, (args, result, stderr)
+        assert needle in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "o").exists()
+    for args in (["analyses"], ["beats"]):
+        assert talkgen(*args)[0] == {"code": 0, "torch": False}
+    assert declared() == {name: Declared.of(cls) for name, cls in registry().items()}  # this process: the registry
+    on_file = json.loads(written[0].read_text())["analyses"]
+    assert [Declared(**d) for d in on_file] == list(declared().values())

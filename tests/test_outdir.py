@@ -45,10 +45,13 @@ def test_root_home_and_working_folder_are_refused_outright(where, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     (work / outdir.MARKER).write_text("even with a marker")
+    # talkgen's own cache folder (what the analyses declare, talkgen.analyses.index) is elsewhere, as
+    # XDG_CACHE_HOME says: the refused folder is the home folder itself in the "~" case
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache"),
+                        "HOME": str(work) if where == "~" else str(tmp_path / "home")}
     for command in (["clean", "--out", where], ["build", "--only", "model-card", "--out", where]):
         proc = subprocess.run([sys.executable, "-m", "talkgen", *command], cwd=work, capture_output=True,
-                              text=True, timeout=900, env=os.environ | {"HOME": str(tmp_path / "home")}
-                              if where != "~" else os.environ | {"HOME": str(work)})
+                              text=True, timeout=900, env=env)
         _one_line_exit_2(proc, "refused")
     assert sorted(p.name for p in work.iterdir()) == [outdir.MARKER]
 

@@ -139,45 +139,9 @@ class Analysis:
     @classmethod
     def param_problem(cls, key: str, value: Any) -> str | None:
         """Why ``value`` is not a valid ``key`` for this analysis (None when it is)."""
-        if key not in cls.params:
-            return f"unknown parameter; known: {', '.join(sorted(cls.params)) or '(none)'}"
-        default = cls.params[key]
-        if isinstance(default, (list, tuple)):
-            if not isinstance(value, (list, tuple)) or not value:
-                return f"must be a non-empty list like {list(default)!r}, got {value!r}"
-            if len(default) == 2 and key.endswith("_steps") and len(value) != 2:
-                return f"must be [low, high], got {value!r}"
-            kind = default[0] if default else 0.0
-            for item in value:
-                problem = cls._scalar_problem(key, kind, item)
-                if problem:
-                    return problem
-            if key.endswith("_steps") and len(value) == 2 and value[0] > value[1]:
-                return f"must be [low, high] with low <= high, got {value!r}"
-            return None
-        return cls._scalar_problem(key, default, value)
+        from talkgen.analyses.index import param_problem
 
-    @classmethod
-    def _scalar_problem(cls, key: str, default: Any, value: Any) -> str | None:
-        if isinstance(default, bool):
-            return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
-        if isinstance(default, str):
-            return None if isinstance(value, str) else f"must be a string, got {type(value).__name__} {value!r}"
-        if isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                return f"must be an integer, got {type(value).__name__} {value!r}"
-            lo, hi = cls.param_bounds.get(key, (1, None))
-        else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f"must be a number, got {type(value).__name__} {value!r}"
-            if not math.isfinite(value):
-                return f"must be a finite number, got {value!r}"
-            lo, hi = cls.param_bounds.get(key, (0, None))
-        if lo is not None and value < lo:
-            return f"must be at least {lo:g}, got {value!r}"
-        if hi is not None and value > hi:
-            return f"must be at most {hi:g}, got {value!r}"
-        return None
+        return param_problem(cls.params, cls.param_bounds, key, value)
 
     def applies_to(self, subject: "Subject") -> bool | str:
         """True when the analysis can run on ``subject``; otherwise a reason (a short phrase)."""
