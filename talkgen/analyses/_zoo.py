@@ -67,11 +67,17 @@ class ZooAnalysis(Analysis):
         return True
 
     def shared_work(self, subject, params) -> str | None:
-        """The zoo (and the meta-networks fitted on it) that every zoo analysis of every subject shares."""
+        """The zoo that every zoo analysis of every subject shares; for an analysis that reads a finished zoo
+        (its dep, model-zoo, built it), the meta-networks it fits on that zoo and keeps beside it
+        (``fit_cached``, keyed by the analysis): the same analysis of two subjects takes turns, so the second
+        loads the first's fit, while different analyses run side by side."""
         from dataclasses import asdict
 
         sample = zoo_sample_for(subject)
-        return None if sample is None else "zoo " + hash_json(asdict(zoo_spec(sample, params)))
+        if sample is None:
+            return None
+        zoo = "zoo " + hash_json(asdict(zoo_spec(sample, params)))
+        return f"{zoo} {self.name}" if "model-zoo" in self.deps else zoo
 
 
 def usable_members(zoo) -> tuple[np.ndarray, list[dict], dict[str, torch.Tensor]]:

@@ -86,7 +86,7 @@ class Probes(Analysis):
     cost_hint = 10
     applies_text = "labelled classifiers, and character models with per-character labels"
     params = {"n_examples": 3000, "n_chars": 16000, "steps": 300, "hidden": 64, "max_features": 2048}
-    quick = {"n_examples": 600, "n_chars": 3000, "steps": 100}
+    quick = {"n_examples": 600, "n_chars": 3000, "steps": 100, "max_features": 512}
 
     def applies_to(self, subject) -> bool | str:
         if subject.task == "char-lm":
