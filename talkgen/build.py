@@ -155,8 +155,9 @@ def summary_json(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes:
         if o.status == "failed":
             entry["message"] = o.message
         if o.result is not None:
-            entry["summaries"] = {k: {"value": _finite(v.value), "unit": v.unit}
-                                  for k, v in o.result.summaries.items()}
+            entry["summaries"] = {k: {"value": _finite(v.value), "unit": v.unit} | (
+                {"n": v.n, "interval": [_finite(v.lo), _finite(v.hi)]} if v.n is not None else {})
+                for k, v in o.result.summaries.items()}
         if o.cost:
             entry["cost"] = o.cost
         subj[o.subject]["analyses"][o.analysis] = entry

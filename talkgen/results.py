@@ -24,11 +24,23 @@ SEVERITIES = ("high", "medium", "low", "info")
 
 @dataclass(frozen=True)
 class Scalar:
-    """A named number with its unit and what it means, e.g. Scalar(3.2, "", "stable rank of fc1")."""
+    """A named number with its unit and what it means, e.g. Scalar(3.2, "", "stable rank of fc1").
+
+    A number estimated from a sample (an accuracy, a rate, an AUC, Kendall's tau, an R²) also carries ``n``,
+    how many items it was measured on (held-out inputs, unseen zoo members), and ``lo``/``hi``, its interval
+    at ``talkgen.stats.CI_LEVEL``: the renderers print them with it (``render.text.stat``)."""
 
     value: float
     unit: str
     meaning: str
+    n: int | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": self.value, "unit": self.unit, "meaning": self.meaning}
+        out.update({k: v for k, v in (("n", self.n), ("lo", self.lo), ("hi", self.hi)) if v is not None})
+        return out
 
 
 @dataclass(frozen=True)
@@ -102,8 +114,7 @@ class Result:
         return {
             "analysis": self.analysis,
             "subject": self.subject,
-            "summaries": {k: {"value": s.value, "unit": s.unit, "meaning": s.meaning}
-                          for k, s in self.summaries.items()},
+            "summaries": {k: s.to_json() for k, s in self.summaries.items()},
             "notes": list(self.notes),
             "figures": [f.to_json() for f in self.figures],
             "tables": [t.to_json() for t in self.tables],

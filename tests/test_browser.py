@@ -149,13 +149,18 @@ def test_section_four_and_the_closing_render_in_a_browser(browser, quick_build):
         if prefix in ("compute", "scaling", "attack-map", "trigger"):
             assert found["imgs"] and all(w > 0 for w in found["imgs"]), (prefix, found["imgs"])
         shown[prefix] = found["text"]
-    # the fitted exponents are printed on the scaling slide, as summary.json has them
+    # a fitted exponent is printed on the scaling slide only from 4 widths with a fit R² of 0.9 (with that R²,
+    # as summary.json has them); from fewer widths the slide says it is not measurable and prints none
     from talkgen.render.commentary import fmt
 
     exponents = {k.split(".", 1)[1]: v["value"] for k, v in costs.items() if k.startswith("scaling_exponent.")}
+    r2 = {k.split(".", 1)[1]: v["value"] for k, v in costs.items() if k.startswith("scaling_r2.")}
     assert len(exponents) >= 3
+    if costs["scaling_widths"]["value"] < 4:
+        assert "not measurable here" in shown["scaling"] and "b = " not in shown["scaling"]
     for name, value in exponents.items():
-        assert f"{name}: b = {fmt(value)}" in shown["scaling"], (name, value)
+        if costs["scaling_widths"]["value"] >= 4 and r2[name] >= 0.9:
+            assert f"{name}: b = {fmt(value)} (fit R² {fmt(r2[name])}" in shown["scaling"], (name, value)
     assert "From this build's measurements" in shown["close"]
     assert blocked == [] and errors == [] and dialogs == []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from talkgen.analyses.base import Scalar
 from talkgen.specs import Curves
 from talkgen.render.commentary import Commentary, ResultView, exp_neg
@@ -85,3 +87,100 @@ def test_closing_template_states_lessons_else_falls_back_to_headlines():
     assert "What we measured:" in fallback and "- m&lt;1&gt;: accuracy 0.98" in fallback
     empty = str(c.render_file("commentary/_closing.md.j2", lessons=[], findings=[], headlines=[]))
     assert "nothing measured to close on" in empty
+
+
+def _real():
+    from talkgen.resources import templates_dir
+
+    return Commentary(templates_dir())
+
+
+def test_a_lesson_is_dropped_when_its_interval_crosses_the_bar():
+    """The closing's lessons state a number only when its whole interval clears the bar: the same flip rates
+    measured on 118 inputs make the attack lesson, on 12 they do not; an AUC whose interval reaches 0.5 makes
+    no trojan-detector lesson."""
+    from talkgen.stats import auc_estimate, proportion
+
+    def attacks(n, fgsm, random):
+        s = {"flip_rate.fgsm": proportion(round(fgsm * n), n, ""), "flip_rate.pgd": proportion(round(fgsm * n), n, ""),
+             "flip_rate.random": proportion(round(random * n), n, "")}
+        return ResultView(subject="m", analysis="attacks", summaries=s, data={"reference_eps": 0.1}, cost={})
+
+    lesson = str(_real().render("attacks", "lesson", attacks(118, 0.54, 0.02))).replace("\\", "")
+    assert "54%" in lesson and "n = 118" in lesson and "95% interval" in lesson
+    assert str(_real().render("attacks", "lesson", attacks(12, 0.5, 0.08))) == ""
+
+    def trojan(auc, pos, neg):
+        s = {"mntd_auc": auc_estimate(auc, pos, neg, "")}
+        return ResultView(subject="m", analysis="meta-trojan", summaries=s,
+                          data={"flagged": True, "subject_score": 3.0, "threshold": 0.0}, cost={})
+
+    text = str(_real().render("meta-trojan", "lesson", trojan(0.95, 40, 40))).replace("\\", "")  # Markdown escapes
+    assert "AUC 0.95 (95% interval 0.87 to 0.981; n = 80)" in text
+    assert str(_real().render("meta-trojan", "lesson", trojan(0.8, 3, 3))) == ""
+
+
+# -- words from numbers: a sentence that compares numbers flips when they do --------------------------------
+# (analysis, macro, summaries to set, what the claim says) twice: the measured numbers on both sides of the bar
+# the macro compares them with. Values are (value,) or (value, lo, hi) for an estimate with its interval.
+FLIPS = [
+    ("activations", "title_separability", {"separability_gain": (0.3,)}, "Classes come apart with depth",
+     {"separability_gain": (0.0,)}, "Depth does not pull the classes apart"),
+    ("attacks", "title_attack", {"flip_rate.fgsm": (0.54, 0.45, 0.63), "flip_rate.random": (0.02, 0.005, 0.06)},
+     "An explanation is an attack map", {"flip_rate.fgsm": (0.06, 0.03, 0.12), "flip_rate.random": (0.04, 0.02, 0.1)},
+     "no better an attack than noise"),
+    ("attacks", "title_trigger", {"trigger_to_target": (0.95, 0.9, 0.98)}, "Explanations find the backdoor",
+     {"trigger_to_target": (0.1, 0.05, 0.2)}, "No working backdoor here"),
+    ("curvature", "title_eigenvalues", {"top_to_mean": (16000.0,)}, "curves 16,000 times more",
+     {"top_to_mean": (12.0,)}, "Curvature is spread out"),
+    ("information-plane", "title_plane", {"deepest.binning.compression_bits": (2.5,)}, "compresses: it forgets 2.5",
+     {"deepest.binning.compression_bits": (0.0,)}, "does not compress"),
+    ("meta-accuracy", "title_predicted", {"r2.weights": (0.9, 0.5, 0.95), "r2.recipe": (0.1, -1.0, 0.5)},
+     "Weight statistics predict accuracy: R² 0.9", {"r2.weights": (0.1, -1.0, 0.5), "r2.recipe": (0.9, 0.5, 0.95)},
+     "The recipe predicts accuracy as well as the weights"),
+    ("meta-accuracy", "title_scores", {"tau_gain": (0.3, 0.1, 0.5)}, "rank members better than their recipe",
+     {"tau_gain": (0.2, -0.1, 0.5)}, "do not rank members clearly better"),
+    ("meta-accuracy", "title_scores", {"tau_gain": (-0.3, -0.5, -0.1)}, "The recipe ranks members better",
+     {"tau_gain": (0.3, 0.1, 0.5)}, "rank members better than their recipe"),
+    ("probes", "title_selectivity", {"mean_selectivity_linear": (0.5,)}, "The layer, not the probe, does the work",
+     {"mean_selectivity_linear": (-0.1,)}, "The probes memorise more than they read"),
+    ("saliency", "title_cascade_curves", {"methods_failing_randomisation": (5.0,)}, "5 of 8 saliency maps stay",
+     {"methods_failing_randomisation": (0.0,)}, "All 8 saliency maps dissolve"),
+    ("sparse-features", "title_density", {"loss_recovered": (0.99,), "explained_variance": (0.96,)},
+     "A faithful rewrite", {"loss_recovered": (0.5,), "explained_variance": (0.96,)}, "A lossy rewrite"),
+]
+
+
+def _quick_result(quick_build, analysis: str, needs: set[str]):
+    from talkgen.results import Result
+
+    for rj in sorted((quick_build / "cache").glob(f"{analysis}/*/result.json")):
+        r = Result.load(str(rj.parent))
+        if needs <= set(r.summaries) and r.figures:
+            return r
+    raise AssertionError(f"no {analysis} result with {needs} in the quick build")
+
+
+def _with(result, values):
+    from dataclasses import replace
+
+    from talkgen.render.commentary import view_of
+
+    summaries = dict(result.summaries)
+    for k, v in values.items():
+        lo, hi = (v[1], v[2]) if len(v) == 3 else (summaries[k].lo, summaries[k].hi)
+        summaries[k] = replace(summaries[k], value=v[0], lo=lo, hi=hi)
+    return view_of(replace(result, summaries=summaries), {})
+
+
+@pytest.mark.parametrize("case", FLIPS, ids=[f"{c[0]}:{c[1]}:{c[3][:20]}" for c in FLIPS])
+def test_a_claim_flips_when_its_numbers_do(quick_build, case):
+    """Each title that compares numbers is rendered from the quick build's real result with the numbers set on
+    one side of its bar, then on the other: the claim says what the numbers say, both ways."""
+    analysis, macro, before, says, after, then_says = case
+    result = _quick_result(quick_build, analysis, set(before) | set(after))
+    spec = next(f for f in result.figures if macro == f"title_{f.id}") if any(
+        macro == f"title_{f.id}" for f in result.figures) else None
+    first = str(_real().render(analysis, macro, _with(result, before), figure=spec)).replace("\\", "")
+    second = str(_real().render(analysis, macro, _with(result, after), figure=spec)).replace("\\", "")
+    assert says in first and then_says in second and first != second, (first, second)

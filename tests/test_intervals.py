@@ -7,6 +7,7 @@ import math
 import numpy as np
 from scipy.stats import norm
 
+from talkgen.analyses.base import Scalar
 from talkgen.meta.metanets import auc
 from talkgen.stats import auc_interval, wilson_interval
 
@@ -69,3 +70,74 @@ def test_bootstrap_interval_covers_a_mean_and_drops_undefined_resamples():
     assert lo < r2(y, pred) < hi <= 1.0
     # a constant target has no R²: every resample is dropped, and the interval says so
     assert all(np.isnan(bootstrap_interval(r2, np.ones(13), pred)))
+
+
+# -- estimates: numbers quoted with their n and interval ---------------------------------------------------
+
+
+def test_batched_tau_and_r2_are_scipys_and_the_bootstrap_draws_are_the_same_either_way():
+    from scipy.stats import kendalltau
+
+    from talkgen.meta.metanets import r2
+    from talkgen.stats import bootstrap_interval, kendall_tau_rows, r2_rows
+
+    rng = np.random.default_rng(0)
+    y = rng.random(17)
+    pred = y + rng.normal(0, 0.3, 17)
+    pred[:4] = pred[0]  # ties, which tau-b corrects for
+    rows = rng.integers(0, 17, (40, 17))
+    assert np.allclose(kendall_tau_rows(y[rows], pred[rows]),
+                       [kendalltau(y[i], pred[i]).statistic for i in rows], atol=1e-12, equal_nan=True)
+    assert np.allclose(r2_rows(y[rows], pred[rows]), [r2(y[i], pred[i]) for i in rows], atol=1e-12)
+    one = bootstrap_interval(lambda a, b: kendalltau(a, b).statistic, y, pred, seed=3)
+    many = bootstrap_interval(kendall_tau_rows, y, pred, seed=3, batched=True)
+    assert np.allclose(one, many, atol=1e-12)
+
+
+def test_an_estimate_prints_with_its_interval_and_says_when_its_n_is_small():
+    from talkgen.render.commentary import ci, stat, stat_pct
+    from talkgen.stats import auc_estimate, proportion
+
+    acc = proportion(442, 450, "accuracy")
+    assert acc.n == 450 and acc.lo < acc.value < acc.hi
+    assert stat_pct(acc) == "98.2% (95% interval 96.5% to 99.1%; n = 450)"
+    few = auc_estimate(1.0, 5, 5, "AUC")
+    assert stat(few) == f"1 ({ci(few)}; n = 10, under 30)" and few.lo < 0.8
+    assert stat(auc_estimate(0.9, 0, 7, "AUC")).startswith("0.9 (interval undefined; n = 7")
+    import pytest
+
+    with pytest.raises(ValueError):
+        stat(Scalar(0.5, "", "a number without its n"))
+
+
+def test_the_statistics_scan_finds_a_bare_number_and_passes_one_with_its_interval():
+    from statistics_scan import scan
+
+    def slide(*paras, table=""):
+        body = "".join(f"<p>{p}</p>" for p in paras)
+        return f'<div class="slides"><section id="s">{body}{table}</section></div>'
+
+    assert len(scan(slide("The detector reaches AUC 0.95 on held-out members."), "slides")) == 1
+    assert not scan(slide("AUC 0.95 (95% interval 0.8 to 0.99; n = 20)."), "slides")
+    # a title may state the number; the slide shows it with its interval and n below
+    assert not scan(slide("Probes read class at 99.0% accuracy", "accuracy 99.0% (95% interval 98.1% to 99.5%; "
+                          "n = 819)"), "slides")
+    assert len(scan(slide("it flips 54% of predictions"), "slides")) == 1
+    assert not scan(slide("it flips 54% (95% interval 45% to 63%) of predictions; n = 118"), "slides")
+    assert len(scan(slide("fit R² 0.58 over 3 widths"), "slides")) == 1
+    assert not scan(slide("fit R² 0.58 (too few points for an interval; n = 3)"), "slides")
+    table = "<table><tr><th>predictor</th><th>R²</th></tr><tr><td>weights</td><td>0.924</td></tr></table>"
+    assert len(scan(slide("Held-out scores.", table=table), "slides")) == 1
+    assert not scan(slide("Each with its 95% bootstrap interval; n = 13 members.", table=table), "slides")
+    # names and constants are not statistics: meta-accuracy (an analysis), a rate without a percentage
+    assert not scan(slide("meta-accuracy 2.06 s; the detector flagged 0 of them"), "slides")
+
+
+def test_every_statistic_in_the_slides_and_the_report_has_its_n_and_interval(quick_build):
+    """Every AUC, tau, R², accuracy and rate a reader meets in the quick build's slides.html and report.html is
+    shown with its interval and its n in the same slide or section (tests/statistics_scan.py)."""
+    from statistics_scan import scan
+
+    for name in ("slides.html", "report.html"):
+        misses = scan((quick_build / name).read_text(), "slides" if name == "slides.html" else "report")
+        assert not misses, f"{name}: " + "\n".join(f"{m.where}: {m.number!r} in …{m.text}…" for m in misses[:10])

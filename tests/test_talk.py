@@ -260,8 +260,9 @@ def test_main_line_titles_carry_this_builds_numbers(talk):
     summary, _ = talk
     subjects = summary["subjects"]
 
-    def values(subject):
-        return [s["value"] for a in subjects[subject]["analyses"].values() for s in a.get("summaries", {}).values()]
+    def values(subject):  # every summary, and the ends of its interval for an estimate
+        return [v for a in subjects[subject]["analyses"].values() for s in a.get("summaries", {}).values()
+                for v in [s["value"], *s.get("interval", ()), s.get("n")] if v is not None]
 
     everyone = _known_numbers([v for s in subjects for v in values(s)] + [len(subjects)])
     content = [e for e in summary["deck"]["main"] if e["kind"] not in ("title", "agenda", "divider", "closing")]

@@ -20,6 +20,7 @@ from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.hooks import capture_outputs
 from talkgen.specs import Bars, Heatmaps, ImageGrid, Scatter, Table
 from talkgen.models.introspect import default_layers
+from talkgen.stats import proportion
 
 
 
@@ -45,7 +46,7 @@ class Activations(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Activations, layer by layer"
     section = "looking-in"
-    version = 5  # 5: separability gain and final separability as summaries (the talk picks on them)
+    version = 6  # 5: separability gain and final separability as summaries (the talk picks on them); 6: with n, interval
     cost_hint = 3
     applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
@@ -151,11 +152,12 @@ class Activations(Analysis):
         data["separability"] = sep
         data["layer_names"] = names
         arrays["separability"] = np.array(sep)
+        n = len(y)  # cross-validation predicts every input once: the accuracy is a proportion of n
         for name, v in zip(names, sep):
-            summaries[f"{name}.knn_separability"] = Scalar(v, "fraction",
-                                                           f"5-NN cross-validated class accuracy from {name}")
-        summaries["final_knn_separability"] = Scalar(sep[-1], "fraction",
-                                                     f"5-NN cross-validated class accuracy from {names[-1]}")
+            summaries[f"{name}.knn_separability"] = proportion(v * n, n, f"5-NN cross-validated class accuracy "
+                                                                         f"from {name}")
+        summaries["final_knn_separability"] = proportion(sep[-1] * n, n, f"5-NN cross-validated class accuracy "
+                                                                         f"from {names[-1]}")
         summaries["separability_gain"] = Scalar(sep[-1] - sep[0], "fraction",
                                                 f"5-NN class accuracy at {names[-1]} minus at the input")
         rises = all(b >= a - 0.01 for a, b in zip(sep, sep[1:]))

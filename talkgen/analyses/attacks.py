@@ -22,6 +22,7 @@ from torch import nn
 from talkgen.analyses.base import Analysis, Check, Context, Finding, Result, Scalar, register
 from talkgen.analyses.loss import predicted_classes as _predict
 from talkgen.specs import Curves, ImageGrid, Table
+from talkgen.stats import proportion
 
 FRAGILE = 0.5           # share of predictions flipped by FGSM at the reference eps that earns a finding
 POINTS_AT = 4.0         # attribution on the trigger above this many times its area share earns a finding
@@ -62,7 +63,7 @@ class Attacks(Analysis):
     order = 10
     title = "The attacker's view: an explanation is an attack direction"
     section = "costs"
-    version = 2  # 2: the reference size and the trigger's area are summaries
+    version = 3  # 2: the reference size and the trigger's area are summaries; 3: rates with their n and interval
     applies_text = "labelled image classifiers"
     params = {"n_inputs": 450, "epsilons": [0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3],
               "reference_eps": 0.1, "pgd_steps": 10, "ig_steps": 32, "random_draws": 5}
@@ -137,10 +138,16 @@ class Attacks(Analysis):
             xlabel="perturbation size eps (L-infinity; pixel range is 0-1)", ylabel="predictions flipped",
             markers=True, styles=("-", "-", "-", ":"))]
         summaries = {
-            "flip_rate.fgsm": Scalar(flips["fgsm"][at], "", f"predictions flipped by FGSM at eps {ref}"),
-            "flip_rate.ig": Scalar(flips["ig"][at], "", f"predictions flipped against Integrated Gradients at eps {ref}"),
-            "flip_rate.pgd": Scalar(flips["pgd"][at], "", f"predictions flipped by PGD at eps {ref}"),
-            "flip_rate.random": Scalar(flips["random"][at], "", f"predictions flipped by random signs at eps {ref}"),
+            "flip_rate.fgsm": proportion(round(flips["fgsm"][at] * len(x)), len(x),
+                                         f"predictions flipped by FGSM at eps {ref}"),
+            "flip_rate.ig": proportion(round(flips["ig"][at] * len(x)), len(x),
+                                       f"predictions flipped against Integrated Gradients at eps {ref}"),
+            "flip_rate.pgd": proportion(round(flips["pgd"][at] * len(x)), len(x),
+                                        f"predictions flipped by PGD at eps {ref}"),
+            # the mean over the random draws: its interval as one draw's (the draws are of the same inputs)
+            "flip_rate.random": proportion(flips["random"][at] * len(x), len(x),
+                                           f"predictions flipped by random signs at eps {ref} "
+                                           f"(mean of {len(randoms)} draws)"),
             "reference_eps": Scalar(float(ref), "per pixel", "the perturbation size the flip rates are read at"),
             "guided_over_random": Scalar(flips["fgsm"][at] / max(flips["random"][at], 1.0 / len(x)), "x",
                                          f"FGSM's flips over random flips at eps {ref} (random floored at one input)"),
@@ -206,7 +213,8 @@ class Attacks(Analysis):
             summaries[f"trigger_share.{k.replace(' ', '_').lower()}"] = Scalar(
                 float(np.mean(v)), "", f"share of {k} attribution on the trigger's pixels (area {area:.3f})")
         summaries["trigger_area"] = Scalar(float(area), "", "share of the image the trigger covers")
-        summaries["trigger_to_target"] = Scalar(to_target, "", f"inputs with the trigger predicted as {trigger.target}")
+        summaries["trigger_to_target"] = proportion(round(to_target * len(x)), len(x),
+                                                    f"inputs with the trigger predicted as {trigger.target}")
         data["trigger"] = {"shares": {k: float(np.mean(v)) for k, v in shares.items()}, "area": area,
                            "to_target": to_target, "n": len(x), "target": int(trigger.target)}
         best = max(shares, key=lambda k: float(np.mean(shares[k])))

@@ -105,7 +105,7 @@ class Costs(Analysis):
     order = 90
     title = "What looking inside cost"
     section = "costs"
-    version = 2  # 2: tools checked and widths timed are summaries
+    version = 3  # 2: tools checked and widths timed are summaries; 3: a fit's R² carries its n
     gathers = True
     applies_text = "any model (gathers the cost ledger of the analyses that ran before it)"
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}
@@ -196,7 +196,8 @@ class Costs(Analysis):
             labels.append(f"{a} (b = {b:.2f})")
             styles.append("-")
             summaries[f"scaling_exponent.{a}"] = Scalar(b, "", f"{a}: wall time grows as parameters^b")
-            summaries[f"scaling_r2.{a}"] = Scalar(r2, "R^2", f"{a}: how well the power law fits the timings")
+            summaries[f"scaling_r2.{a}"] = Scalar(r2, "R^2", f"{a}: how well the power law fits the timings",
+                                                  n=len(n))  # a fit through a handful of widths: no interval
             rows.append((a, f"{b:.2f}", f"{r2:.2f}", " / ".join(f"{v:.2f}" for v in w), f"{sc['mem'][a][-1]:.0f}"))
         figures.append(Curves(
             id="scaling", title="How each look's cost grows with the model",
@@ -210,7 +211,8 @@ class Costs(Analysis):
             id="scaling", title="Fitted scaling exponents",
             columns=("analysis", "b (time)", "fit R^2", f"seconds at widths {', '.join(map(str, sc['widths']))}",
                      "peak extra memory at the widest (MB)"),
-            rows=tuple(rows), caption="time = a * parameters^b; b = 1 is linear in the parameter count. A low fit R^2 "
+            rows=tuple(rows), caption=f"time = a * parameters^b; b = 1 is linear in the parameter count. Each fit R² "
+                                      f"is over n = {len(n)} widths, too few points for an interval. A low fit R² "
                                       "means a fixed cost (e.g. t-SNE, data handling) hides the model's size."))
         data["scaling"] = sc
         data["exponents"] = fits

@@ -20,14 +20,17 @@ import numpy as np
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, TwinRequest, register
 from talkgen.models.twins import initial_source
 from talkgen.specs import Bars, Table
+from talkgen.stats import CI_LEVEL
 
-def headline(results: dict) -> dict[str, tuple[float, str, str]]:
-    """'analysis: summary' -> (value, unit, meaning) for the summaries without a '.' suffix."""
+def headline(results: dict) -> dict[str, tuple[float, str, str, dict]]:
+    """'analysis: summary' -> (value, unit, meaning, estimate) for the summaries without a '.' suffix; estimate
+    is {"n", "lo", "hi"} for a number measured on a sample (an accuracy, an AUC), else {}."""
     out = {}
     for a, r in results.items():
         for name, sc in r.summaries.items():
             if "." not in name and isinstance(sc.value, (int, float)) and math.isfinite(sc.value):
-                out[f"{a}: {name}"] = (float(sc.value), sc.unit, sc.meaning)
+                est = {"n": sc.n, "lo": sc.lo, "hi": sc.hi} if sc.n is not None else {}
+                out[f"{a}: {name}"] = (float(sc.value), sc.unit, sc.meaning, est)
     return out
 
 
@@ -45,7 +48,7 @@ class Fingerprint(Analysis):
     order = 10
     title = "The model's fingerprint"
     section = "summaries"
-    version = 2  # 2: how far its nearest same-architecture peer is, as a summary
+    version = 3  # 2: how far its nearest same-architecture peer is, as a summary; 3: estimates keep their interval
     gathers = True
     applies_text = "any model (gathers the summaries of the analyses that ran before it)"
     params = {"top": 12}
@@ -95,7 +98,8 @@ class Fingerprint(Analysis):
         for c in names[1:]:
             common = [k for k in own if k in columns[c]]
             ranked = sorted(common, key=lambda k: -separation(own[k][0], columns[c][k][0]))[:3]
-            best_by_column[c] = [{"summary": k, "own": own[k][0], "other": columns[c][k][0],
+            best_by_column[c] = [{"summary": k, "own": own[k][0], "other": columns[c][k][0], "unit": own[k][1],
+                                  "own_est": own[k][3], "other_est": columns[c][k][3],
                                   "separation": separation(own[k][0], columns[c][k][0])} for k in ranked]
         figures = ()
         if top:
@@ -106,8 +110,10 @@ class Fingerprint(Analysis):
                             alt="Grouped bars, one group per summary, one bar per model.",
                             categories=tuple(top), values=tuple(f"col{i}" for i in range(len(names))),
                             series=tuple(names), ylabel="value / largest |value| in the group"),)
-        rows = tuple((k.split(": ")[0], k.split(": ")[1], f"{v:.4g}", unit, meaning)
-                     for k, (v, unit, meaning) in own.items())
+        rows = tuple((k.split(": ")[0], k.split(": ")[1], f"{v:.4g}" + (
+                      f" ({CI_LEVEL:.0%} interval {est['lo']:.4g} to {est['hi']:.4g}; n = {est['n']:,})"
+                      if est and est["lo"] is not None and math.isfinite(est["lo"]) else ""), unit, meaning)
+                     for k, (v, unit, meaning, est) in own.items())
         sep_rows = tuple((k,) + tuple(f"{columns[c][k][0]:.4g}" if k in columns[c] else "—" for c in names)
                          + (f"{sep[k]:.2f}",) for k in top)
         tables = (

@@ -22,19 +22,28 @@ class MetaAccuracy(ZooAnalysis):
     name = "meta-accuracy"
     order = 40
     title = "Reading accuracy from the weights"
-    version = 3  # 2: the held-out and training counts are summaries; 3: R² of the weights' 95% interval
+    version = 4  # 2: the held-out and training counts are summaries; 3: R² of the weights' 95% interval; 4: every
+    # R² and tau with its n and interval, the mean's too, and the weights' gain in tau over the recipe
     cost_hint = 3
     deps = ("model-zoo",)
     params = ZOO_PARAMS | {"deepsets_epochs": 200}
     quick = ZOO_QUICK | {"deepsets_epochs": 60}
 
     def checks(self, r: Result) -> tuple[Check, ...]:
-        m = r.data["metrics"]
-        ok = bool(r.data["weights_beat_recipe"])
+        """Passed when the weights rank held-out members better than the recipe, the whole interval of the
+        difference in tau above zero."""
+        from talkgen.stats import with_interval
+
+        x = r.summaries
+        if "tau_gain" not in x:  # a result from before version 4
+            return ()
+        gain = x["tau_gain"]
+        ok = gain.lo is not None and gain.lo > 0
+        verdict = ("ranks better than the recipe" if ok else "the recipe ranks better"
+                   if gain.hi is not None and gain.hi < 0 else "no clearer than the recipe")
         return (Check("accuracy from weights", "against the recipe and the mean (held-out zoo)",
-                      f"tau weights {m['weights']['tau']:.2f}, recipe {m['recipe']['tau']:.2f}, "
-                      f"DeepSets {m['deepsets']['tau']:.2f}; R^2 {m['weights']['r2']:.2f}",
-                      ok, "beats the recipe" if ok else "the recipe ranks better"),)
+                      f"tau weights {with_interval(x['tau.weights'])}, recipe {with_interval(x['tau.recipe'])}; "
+                      f"R² {with_interval(x['r2.weights'])}; n = {gain.n}", ok, verdict),)
 
     LABELS = {"weights": "weight statistics + GBM", "deepsets": "DeepSets on raw weights",
               "recipe": "recipe + GBM (baseline)", "mean": "the mean (baseline)"}
@@ -96,6 +105,35 @@ class MetaAccuracy(ZooAnalysis):
         arrays["bar_tau"] = np.array([metrics[k]["tau"] for k in order])
         arrays["bar_r2"] = np.array([max(metrics[k]["r2"], -0.5) for k in order])
         arrays["bar_tau_trained"] = np.array([metrics[k]["tau_trained"] for k in order])
+        from talkgen.meta import metanets as mn
+        from talkgen.stats import CI_LEVEL, bootstrap_estimate, kendall_tau_rows, r2_rows, with_interval
+
+        summaries = {}
+        for k in ("weights", "deepsets", "recipe", "mean"):
+            pred, tr = m.preds[k], m.trained
+            summaries[f"r2.{k}"] = bootstrap_estimate(mn.r2, m.y, pred, batched=r2_rows, unit="R^2", seed=ctx.seed,
+                                                      meaning=f"{label[k]}: R^2 on held-out members")
+            summaries[f"tau.{k}"] = bootstrap_estimate(mn.kendall_tau, m.y, pred, batched=kendall_tau_rows,
+                                                       unit="tau", seed=ctx.seed,
+                                                       meaning=f"{label[k]}: Kendall tau on held-out members")
+            summaries[f"tau_trained.{k}"] = bootstrap_estimate(
+                mn.kendall_tau, m.y[tr], pred[tr], batched=kendall_tau_rows, unit="tau", seed=ctx.seed,
+                meaning=f"{label[k]}: Kendall tau on held-out members that trained")
+
+        def gain(y, weights, recipe):  # paired: the same resampled members score both predictors
+            return mn.kendall_tau(y, weights) - mn.kendall_tau(y, recipe)
+
+        def gain_rows(y, weights, recipe):
+            return kendall_tau_rows(y, weights) - kendall_tau_rows(y, recipe)
+
+        summaries["tau_gain"] = bootstrap_estimate(gain, m.y, m.preds["weights"], m.preds["recipe"], batched=gain_rows,
+                                                   unit="tau", seed=ctx.seed,
+                                                   meaning="Kendall tau from weights minus from the recipe, held out")
+
+        def cell(e: Scalar) -> str:  # the estimate and its interval in a table
+            return (f"{e.value:.3g} ({e.lo:.3g} to {e.hi:.3g})" if e.lo is not None and np.isfinite([e.lo, e.hi]).all()
+                    else f"{e.value:.3g}")
+
         figures = (
             Scatter(id="predicted", title="Predicted against measured accuracy, held-out zoo members",
                     caption=f"{len(m.te)} held-out members ({len(m.tr)} trained the predictors). Colour: whether the "
@@ -108,31 +146,16 @@ class MetaAccuracy(ZooAnalysis):
                     ylabel="predicted", ticks=True, limits=(0.0, 1.0), legend_title="member",
                     diagonal=True),
             Bars(id="scores", title="How well each predictor ranks and fits",
-                 caption="Kendall's tau (rank agreement) over all held-out members and over those that trained; R^2 "
-                         "over all (clipped at -0.5). The mean predicts one number: tau 0, R^2 about 0.",
+                 caption=f"Kendall's tau (rank agreement) over all {len(m.te)} held-out members and over the "
+                         f"{int(m.trained.sum())} that trained; R² over all (clipped at -0.5). The mean predicts one "
+                         f"number for every member, so it ranks nothing; its R² is {with_interval(summaries['r2.mean'], '.3g')} "
+                         f"(n = {len(m.te)}).",
                  alt="Grouped bars of Kendall tau and R squared for four predictors.",
                  categories=tuple(label[k] for k in order), values=("bar_tau", "bar_tau_trained", "bar_r2"),
                  series=("tau, all", "tau, trained", "R^2, all"), ylabel="score"),
         )
-        rows = tuple((label[k], f"{metrics[k]['r2']:.3f}", f"{metrics[k]['tau']:.3f}", f"{metrics[k]['r2_trained']:.3f}",
-                      f"{metrics[k]['tau_trained']:.3f}", f"{metrics[k]['mae']:.3f}") for k in order)
-        summaries = {}
-        for k in ("weights", "deepsets", "recipe"):
-            summaries[f"r2.{k}"] = Scalar(metrics[k]["r2"], "R^2", f"{label[k]}: R^2 on held-out members")
-            summaries[f"tau.{k}"] = Scalar(metrics[k]["tau"], "tau", f"{label[k]}: Kendall tau on held-out members")
-            summaries[f"tau_trained.{k}"] = Scalar(metrics[k]["tau_trained"], "tau",
-                                                   f"{label[k]}: Kendall tau on held-out members that trained")
-        from talkgen.meta import metanets as mn
-        from talkgen.stats import CI_LEVEL, bootstrap_interval
-
-        lo, hi = bootstrap_interval(mn.r2, m.y, m.preds["weights"], seed=ctx.seed)
-        summaries["r2.weights.lo"] = Scalar(lo, "R^2", f"lower end of the {CI_LEVEL:.0%} bootstrap interval of r2.weights")
-        summaries["r2.weights.hi"] = Scalar(hi, "R^2", f"upper end of the {CI_LEVEL:.0%} bootstrap interval of r2.weights")
-        summaries["ci.level"] = Scalar(CI_LEVEL, "fraction", "confidence level of the intervals")
         summaries["n_test"] = Scalar(float(len(m.te)), "members", "held-out zoo members the predictors are scored on")
         summaries["n_train"] = Scalar(float(len(m.tr)), "members", "zoo members the predictors are fitted on")
-        summaries["weights_r2"] = Scalar(metrics["weights"]["r2"], "R^2", "accuracy from weight statistics: R^2, held out")
-        summaries["weights_tau"] = Scalar(metrics["weights"]["tau"], "tau", "accuracy from weight statistics: Kendall tau")
         summaries["predicted_accuracy"] = Scalar(m.subject_pred["weights"], "accuracy",
                                                  "this model's test accuracy as the weight-statistics predictor reads it")
         summaries["measured_accuracy"] = Scalar(m.measured, "accuracy", "this model's measured test accuracy")
@@ -146,11 +169,15 @@ class MetaAccuracy(ZooAnalysis):
         return Result(
             analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries, figures=figures,
             tables=(Table(id="metrics", title="Accuracy from weights: held-out scores",
-                          columns=("predictor", "R^2", "tau", "R^2 (trained)", "tau (trained)", "mean abs. error"),
-                          rows=rows),),
+                          columns=("predictor", "R²", "tau", "tau (trained)", "mean abs. error"),
+                          rows=tuple((label[k], cell(summaries[f"r2.{k}"]), cell(summaries[f"tau.{k}"]),
+                                      cell(summaries[f"tau_trained.{k}"]), f"{metrics[k]['mae']:.3f}")
+                                     for k in order),
+                          caption=f"Each with its {CI_LEVEL:.0%} bootstrap interval over the n = {len(m.te)} "
+                                  f"held-out members ({int(m.trained.sum())} of them trained)."),),
             findings=findings,
             data={"metrics": metrics, "labels": label, "n_train": len(m.tr), "n_test": len(m.te),
                   "n_trained_test": int(m.trained.sum()), "subject_pred": m.subject_pred, "measured": m.measured,
-                  "weights_beat_recipe": bool(metrics["weights"]["tau"] > metrics["recipe"]["tau"]),
+                  "weights_beat_recipe": bool(summaries["tau_gain"].lo is not None and summaries["tau_gain"].lo > 0),
                   "deepsets": m.info, "chance": m.chance, "outside": m.outside, "n_stats": len(m.stat_names),
                   "members": len(m.recs)})

@@ -12,7 +12,7 @@ import numpy as np
 from talkgen.analyses._zoo import ZOO_PARAMS, ZOO_QUICK, ZooAnalysis, load_zoo, subject_params, usable_members
 from talkgen.analyses.base import Context, Result, Scalar, register
 from talkgen.specs import Bars, Table
-from talkgen.stats import CI_LEVEL, wilson_interval
+from talkgen.stats import CI_LEVEL, proportion
 
 
 HYPER_TARGETS = {
@@ -44,7 +44,7 @@ class MetaHyperparameters(ZooAnalysis):
     name = "meta-hyperparameters"
     order = 50
     title = "Reading the training recipe from the weights"
-    version = 3  # 2: the held-out count is a summary; 3: each accuracy's 95% Wilson interval
+    version = 4  # 2: the held-out count is a summary; 3: each accuracy's 95% Wilson interval; 4: in the accuracy's Scalar
     deps = ("model-zoo",)
     params = ZOO_PARAMS
     quick = ZOO_QUICK
@@ -76,18 +76,17 @@ class MetaHyperparameters(ZooAnalysis):
             right = None if truth_cls is None else (k == truth_cls[target])
             per_target[target] = {"accuracy": a, "chance": c, "subject": said, "confidence": float(proba.max()),
                                   "truth": None if truth_cls is None else names[truth_cls[target]], "right": right}
-            rows.append((target, ", ".join(names), f"{a:.3f}", f"{c:.3f}", f"{a - c:+.3f}"))
+            est = proportion(round(a * len(te)), len(te), "")
+            rows.append((target, ", ".join(names), f"{a:.3f} ({est.lo:.3f} to {est.hi:.3f})", f"{c:.3f}",
+                         f"{a - c:+.3f}"))
             subject_rows.append((target, said, f"{proba.max():.2f}",
                                  "not known" if truth_cls is None else names[truth_cls[target]]))
             key = target.replace(" ", "_")
-            summaries[f"accuracy.{key}"] = Scalar(a, "accuracy", f"{target} read from weights, held-out members")
-            lo, hi = wilson_interval(a * len(te), len(te))
-            summaries[f"accuracy.{key}.lo"] = Scalar(lo, "accuracy", f"lower end of the {CI_LEVEL:.0%} Wilson interval of accuracy.{key}")
-            summaries[f"accuracy.{key}.hi"] = Scalar(hi, "accuracy", f"upper end of the {CI_LEVEL:.0%} Wilson interval of accuracy.{key}")
+            summaries[f"accuracy.{key}"] = proportion(round(a * len(te)), len(te),
+                                                      f"{target} read from weights, held-out members", unit="accuracy")
             summaries[f"chance.{key}"] = Scalar(c, "accuracy", f"{target}: always guessing the commonest class")
         summaries["mean_gain_over_chance"] = Scalar(float(np.mean(np.array(acc) - np.array(chance))), "accuracy",
                                                     "mean accuracy above chance over the three recipe targets")
-        summaries["ci.level"] = Scalar(CI_LEVEL, "fraction", "confidence level of the intervals")
         summaries["n_test"] = Scalar(float(len(te)), "members", "held-out zoo members the answers are scored on")
         arrays = {"accuracy": np.array(acc), "chance": np.array(chance)}
         fig = Bars(id="hyper", title="What the weights say about how they were trained",
@@ -100,7 +99,9 @@ class MetaHyperparameters(ZooAnalysis):
         return Result(
             analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries, figures=(fig,),
             tables=(Table(id="hyper", title="Recipe from weights: held-out accuracy",
-                          columns=("target", "classes", "accuracy", "chance", "gain"), rows=tuple(rows)),
+                          columns=("target", "classes", "accuracy", "chance", "gain"), rows=tuple(rows),
+                          caption=f"Accuracy with its {CI_LEVEL:.0%} Wilson interval on n = {len(te)} held-out "
+                                  "members; chance: always the commonest class of the training members."),
                     Table(id="subject", title=f"What the weights say about {ctx.subject.name}'s recipe",
                           columns=("target", "read from weights", "confidence", "its card says"),
                           rows=tuple(subject_rows))),

@@ -24,7 +24,8 @@ class MetaTrojan(ZooAnalysis):
     name = "meta-trojan"
     order = 60
     title = "A trojan detector trained on the zoo"
-    version = 6  # 4: the held-out counts are summaries; 5: the held-out AUC's 95% interval; 6: its level is ci.level
+    version = 7  # 4: the held-out counts are summaries; 5: the held-out AUC's 95% interval; 6: its level is ci.level;
+    # 7: every AUC and rate with its n and interval
     deps = ("model-zoo",)
     # mntd_weight_decay: on the meta-classifier only (the queries have none). 0.1 with 50 epochs raised
     # the full zoo's held-out AUC only from 0.868 to 0.880 (135 members), but at the calibrated threshold
@@ -35,12 +36,22 @@ class MetaTrojan(ZooAnalysis):
     quick = ZOO_QUICK | {"mntd_epochs": 15, "mntd_ensemble": 2}
 
     def checks(self, r: Result) -> tuple[Check, ...]:
-        res = r.data["results"]
-        ok = res["mntd"]["auc"] >= 0.9
+        """Trusted when the whole interval of its held-out AUC is at 0.9 or above; better than guessing when it
+        is above 0.5."""
+        from talkgen.stats import with_interval
+
+        x = r.summaries
+        if "mntd_tpr" not in x:  # a result from before version 7
+            return ()
+        auc = x["mntd_auc"]
+        ok = auc.lo is not None and auc.lo >= 0.9
+        verdict = "trust" if ok else ("better than guessing, not conclusive" if auc.lo is not None and auc.lo > 0.5
+                                      else "not shown better than guessing")
         return (Check("trojan detector (MNTD)", "held-out AUC against weight statistics",
-                      f"AUC {res['mntd']['auc']:.3f} (unseen trigger kind {res['mntd']['auc_unseen']:.3f}); "
-                      f"weights {res['weights']['auc']:.3f}; false-positive rate {res['mntd']['fpr']:.2f}",
-                      ok, "trust" if ok else "useful, not conclusive"),)
+                      f"AUC {with_interval(auc, '.3f')} (n = {auc.n}); unseen trigger kind "
+                      f"{with_interval(x['mntd_auc_unseen'], '.3f')} (n = {x['mntd_auc_unseen'].n}); weights "
+                      f"{with_interval(x['weights_auc'], '.3f')}; false-positive rate "
+                      f"{with_interval(x['mntd_fpr'])} of n = {x['mntd_fpr'].n} clean members", ok, verdict),)
 
     def run(self, ctx: Context) -> Result:
         m = self._split(ctx)
@@ -179,19 +190,26 @@ class MetaTrojan(ZooAnalysis):
                       alt="A grid of small grey images: the tuned query inputs.",
                       array="queries", colorbar="pixel value", signed=False, columns=8),
         )
-        from talkgen.stats import CI_LEVEL, auc_interval
+        from talkgen.stats import CI_LEVEL, auc_estimate, proportion, with_interval
 
-        y_seen = labels[test_seen]
-        lo, hi = auc_interval(res["mntd"]["auc"], int(y_seen.sum()), int((y_seen == 0).sum()))
+        y_seen, y_unseen = labels[test_seen], labels[test_unseen]
+        pos, neg, pos_u, neg_u = int(y_seen.sum()), int((y_seen == 0).sum()), int(y_unseen.sum()), int((y_unseen == 0).sum())
+        est = {
+            "mntd_auc": auc_estimate(res["mntd"]["auc"], pos, neg, "MNTD on held-out zoo members (seen trigger kinds)"),
+            "mntd_auc_unseen": auc_estimate(res["mntd"]["auc_unseen"], pos_u, neg_u,
+                                            f"MNTD on held-out members with {unseen_kind} triggers (and clean ones)"),
+            "weights_auc": auc_estimate(res["weights"]["auc"], pos, neg, "weight statistics + GBM on held-out members"),
+            "weights_auc_unseen": auc_estimate(res["weights"]["auc_unseen"], pos_u, neg_u,
+                                               f"weight statistics + GBM on held-out {unseen_kind} triggers"),
+        }
+        for k, sc, thr in (("mntd", m.s_seen, m.threshold), ("weights", m.w_seen, m.w_threshold)):
+            flagged = sc > thr
+            est[f"{k}_tpr"] = proportion(int(flagged[y_seen == 1].sum()), pos, f"{k}: backdoored held-out members caught")
+            est[f"{k}_fpr"] = proportion(int(flagged[y_seen == 0].sum()), neg, f"{k}: clean held-out members flagged")
         summaries = {
-            "mntd_auc": Scalar(res["mntd"]["auc"], "AUC", "MNTD on held-out zoo members (seen trigger kinds)"),
-            "mntd_auc.lo": Scalar(lo, "AUC", f"lower end of the {CI_LEVEL:.0%} interval of mntd_auc (Hanley-McNeil score)"),
-            "mntd_auc.hi": Scalar(hi, "AUC", f"upper end of the {CI_LEVEL:.0%} interval of mntd_auc"),
-            "ci.level": Scalar(CI_LEVEL, "fraction", "confidence level of the intervals"),
-            "mntd_auc_unseen": Scalar(res["mntd"]["auc_unseen"], "AUC", f"MNTD on held-out {unseen_kind} triggers"),
+            **est,
             "mntd_auc.single_mean": Scalar(float(np.mean(m.singles_seen)), "AUC",
                                            "the ensemble's detectors alone, mean held-out AUC"),
-            "weights_auc": Scalar(res["weights"]["auc"], "AUC", "weight statistics + GBM on held-out members"),
             "threshold": Scalar(threshold, "logit", "MNTD score above which a model is called backdoored"),
             "trojan_score": Scalar(subject_score, "logit", "this model's MNTD score"),
             "flagged": Scalar(float(m.flagged), "yes/no", "1 when this model's score is above the threshold"),
@@ -202,19 +220,26 @@ class MetaTrojan(ZooAnalysis):
         if m.flagged:
             findings = (Finding("high", "Trojan detector flags this model",
                                 f"MNTD score {subject_score:.2f} above the zoo-calibrated threshold {threshold:.2f} "
-                                f"(held-out AUC {res['mntd']['auc']:.3f}, false-positive rate "
-                                f"{res['mntd']['fpr']:.2f} on clean held-out members)",
+                                f"(held-out AUC {with_interval(est['mntd_auc'], '.3f')}, n = {pos + neg}; "
+                                f"false-positive rate {with_interval(est['mntd_fpr'])} of n = {neg} clean held-out "
+                                f"members)",
                                 value=subject_score, threshold=threshold),)
-        rows = (("MNTD (outputs)", f"{res['mntd']['auc']:.3f}", f"{res['mntd']['auc_unseen']:.3f}",
-                 f"{res['mntd']['tpr']:.2f}", f"{res['mntd']['fpr']:.2f}", f"{subject_score:.2f} vs {threshold:.2f}"),
-                ("weight statistics + GBM", f"{res['weights']['auc']:.3f}", f"{res['weights']['auc_unseen']:.3f}",
-                 f"{res['weights']['tpr']:.2f}", f"{res['weights']['fpr']:.2f}",
-                 f"{m.subject_wscore:.2f} vs {m.w_threshold:.2f}"))
+        def cell(e: Scalar) -> str:  # the estimate and its interval in a table
+            return f"{e.value:.3g} ({e.lo:.3g} to {e.hi:.3g})" if np.isfinite([e.lo, e.hi]).all() else f"{e.value:.3g}"
+
+        rows = tuple((name, cell(est[f"{k}_auc"]), cell(est[f"{k}_auc_unseen"]), cell(est[f"{k}_tpr"]),
+                      cell(est[f"{k}_fpr"]), score)
+                     for k, name, score in (("mntd", "MNTD (outputs)", f"{subject_score:.2f} vs {threshold:.2f}"),
+                                            ("weights", "weight statistics + GBM",
+                                             f"{m.subject_wscore:.2f} vs {m.w_threshold:.2f}")))
         return Result(
             analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries, figures=figures,
             tables=(Table(id="detectors", title="Trojan detectors on held-out zoo members",
                           columns=("detector", "AUC", f"AUC, unseen {unseen_kind}", "true-positive rate",
-                                   "false-positive rate", f"{ctx.subject.name}: score vs threshold"), rows=rows),),
+                                   "false-positive rate", f"{ctx.subject.name}: score vs threshold"), rows=rows,
+                          caption=f"Each with its {CI_LEVEL:.0%} interval. AUC and rates on n = {pos + neg} held-out "
+                                  f"members ({pos} backdoored, {neg} clean); unseen {unseen_kind} triggers: n = "
+                                  f"{pos_u + neg_u} ({pos_u} backdoored, {neg_u} clean)."),),
             findings=findings,
             data={"results": res, "threshold": threshold, "subject_score": subject_score, "flagged": bool(m.flagged),
                   "subject_wscore": m.subject_wscore, "w_threshold": m.w_threshold, "unseen": unseen_kind,

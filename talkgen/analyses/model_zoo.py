@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from talkgen.analyses._zoo import CHANCE_FACTOR, ZOO_PARAMS, ZOO_QUICK, ZooAnalysis, load_zoo
+from talkgen.stats import proportion
 from talkgen.analyses.base import Context, Result, Scalar, register
 from talkgen.specs import Scatter, Table
 
@@ -21,7 +22,7 @@ class ModelZoo(ZooAnalysis):
     name = "model-zoo"
     order = 30
     title = "A zoo of models: the same network, trained many ways"
-    version = 1
+    version = 2  # 2: the share that learned carries its n and interval
     cost_hint = 12
     params = ZOO_PARAMS
     quick = ZOO_QUICK
@@ -74,8 +75,10 @@ class ModelZoo(ZooAnalysis):
         summaries = {
             "members": Scalar(float(len(recs)), "models", "members in the zoo"),
             "diverged": Scalar(float(len(recs) - len(ok)), "models", "members whose training loss stopped being finite"),
-            "trained_share": Scalar(float(trained.mean()), "fraction",
-                                    f"members with test accuracy at least {CHANCE_FACTOR:g}x chance"),
+            "trained": Scalar(float(trained.sum()), "models", f"members with test accuracy at least {CHANCE_FACTOR:g}x "
+                                                               "chance"),
+            "trained_share": proportion(int(trained.sum()), len(ok),
+                                        f"members with test accuracy at least {CHANCE_FACTOR:g}x chance"),
             "median_test_accuracy": Scalar(float(np.median(acc)), "accuracy", "median test accuracy of the members"),
             "backdoored": Scalar(float(len(troj)), "models", "members trained with a backdoor"),
             "median_attack_success": Scalar(float(np.median(asr)) if len(asr) else float("nan"), "rate",

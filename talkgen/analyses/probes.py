@@ -29,6 +29,7 @@ from talkgen.models.twins import initial_model
 from talkgen.specs import Curves, Table
 from talkgen.meta.probes import control_labels, fit_probe
 from talkgen.models.introspect import default_layers
+from talkgen.stats import CI_LEVEL, proportion, wilson_interval
 
 CHAR_LABELS = ("in_string", "in_comment", "bracket_depth", "indent_level")
 CAP = 3  # graded labels above this are one class ("3 or more")
@@ -82,7 +83,8 @@ class Probes(Analysis):
     order = 10
     title = "Probes: what each layer makes decodable"
     section = "method"
-    version = 3  # 2: linear probes solved to convergence (L-BFGS); 3: the untrained accuracy as a summary
+    version = 4  # 2: linear probes solved to convergence (L-BFGS); 3: the untrained accuracy as a summary; 4: with n
+    # and interval, and the commonest label's accuracy
     cost_hint = 10
     applies_text = "labelled classifiers, and character models with per-character labels"
     params = {"n_examples": 3000, "n_chars": 16000, "steps": 300, "hidden": 64, "max_features": 2048}
@@ -174,6 +176,7 @@ class Probes(Analysis):
         for i, lab in enumerate(m.names):
             for key in ("linear", "mlp", "linear_init"):
                 arrays[f"{key}:{lab}"] = m.acc[key][i]
+            arrays[f"majority:{lab}"] = np.full(len(m.layers), m.majority[i])
             for key in ("linear", "mlp"):
                 arrays[f"sel_{key}:{lab}"] = m.sel[key][i]
         return arrays
@@ -184,7 +187,8 @@ class Probes(Analysis):
         xs2, ys2, lbs2, pan2, sty2 = [], [], [], [], []
         for i, lab in enumerate(m.names):
             for key, label, style in (("linear", "linear", "-"), ("mlp", "MLP", "--"),
-                                      ("linear_init", "linear, at initialisation", ":")):
+                                      ("linear_init", "linear, at initialisation", ":"),
+                                      ("majority", "always the commonest answer", "-.")):
                 xs.append("depth"), ys.append(f"{key}:{lab}"), lbs.append(label), pan.append(i), sty.append(style)
             for key, label, style in (("linear", "linear", "-"), ("mlp", "MLP", "--")):
                 xs2.append("depth"), ys2.append(f"sel_{key}:{lab}"), lbs2.append(label), pan2.append(i)
@@ -195,8 +199,8 @@ class Probes(Analysis):
         return (
             Curves(id="accuracy", title="What a probe can read from each layer",
                    caption=f"Held-out probe accuracy per layer ({', '.join(m.layers)}), linear and MLP probes on the "
-                           f"trained model, and a linear probe on the same architecture at initialisation "
-                           f"({m.init_source}); {split}.",
+                           f"trained model, a linear probe on the same architecture at initialisation "
+                           f"({m.init_source}), and the accuracy of always answering the commonest label; {split}.",
                    alt="Panels per concept: probe accuracy against layer depth for linear, MLP and untrained probes.",
                    x=tuple(xs), y=tuple(ys), labels=tuple(lbs), panels=tuple(pan), styles=tuple(sty),
                    panel_titles=titles, xlabel="layer", ylabel="probe accuracy", markers=True,
@@ -212,6 +216,9 @@ class Probes(Analysis):
     @staticmethod
     def _table(m: SimpleNamespace) -> Table:
         acc, sel = m.acc, m.sel
+        n_test = int((~m.tr).sum())
+        widest = max((hi - lo) / 2 for a in acc.values() for lo, hi in
+                     (wilson_interval(round(v * n_test), n_test) for v in a.ravel()))
         rows = []
         for i, lab in enumerate(m.names):
             for j, layer in enumerate(m.layers):
@@ -222,8 +229,9 @@ class Probes(Analysis):
         return Table(id="probes", title="Probe accuracy, control and selectivity",
                      columns=("concept", "layer", "linear", "control", "selectivity", "MLP", "control",
                               "selectivity", "linear at init"), rows=tuple(rows),
-                     caption="Majority-class accuracy: " + ", ".join(f"{m.title_of[n]} {m.majority[i]:.3f}"
-                                                                     for i, n in enumerate(m.names)) + ".")
+                     caption=f"Accuracies on n = {n_test:,} held-out items; their {CI_LEVEL:.0%} intervals (Wilson) "
+                             f"are at most ±{widest:.3f}. Always answering the commonest label: "
+                             + ", ".join(f"{m.title_of[n]} {m.majority[i]:.3f}" for i, n in enumerate(m.names)) + ".")
 
     @staticmethod
     def _summaries(m: SimpleNamespace) -> dict[str, Scalar]:
@@ -237,13 +245,18 @@ class Probes(Analysis):
                                               "mean selectivity of linear probes"),
             "mean_selectivity_mlp": Scalar(float(sel["mlp"].mean()), "accuracy", "mean selectivity of MLP probes"),
         }
+        n = int((~m.tr).sum())  # held-out items each probe is scored on
         for i, lab in enumerate(m.names):
             j = int(np.argmax(acc["linear"][i]))
-            summaries[f"best_linear_accuracy.{lab}"] = Scalar(float(acc["linear"][i, j]), "accuracy",
-                                                              f"{m.title_of[lab]}: best linear probe ({m.layers[j]})")
-            summaries[f"init_linear_accuracy.{lab}"] = Scalar(float(acc["linear_init"][i, j]), "accuracy",
-                                                              f"{m.title_of[lab]}: the same probe on the untrained "
-                                                              f"network ({m.layers[j]})")
+            summaries[f"best_linear_accuracy.{lab}"] = proportion(
+                round(float(acc["linear"][i, j]) * n), n, f"{m.title_of[lab]}: best linear probe ({m.layers[j]})",
+                unit="accuracy")
+            summaries[f"init_linear_accuracy.{lab}"] = proportion(
+                round(float(acc["linear_init"][i, j]) * n), n,
+                f"{m.title_of[lab]}: the same probe on the untrained network ({m.layers[j]})", unit="accuracy")
+            summaries[f"majority.{lab}"] = proportion(round(float(m.majority[i]) * n), n,
+                                                      f"{m.title_of[lab]}: always answering the commonest label",
+                                                      unit="accuracy")
             summaries[f"gain_over_init.{lab}"] = Scalar(float(acc["linear"][i, j] - acc["linear_init"][i, j]),
                                                         "accuracy", f"{m.title_of[lab]}: that probe's accuracy minus "
                                                                     f"the same probe's on the untrained network")
@@ -259,7 +272,9 @@ class Probes(Analysis):
                          "selectivity": float(sel["linear"][i, j]), "init": float(acc["linear_init"][i, j]),
                          "majority": float(m.majority[i]), "gain": float(acc["linear"][i, j] - acc["linear_init"][i, j]),
                          "mlp_selectivity": float(sel["mlp"][i, j])}
+        most_gained = max(m.names, key=lambda lab: (best[lab]["gain"], -m.names.index(lab)))  # the first on ties
         return {"layers": m.layers, "concepts": m.names, "best": best, "init_source": m.init_source,
+                "most_gained": most_gained,
                 "more_selective": int((sel["linear"] > sel["mlp"]).sum()), "pairs": int(sel["linear"].size),
                 "n_train": int(m.tr.sum()), "n_test": int((~m.tr).sum()), "steps": m.p["steps"],
                 "types": "the current character" if m.s.task == "char-lm" else "each exact input"}

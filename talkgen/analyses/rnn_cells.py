@@ -23,11 +23,16 @@ from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.hooks import capture_inputs
 from talkgen.models.recurrent import last_lstm, lstm_states
 from talkgen.specs import Bars, ColouredText, Scatter, Table
-from talkgen.stats import auroc, pearson
+from talkgen.stats import CI_LEVEL, auc_interval, auroc, pearson
 
 BINARY = ("in_string", "in_comment")
 GRADED = ("bracket_depth", "indent_level", "column")
 FOUND_R, FOUND_AUROC = 0.6, 0.9
+
+
+def _cell(b: dict) -> str:
+    """A cell's score for the table: an AUROC with its interval, an |r| as it is."""
+    return f"{b['score']:.3f} ({b['ci'][0]:.3f} to {b['ci'][1]:.3f})" if "ci" in b else f"{b['score']:.3f}"
 
 
 @register
@@ -36,7 +41,8 @@ class RNNCells(Analysis):
     order = 30
     title = "Interpretable cells"
     section = "looking-in"
-    version = 3  # 3: cells ordered by what training added; the best unit of each label is a summary
+    version = 4  # 3: cells ordered by what training added; the best unit of each label is a summary; 4: AUROCs with
+    # their interval and n
     cost_hint = 4
     applies_text = "models with an nn.LSTM and per-character labels (the char-LSTM on Python source)"
     params = {"n_chars": 50_000, "excerpt_chars": 700}
@@ -77,9 +83,12 @@ class RNNCells(Analysis):
                     auc = auroc(acts, lab[known] > 0, ranks.get(src))
                     score = np.maximum(auc, 1 - auc)
                     u = int(np.nanargmax(score))
+                    n_pos = int((lab[known] > 0).sum())
                     cand = {"score": float(score[u]), "metric": "AUROC", "unit": u, "state": src,
                             "sign": 1 if auc[u] >= 0.5 else -1,
-                            "r": float(pearson(acts[:, u:u + 1], lab[known])[0])}
+                            "r": float(pearson(acts[:, u:u + 1], lab[known])[0]), "n": int(known.sum()),
+                            # as measured for the best cell; picking the best of many cells is not accounted for
+                            "ci": list(auc_interval(float(score[u]), n_pos, int(known.sum()) - n_pos))}
                 else:
                     r = pearson(acts, lab[known])
                     u = int(np.nanargmax(np.abs(r)))
@@ -126,8 +135,8 @@ class RNNCells(Analysis):
             summaries[f"{feat}.best_r"] = Scalar(b["r"], "r", f"Pearson r of that cell with {feat}")
             summaries[f"{feat}.best_unit"] = Scalar(float(b["unit"]), "unit",
                                                     f"index of the best cell for {feat} in {b['state']}")
-            rows.append((feat, f"{b['state']}[{b['unit']}]", b["metric"], f"{b['score']:.3f}", f"{b['r']:+.3f}",
-                         f"{b0['score']:.3f}", "yes" if is_found else "no"))
+            rows.append((feat, f"{b['state']}[{b['unit']}]", b["metric"], _cell(b), f"{b['r']:+.3f}", _cell(b0),
+                         "yes" if is_found else "no"))
         def gain(f: str) -> float:  # what training added, as a share of the range above chance
             chance = 0.5 if scores[f]["metric"] == "AUROC" else 0.0
             return (scores[f]["score"] - scores_init[f]["score"]) / (1 - chance)
@@ -161,14 +170,17 @@ class RNNCells(Analysis):
                 id=f"cell-{feat.replace('_', '-')}", title=f"Cell {b['state']}[{b['unit']}] and {feat.replace('_', ' ')}",
                 caption=f"Held-out Python source with each character's background set by {b['state']}[{b['unit']}] "
                         f"(red high, blue low{', sign flipped' if b['sign'] < 0 else ''}); its {b['metric']} for "
-                        f"{feat.replace('_', ' ')} is {b['score']:.2f}.",
+                        f"{feat.replace('_', ' ')} is {b['score']:.2f}"
+                        + (f" ({CI_LEVEL:.0%} interval {b['ci'][0]:.2f} to {b['ci'][1]:.2f}; n = {b['n']:,})"
+                           if "ci" in b else "") + ".",
                 alt=f"Source code coloured character by character by the activation of the cell that best tracks {feat}.",
                 text=text[start:stop], values=key, signed=True))
         figures.append(self._saturation(trained, arrays))
         table = Table(id="cells", title="The best cell per label",
                       columns=("label", "cell", "metric", "score", "Pearson r", "best at init", "found"),
                       rows=tuple(rows),
-                      caption=f"found: |r| >= {FOUND_R} (graded) or AUROC >= {FOUND_AUROC} (binary).")
+                      caption=f"found: |r| >= {FOUND_R} (graded) or AUROC >= {FOUND_AUROC} (binary). AUROCs with "
+                              f"their {CI_LEVEL:.0%} interval, over n = {n:,} held-out characters.")
         return Result(analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries,
                       figures=tuple(figures), tables=(table,),
                       data={"scores": scores, "scores_init": scores_init, "found": found, "n_chars": n,

@@ -26,6 +26,7 @@ from torch import nn
 from talkgen import attribution as A
 from talkgen.analyses import sanity
 from talkgen.analyses.base import Analysis, Check, Context, Finding, Result, Scalar, register, value_of
+from talkgen.stats import CI_LEVEL
 from talkgen.specs import Bars, Curves, ImageGrid, Table
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -76,7 +77,8 @@ class Saliency(Analysis):
     runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "Saliency maps and their sanity checks"
     section = "looking-in"
-    version = 3  # 2: findings' titles agree in number; 3: the number of methods and of maps that fail randomisation
+    version = 4  # 2: findings' titles agree in number; 3: the number of methods and of maps that fail randomisation;
+    # 4: deletion and insertion AUCs with their n and interval; known-evidence rates too
     cost_hint = 2
     applies_text = ("image classifiers (batch x channels x height x width); token models get per-token saliency "
                     "over their text")
@@ -104,15 +106,18 @@ class Saliency(Analysis):
         out: list[Check] = []
         d = r.data
         if "pass" in d:
-            rnd_del, rnd_ins = value_of(r, "deletion_auc_random"), value_of(r, "insertion_auc_random")
+            from talkgen.stats import with_interval
+
+            est = r.summaries
             for m in d["methods"]:
                 rho = value_of(r, f"randomisation_rho.{m}")
-                dele, ins = value_of(r, f"deletion_auc.{m}"), value_of(r, f"insertion_auc.{m}")
+                keys = (f"deletion_auc.{m}", f"insertion_auc.{m}", "deletion_auc_random", "insertion_auc_random")
                 shift = d["invariance_pass"].get(m)
                 measured = (f"randomisation rho {rho:.2f} (passes below {d['threshold']}); input shift "
                             f"{'not testable on this model' if shift is None else 'ignored' if shift else 'changes it'}; "
-                            f"deletion / insertion AUC {dele:.2f} / {ins:.2f} (random {rnd_del:.2f} / {rnd_ins:.2f})"
-                            if None not in (rho, dele, ins, rnd_del, rnd_ins) else "")
+                            f"deletion AUC {with_interval(est[keys[0]])}, insertion AUC {with_interval(est[keys[1]])}, "
+                            f"random orders {est[keys[2]].value:.2f} / {est[keys[3]].value:.2f}; n = {est[keys[0]].n}"
+                            if rho is not None and all(k in est and est[k].n for k in keys) else "")
                 out.append(Check(f"saliency: {d['labels'][m]}", "sanity checks (Adebayo et al.; Kindermans et al.)",
                                  measured, bool(d["pass"][m]), "trust" if d["pass"][m] else "fails a check"))
         else:
@@ -121,10 +126,14 @@ class Saliency(Analysis):
                 top3, pct = value_of(r, f"evidence_top3.{m}"), value_of(r, f"evidence_percentile.{m}")
                 if top3 is None or chance is None or pct is None:
                     continue
+                from talkgen.stats import with_interval
+
+                est = r.summaries[f"evidence_top3.{m}"]
                 ok = top3 > 3 * chance
                 out.append(Check(f"token saliency: {m.replace('_', ' ')}", "ranks the known evidence",
-                                 f"evidence percentile {pct:.2f}; in top 3 {top3:.2f} (chance {chance:.2f})",
-                                 ok, "trust" if ok else "weak"))
+                                 f"evidence percentile {pct:.2f}; in the top 3 for a share "
+                                 f"{with_interval(est) if est.n else f'{top3:.2f}'} of n = {est.n} predictions "
+                                 f"(chance {chance:.2f})", ok, "trust" if ok else "weak"))
         gap = value_of(r, "ig_completeness_gap")
         if gap is not None:
             out.append(Check("Integrated Gradients", "completeness (attributions sum to the output change)",
@@ -201,6 +210,7 @@ class _Measured:
     random_del: float = 0.0
     random_ins: float = 0.0
     order_pass: dict[str, bool] = field(default_factory=dict)
+    estimates: dict[str, Scalar] = field(default_factory=dict)  # the deletion and insertion AUCs with n and interval
     grad_cam_layer: str | None = None
 
     @property
@@ -249,6 +259,8 @@ def _deletion_insertion(m: _Measured, model: nn.Module, target_d: torch.Tensor, 
         order = torch.argsort(score + noise, dim=1, descending=True)  # ties broken at random
         d, i_ = sanity.order_curves(model, xd, target_d, order, p["curve_steps"])
         m.dels[k], m.ins[k] = sanity.auc(d), sanity.auc(i_)
+        m.estimates[f"deletion_auc.{k}"] = sanity.auc_estimate(d, f"{m.labels[k]}: deletion AUC", seed)
+        m.estimates[f"insertion_auc.{k}"] = sanity.auc_estimate(i_, f"{m.labels[k]}: insertion AUC", seed)
         m.curves[f"del:{k}"], m.curves[f"ins:{k}"] = d.mean(0), i_.mean(0)
     rd, ri = [], []
     rg = torch.Generator().manual_seed(seed + 1)
@@ -259,6 +271,8 @@ def _deletion_insertion(m: _Measured, model: nn.Module, target_d: torch.Tensor, 
         ri.append(i_)
     rdel, rins = np.mean(rd, axis=0), np.mean(ri, axis=0)
     m.random_del, m.random_ins = sanity.auc(rdel), sanity.auc(rins)
+    m.estimates["deletion_auc_random"] = sanity.auc_estimate(rdel, "deletion AUC of random pixel orders", seed)
+    m.estimates["insertion_auc_random"] = sanity.auc_estimate(rins, "insertion AUC of random pixel orders", seed)
     m.curves["del:random"], m.curves["ins:random"] = rdel.mean(0), rins.mean(0)
     m.order_pass = {k: m.dels[k] < m.random_del and m.ins[k] > m.random_ins for k in m.keys}
 
@@ -335,13 +349,17 @@ def _table(m: _Measured) -> Table:
                      "—" if inv is None else f"{inv:.3f}", mark(m.invariance_pass.get(k)),
                      f"{m.dels[k]:.3f}", f"{m.ins[k]:.3f}", mark(m.order_pass[k])))
     rows.append(("random order", "", "", "", "", "", f"{m.random_del:.3f}", f"{m.random_ins:.3f}", ""))
+    widest = max(((e.hi - e.lo) / 2 for e in m.estimates.values() if e.lo is not None and np.isfinite(e.lo)),
+                 default=float("nan"))
     return Table(id="sanity", title="Sanity checks per method",
                  columns=("method", f"ρ, top {m.half + 1} random", "ρ, all random", "randomisation",
                           "change under input shift", "invariance", "deletion AUC", "insertion AUC",
                           "beats random order"),
                  rows=tuple(rows),
                  caption="ρ: mean Spearman correlation of |map| with the trained model's. Input shift: mean "
-                         "relative L1 change of the map on the shifted twin network.")
+                         "relative L1 change of the map on the shifted twin network. Deletion and insertion AUCs: "
+                         f"means over n = {len(m.xd)} inputs; their {CI_LEVEL:.0%} bootstrap intervals are at most "
+                         f"±{widest:.3f}.")
 
 
 def _summaries(m: _Measured) -> dict[str, Scalar]:
@@ -361,15 +379,12 @@ def _summaries(m: _Measured) -> dict[str, Scalar]:
                                                 "once the top half of the layers is random"),
         "ig_completeness_gap": Scalar(float(m.rel_gap.max()), "fraction",
                                       "largest |sum of IG attributions - (f(x) - f(0))| / |f(x) - f(0)|"),
-        "deletion_auc_random": Scalar(m.random_del, "", "deletion AUC of random pixel orders"),
-        "insertion_auc_random": Scalar(m.random_ins, "", "insertion AUC of random pixel orders"),
+        **m.estimates,
     }
     for i, k in enumerate(keys):
         summaries[f"randomisation_rho.{k}"] = Scalar(float(m.rho[i, m.half]), "Spearman ρ",
                                                      f"{m.labels[k]}: rank correlation with the trained map "
                                                      f"once the top half of the layers is random")
-        summaries[f"deletion_auc.{k}"] = Scalar(m.dels[k], "", f"{m.labels[k]}: deletion AUC")
-        summaries[f"insertion_auc.{k}"] = Scalar(m.ins[k], "", f"{m.labels[k]}: insertion AUC")
     return summaries
 
 

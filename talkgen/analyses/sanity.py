@@ -145,5 +145,16 @@ def order_curves(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
 
 def auc(curves: np.ndarray) -> float:
     """Mean area under (N, K) curves over fractions 0..1."""
-    inner = (curves[:, 1:] + curves[:, :-1]) / 2  # trapezoids on an even grid
-    return float(inner.mean(1).mean())
+    return float(areas(curves).mean())
+
+
+def areas(curves: np.ndarray) -> np.ndarray:
+    """The area under each of (N, K) curves over fractions 0..1, (N,)."""
+    return ((curves[:, 1:] + curves[:, :-1]) / 2).mean(1)  # trapezoids on an even grid
+
+
+def auc_estimate(curves: np.ndarray, meaning: str, seed: int = 0):
+    """``auc(curves)`` as an estimate: its n is the N inputs, its interval a bootstrap over them."""
+    from talkgen.stats import bootstrap_estimate
+
+    return bootstrap_estimate(np.mean, areas(curves), batched=lambda rows: rows.mean(1), meaning=meaning, seed=seed)

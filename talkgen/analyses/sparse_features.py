@@ -37,6 +37,7 @@ from torch import nn
 
 from talkgen.analyses.base import Analysis, Check, Context, Finding, Result, Scalar, register, value_of
 from talkgen.analyses.loss import cross_entropy
+from talkgen.stats import CI_LEVEL
 from talkgen.specs import Bars, ColouredText, Curves, ImageGrid, Table
 
 BINARY_LABELS = ("in_string", "in_comment")
@@ -204,6 +205,12 @@ def _labels(subject, n_windows: int) -> tuple[dict[str, np.ndarray], str | None]
     return {}, None
 
 
+def _score_cell(b: dict, who: str) -> str:
+    """A unit's score for the table: an AUROC with its interval, an |r| as it is."""
+    ci = b.get(f"{who}_ci")
+    return f"{b[f'{who}_score']:.3f}" + (f" ({ci[0]:.3f} to {ci[1]:.3f})" if ci else "")
+
+
 def _is_binary(v: np.ndarray) -> bool:
     return v.dtype == bool or set(np.unique(v).tolist()) <= {0, 1}
 
@@ -211,7 +218,7 @@ def _is_binary(v: np.ndarray) -> bool:
 def score_labels(values: np.ndarray, indices: np.ndarray, neurons: np.ndarray, labels: dict[str, np.ndarray],
                  n_features: int) -> dict[str, dict[str, Any]]:
     """Best feature and best neuron per label, with the same metric for both."""
-    from talkgen.stats import auroc, pearson
+    from talkgen.stats import auc_interval, auroc, pearson
     from talkgen.meta.sae import sparse_auroc, sparse_pearson
 
     out: dict[str, dict[str, Any]] = {}
@@ -233,7 +240,12 @@ def score_labels(values: np.ndarray, indices: np.ndarray, neurons: np.ndarray, l
         bf, bu = int(np.nanargmax(f_score)), int(np.nanargmax(u_score))
         out[name] = {"metric": metric, "feature": bf, "feature_score": float(f_score[bf]),
                      "neuron": bu, "neuron_score": float(u_score[bu]),
-                     "feature_wins": bool(f_score[bf] > u_score[bu])}
+                     "feature_wins": bool(f_score[bf] > u_score[bu]), "n": int(len(lab))}
+        if metric == "AUROC":  # each best unit's AUROC with its interval (as measured; picking the best of many
+            # units is not accounted for)
+            n_pos = int(lab.astype(bool).sum())
+            for who in ("feature", "neuron"):
+                out[name][f"{who}_ci"] = list(auc_interval(out[name][f"{who}_score"], n_pos, len(lab) - n_pos))
     return out
 
 
@@ -247,7 +259,7 @@ class SparseFeatures(Analysis):
     order = 20
     title = "Sparse features: what a second network finds in the first one's activations"
     section = "method"
-    version = 2  # 2: the number of labels scored is a summary
+    version = 3  # 2: the number of labels scored is a summary; 3: each AUROC's interval and n
     cost_hint = 10
     applies_text = "any model with an nn.Linear output layer, or a layer named in talk.toml"
     params = {"n_train": 1_048_576, "n_eval": 131_072, "n_features": 2048, "k": 16, "epochs": 1, "min_steps": 2000,
@@ -367,23 +379,32 @@ class SparseFeatures(Analysis):
             xlabel="log10 activation density", ylabel="features", markers=True))
         if scores:
             names = list(scores)
-            arrays["best_feature"] = np.array([scores[n]["feature_score"] for n in names])
-            arrays["best_neuron"] = np.array([scores[n]["neuron_score"] for n in names])
+            # one scale for both kinds of label: how far above no relation, as a share of the way to perfect
+            # (an AUROC a maps to 2a - 1, an |r| stays); the table keeps each score as measured
+            def strength(b: dict, who: str) -> float:
+                v = b[f"{who}_score"]
+                return 2 * v - 1 if b["metric"] == "AUROC" else v
+
+            arrays["best_feature"] = np.array([strength(scores[n], "feature") for n in names])
+            arrays["best_neuron"] = np.array([strength(scores[n], "neuron") for n in names])
             figures.append(Bars(
                 id="features-vs-neurons", title="Best feature against best neuron, per label",
                 caption="For every label, the best score of any autoencoder feature and of any raw neuron of "
-                        f"{m.site.label}, scored the same way on the same {len(held):,} held-out positions "
-                        "(max(AUROC, 1 - AUROC) for binary labels, |Pearson r| for graded ones).",
+                        f"{m.site.label}, scored the same way on the same {len(held):,} held-out positions, on one "
+                        "scale from no relation (0) to a perfect one (1): 2 x AUROC - 1 for binary labels (with the "
+                        "AUROC read as max(AUROC, 1 - AUROC)), |Pearson r| for graded ones.",
                 alt="Grouped bars per label: best feature score and best neuron score.",
                 categories=tuple(n.replace("_", " ") for n in names), values=("best_feature", "best_neuron"),
-                series=("best feature", "best neuron"), ylabel="AUROC or |r|"))
+                series=("best feature", "best neuron"), ylabel="strength of the match (0 none, 1 perfect)"))
             tables.append(Table(
                 id="labels", title="Features against neurons: which tracks each label best",
                 columns=("label", "metric", "best feature", "score", "best neuron", "score", "winner"),
-                rows=tuple((n.replace("_", " "), b["metric"], f"f{b['feature']}", f"{b['feature_score']:.3f}",
-                            f"u{b['neuron']}", f"{b['neuron_score']:.3f}",
+                rows=tuple((n.replace("_", " "), b["metric"], f"f{b['feature']}", _score_cell(b, "feature"),
+                            f"u{b['neuron']}", _score_cell(b, "neuron"),
                             "feature" if b["feature_wins"] else "neuron") for n, b in scores.items()),
-                caption=f"{len(m.wins)} of {len(scores)} labels are tracked better by one feature than by any neuron."))
+                caption=f"{len(m.wins)} of {len(scores)} labels are tracked better by one feature than by any neuron. "
+                        f"Scores on n = {len(held):,} held-out positions; each AUROC with its {CI_LEVEL:.0%} interval "
+                        "(for the unit as measured: picking the best of many units is not accounted for)."))
         m.dashboard = self._dashboard(m, arrays, figures)
         return arrays, figures, tables
 
@@ -407,10 +428,14 @@ class SparseFeatures(Analysis):
                      "label": best_label[0] if best_label else None,
                      "label_score": best_label[1]["feature_score"] if best_label else None,
                      "label_metric": best_label[1]["metric"] if best_label else None,
+                     "label_ci": best_label[1].get("feature_ci") if best_label else None,
+                     "label_n": best_label[1]["n"] if best_label else None,
                      "max_activation": float(values[indices == f].max()) if (indices == f).any() else 0.0}
             dashboard.append(entry)
-            desc = (f"{entry['label_metric']} {entry['label_score']:.2f} for {entry['label'].replace('_', ' ')}"
-                    if entry["label"] else "no label matched best by it")
+            interval = (f" ({CI_LEVEL:.0%} interval {entry['label_ci'][0]:.2f} to {entry['label_ci'][1]:.2f}; "
+                        f"n = {entry['label_n']:,})" if entry["label_ci"] else "")
+            desc = (f"{entry['label_metric']} {entry['label_score']:.2f}{interval} for "
+                    f"{entry['label'].replace('_', ' ')}" if entry["label"] else "no label matched best by it")
             if m.text is not None:
                 fig, arr = self._text_dashboard(f, values, indices, m.text, p, desc, entry)
                 if fig is not None:

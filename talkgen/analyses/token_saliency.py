@@ -16,9 +16,10 @@ import torch
 
 from talkgen import attribution as A
 from talkgen.analyses.base import Context, Finding, Result, Scalar
-from talkgen.analyses.sanity import auc, spearman_rows
+from talkgen.analyses.sanity import auc, auc_estimate, spearman_rows
 from talkgen.specs import Bars, ColouredText, Curves, Table
 from talkgen.models.recipes import previous_occurrence
+from talkgen.stats import proportion
 
 METHODS = {"gradient": "gradient", "grad_x_input": "gradient × input", "integrated_gradients": "Integrated Gradients",
            "occlusion": "occlusion"}
@@ -192,8 +193,10 @@ def run_tokens(name: str, ctx: Context) -> Result:
         ("most recent first", f"{np.mean(recency_pct):.2f}", f"{np.mean(recency_top3):.2f}"))
     summaries = {f"evidence_percentile.{m}": Scalar(pct[m], "fraction", f"{METHODS[m]}: mean percentile rank of "
                                                      f"the evidence (0.5 by chance)") for m in METHODS}
-    summaries.update({f"evidence_top3.{m}": Scalar(hit[m], "fraction", f"{METHODS[m]}: evidence in the top 3")
+    summaries.update({f"evidence_top3.{m}": proportion(round(hit[m] * len(evidence)), len(evidence),
+                                                       f"{METHODS[m]}: evidence in the top 3")
                       for m in METHODS})
+    summaries["evidence_top3_best"] = summaries[f"evidence_top3.{max(METHODS, key=lambda m: pct[m])}"]
     summaries["evidence_top3_chance"] = Scalar(chance, "fraction", "top-3 rate of a random order")
     summaries["evidence_predictions"] = Scalar(float(len(evidence)), "predictions",
                                                "held-out predictions whose evidence sits at a known position")
@@ -305,9 +308,9 @@ def run_sentences(name: str, ctx: Context) -> Result:
             alt="A sentence with each token's background set by its attribution.", text=text,
             values=f"text{e}", signed=False))
     beats = {m: del_auc[m] < rand_auc for m in keys}
-    summaries = {f"deletion_auc.{m}": Scalar(del_auc[m], "", f"{METHODS[m]}: area under the deletion curve")
-                 for m in keys}
-    summaries["deletion_auc_random"] = Scalar(rand_auc, "", "the same for random orders")
+    summaries = {f"deletion_auc.{m}": auc_estimate(curves[m], f"{METHODS[m]}: area under the deletion curve",
+                                                   ctx.seed) for m in keys}
+    summaries["deletion_auc_random"] = auc_estimate(np.mean(rand, axis=0), "the same for random orders", ctx.seed)
     summaries["ig_completeness_gap"] = Scalar(ig_gap, "fraction",
                                               "largest |sum of IG attributions - (f(x) - f(0))| / |f(x) - f(0)|")
     summaries["methods_beating_random_order"] = Scalar(float(sum(beats.values())), "methods",

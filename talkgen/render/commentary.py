@@ -55,6 +55,62 @@ def pct(value: Any, digits: int = 1) -> str:
     return "n/a" if v is None or not math.isfinite(float(v)) else no_negative_zero(f"{100 * float(v):.{digits}f}%")
 
 
+FEW = 30  # an estimate from fewer items than this says so where it is quoted
+
+
+def ci(value: Any, digits: int = 3, *, percent: bool = False) -> str:
+    """An estimate's interval in words, '95% interval 0.54 to 0.997' (``percent``: '45% to 63%' with
+    ``digits`` decimals), or 'interval undefined' when it has none (one class in the sample)."""
+    from talkgen.stats import CI_LEVEL
+
+    if not isinstance(value, Scalar) or value.n is None:
+        raise ValueError(f"{value!r} is not an estimate with an interval (a Scalar with n, lo and hi)")
+    if value.lo is None or value.hi is None:
+        return "too few points for an interval"
+    if not (math.isfinite(value.lo) and math.isfinite(value.hi)):
+        return "interval undefined"
+    show = (lambda v: pct(v, digits)) if percent else (lambda v: fmt(v, digits))
+    return f"{CI_LEVEL:.0%} interval {show(value.lo)} to {show(value.hi)}"
+
+
+def n_of(value: Any) -> str:
+    """'n = 450', or 'n = 13, under 30' for an estimate from fewer than FEW items."""
+    if not isinstance(value, Scalar) or value.n is None:
+        raise ValueError(f"{value!r} carries no n")
+    return f"n = {value.n:,}" + (f", under {FEW}" if value.n < FEW else "")
+
+
+def stat(value: Any, digits: int = 3) -> str:
+    """An estimate as a number with its interval and n: '0.952 (95% interval 0.54 to 0.997; n = 10, under 30)'."""
+    return f"{fmt(value, digits)} ({ci(value, digits)}; {n_of(value)})"
+
+
+def stat_pct(value: Any, digits: int = 1) -> str:
+    """A proportion with its interval and n: '54.3% (95% interval 45.1% to 63.2%; n = 120)'."""
+    return f"{pct(value, digits)} ({ci(value, digits, percent=True)}; {n_of(value)})"
+
+
+def span(lohi: Any, digits: int = 3) -> str:
+    """An interval kept in a result's data as [lo, hi]: '95% interval 0.54 to 0.997'."""
+    from talkgen.stats import CI_LEVEL
+
+    lo, hi = lohi
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "interval undefined"
+    return f"{CI_LEVEL:.0%} interval {fmt(lo, digits)} to {fmt(hi, digits)}"
+
+
+def with_ci(value: Any, digits: int = 3) -> str:
+    """An estimate with its interval and no n, for a sentence that gives the n once for several:
+    '0.143 (95% interval 0.121 to 0.168)'."""
+    return f"{fmt(value, digits)} ({ci(value, digits)})"
+
+
+def with_ci_pct(value: Any, digits: int = 1) -> str:
+    """A proportion with its interval and no n: '54.3% (95% interval 45.1% to 63.2%)'."""
+    return f"{pct(value, digits)} ({ci(value, digits, percent=True)})"
+
+
 def exp_neg(value: Any) -> float:
     """e^-x: a mean cross-entropy of x nats is a geometric-mean probability of e^-x for the right answer."""
     return math.exp(-float(_plain(value)))
@@ -73,6 +129,10 @@ class ResultView:
     def s(self, name: str) -> float:
         return self.summaries[name].value
 
+    def x(self, name: str) -> Scalar:
+        """The summary itself (for ``stat``, ``ci`` and ``n_of``: an estimate with its interval and n)."""
+        return self.summaries[name]
+
 
 def make_env(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(
@@ -87,6 +147,13 @@ def make_env(templates: Path) -> jinja2.Environment:
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
     env.filters["exp_neg"] = exp_neg
+    env.filters["stat"] = stat
+    env.filters["stat_pct"] = stat_pct
+    env.filters["ci"] = ci
+    env.filters["n_of"] = n_of
+    env.filters["with_ci"] = with_ci
+    env.filters["span"] = span
+    env.filters["with_ci_pct"] = with_ci_pct
     return env
 
 
@@ -119,7 +186,7 @@ class Commentary:
             while "-" in head:
                 head = head.rsplit("-", 1)[0]
                 fn = getattr(module, head.replace("-", "_"), None)
-                if fn is not None:
+                if fn is not None and len(getattr(fn, "arguments", ())) >= 2:  # a family macro takes (r, fig)
                     return Markup(str(fn(view, figure)).strip())
         return md_escape(fallback)
 

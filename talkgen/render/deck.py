@@ -630,7 +630,7 @@ def _content_slides(o: Outcome, section: str, title_of: str, commentary: Comment
             # when the analysis has none
             title=commentary.render(o.analysis, f"title_{spec.id}", view, fallback=spec.title, figure=spec),
             digest=hashlib.sha1(png or html.encode()).hexdigest(),
-            body=commentary.render(o.analysis, f"fig_{spec.id}", view, fallback=spec.caption),
+            body=commentary.render(o.analysis, f"fig_{spec.id}", view, fallback=spec.caption, figure=spec),
             notes=commentary.render(o.analysis, f"notes_{spec.id}", view,
                                     fallback=f"{spec.caption} {HOW_TO_READ.get(spec.kind, '')}".strip(),
                                     figure=spec),

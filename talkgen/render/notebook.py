@@ -40,7 +40,10 @@ def _slide_markdown(slide: Slide, body: bool = True) -> str:
     parts = [f"{level} {escape(slide.title)}", str(slide.body) if body else ""]
     for table in slide.tables:
         if not table.report_only:
-            parts.append((f"**{escape(table.title)}**\n\n" if table.title else "") + table_markdown(table))
+            # a table with its title carries its caption under it (the n and the intervals of its numbers); a
+            # talk slide's table has the caption as the slide's text
+            parts.append((f"**{escape(table.title)}**\n\n" if table.title else "") + table_markdown(table)
+                         + (f"\n\n*{escape(table.caption)}*" if table.title and table.caption else ""))
     return "\n\n".join(p for p in parts if p.strip())
 
 
@@ -109,7 +112,8 @@ def _slide_cells(slide: Slide, slide_type: str, *, talk: bool, **meta: Any) -> l
         cells = [_md(title, slide_type, part="slide", **head)]
     for table in slide.tables:
         if table.report_only:  # too long for a slide: the report shows it under the slide's text
-            cells.append(_md(f"**{escape(table.title)}**\n\n" + table_markdown(table), "skip",
+            cells.append(_md(f"**{escape(table.title)}**\n\n" + table_markdown(table)
+                             + (f"\n\n*{escape(table.caption)}*" if table.caption else ""), "skip",
                              part="table", report=True))
     for fig in slide.figures:
         if fig.html:
