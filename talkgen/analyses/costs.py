@@ -196,7 +196,7 @@ class Costs(Analysis):
             labels.append(f"{a} (b = {b:.2f})")
             styles.append("-")
             summaries[f"scaling_exponent.{a}"] = Scalar(b, "", f"{a}: wall time grows as parameters^b")
-            summaries[f"scaling_r2.{a}"] = Scalar(r2, "R^2", f"{a}: how well the power law fits the timings",
+            summaries[f"scaling_r2.{a}"] = Scalar(r2, "R²", f"{a}: how well the power law fits the timings",
                                                   n=len(n))  # a fit through a handful of widths: no interval
             rows.append((a, f"{b:.2f}", f"{r2:.2f}", " / ".join(f"{v:.2f}" for v in w), f"{sc['mem'][a][-1]:.0f}"))
         figures.append(Curves(
@@ -209,7 +209,7 @@ class Costs(Analysis):
             logx=True, logy=True, markers=True, styles=tuple(styles)))
         tables.append(Table(
             id="scaling", title="Fitted scaling exponents",
-            columns=("analysis", "b (time)", "fit R^2", f"seconds at widths {', '.join(map(str, sc['widths']))}",
+            columns=("analysis", "b (time)", "fit R²", f"seconds at widths {', '.join(map(str, sc['widths']))}",
                      "peak extra memory at the widest (MB)"),
             rows=tuple(rows), caption=f"time = a * parameters^b; b = 1 is linear in the parameter count. Each fit R² "
                                       f"is over n = {len(n)} widths, too few points for an interval. A low fit R² "

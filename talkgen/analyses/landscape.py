@@ -225,7 +225,8 @@ class LossLandscape(Analysis):
     runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "The loss landscape"
     section = "looking-in"
-    version = 2  # 2: the highest loss on the path from init to trained is a summary
+    version = 3  # 2: the highest loss on the path from init to trained is a summary; 3: captions without nested
+    # parentheses
     cost_hint = 2
     applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
     # batch: examples for classifiers; sequence models use batch // 128 sequences of seq_len steps

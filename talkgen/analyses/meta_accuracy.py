@@ -111,8 +111,8 @@ class MetaAccuracy(ZooAnalysis):
         summaries = {}
         for k in ("weights", "deepsets", "recipe", "mean"):
             pred, tr = m.preds[k], m.trained
-            summaries[f"r2.{k}"] = bootstrap_estimate(mn.r2, m.y, pred, batched=r2_rows, unit="R^2", seed=ctx.seed,
-                                                      meaning=f"{label[k]}: R^2 on held-out members")
+            summaries[f"r2.{k}"] = bootstrap_estimate(mn.r2, m.y, pred, batched=r2_rows, unit="R²", seed=ctx.seed,
+                                                      meaning=f"{label[k]}: R² on held-out members")
             summaries[f"tau.{k}"] = bootstrap_estimate(mn.kendall_tau, m.y, pred, batched=kendall_tau_rows,
                                                        unit="tau", seed=ctx.seed,
                                                        meaning=f"{label[k]}: Kendall tau on held-out members")
@@ -152,7 +152,7 @@ class MetaAccuracy(ZooAnalysis):
                          f"(n = {len(m.te)}).",
                  alt="Grouped bars of Kendall tau and R squared for four predictors.",
                  categories=tuple(label[k] for k in order), values=("bar_tau", "bar_tau_trained", "bar_r2"),
-                 series=("tau, all", "tau, trained", "R^2, all"), ylabel="score"),
+                 series=("τ, all", "τ, trained", "R², all"), ylabel="score"),
         )
         summaries["n_test"] = Scalar(float(len(m.te)), "members", "held-out zoo members the predictors are scored on")
         summaries["n_train"] = Scalar(float(len(m.tr)), "members", "zoo members the predictors are fitted on")

@@ -244,6 +244,7 @@ class MetaTrojan(ZooAnalysis):
             data={"results": res, "threshold": threshold, "subject_score": subject_score, "flagged": bool(m.flagged),
                   "subject_wscore": m.subject_wscore, "w_threshold": m.w_threshold, "unseen": unseen_kind,
                   "n_fit": len(m.fit_idx), "n_cal": len(m.cal_idx), "n_test_seen": len(test_seen),
-                  "n_test_unseen": len(test_unseen), "left_out": int((~m.working).sum()), "forward": m.how,
+                  "n_test_unseen": len(test_unseen), "unseen_backdoored": pos_u, "unseen_clean": neg_u,
+                  "left_out": int((~m.working).sum()), "forward": m.how,
                   "min_attack_success": p["min_attack_success"], "ensemble": len(m.detectors),
                   "single_aucs": m.singles_seen})

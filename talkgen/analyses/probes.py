@@ -132,7 +132,7 @@ class Probes(Analysis):
         if lin is None:
             return ()
         ok = lin > 0.05
-        return (Check("probes", "selectivity over a control task (Hewitt & Liang)",
+        return (Check("probes", "selectivity over Hewitt and Liang's control task",
                       f"mean selectivity linear {lin:+.2f}" + (f", MLP {mlp:+.2f}" if mlp is not None else ""),
                       ok, "trust" if ok else "probe may be memorising"),)
 

@@ -391,8 +391,8 @@ class SparseFeatures(Analysis):
                 id="features-vs-neurons", title="Best feature against best neuron, per label",
                 caption="For every label, the best score of any autoencoder feature and of any raw neuron of "
                         f"{m.site.label}, scored the same way on the same {len(held):,} held-out positions, on one "
-                        "scale from no relation (0) to a perfect one (1): 2 x AUROC - 1 for binary labels (with the "
-                        "AUROC read as max(AUROC, 1 - AUROC)), |Pearson r| for graded ones.",
+                        "scale from no relation (0) to a perfect one (1): 2 x AUROC - 1 for binary labels, reading the AUROC "
+                        "as max(AUROC, 1 - AUROC), and |Pearson r| for graded ones.",
                 alt="Grouped bars per label: best feature score and best neuron score.",
                 categories=tuple(n.replace("_", " ") for n in names), values=("best_feature", "best_neuron"),
                 series=("best feature", "best neuron"), ylabel="strength of the match (0 none, 1 perfect)"))

@@ -45,8 +45,8 @@ class Weights(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Weight matrices"
     section = "looking-in"
-    version = 4  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
-    # 4: each tail panel names its alpha in its title, so the three curves share one legend
+    version = 5  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
+    # 4: each tail panel names its alpha in its title, so the three curves share one legend; 5: norms named in words
     applies_text = "any model with a weight matrix (a parameter of 2+ dims)"
     params = {"max_side": 128, "max_panels": 8, "max_spectra": 8}
     quick = {"max_side": 64}
@@ -91,7 +91,7 @@ class Weights(Analysis):
                 math.log10(fro) if fro > 0 else math.nan, "log10", f"log10 of the Frobenius norm of {m.name}")
             summaries[f"{m.name}.spectral_norm"] = Scalar(spectral, "", f"largest singular value of {m.name}")
             summaries[f"{m.name}.stable_rank"] = Scalar(
-                stable, "", f"stable rank ||W||_F^2/||W||_2^2 of {m.name} (of at most {min(w.shape)})")
+                stable, "", f"stable rank of {m.name}: squared Frobenius norm over squared spectral norm, at most {min(w.shape)}")
             layers.append({"name": m.name, "kind": m.kind, "shape": list(m.shape), "matrix_shape": list(w.shape),
                            "finite": finite, "frobenius_norm": fro, "spectral_norm": spectral,
                            "stable_rank": stable, "max_rank": min(w.shape), "nonfinite": n_bad})
@@ -127,12 +127,12 @@ class Weights(Analysis):
         figures = self._figures(model, mats, arrays, sv_keys, fits, ctx.params)
         tables = (
             Table(id="norms", title="Norms per weight matrix",
-                  columns=("matrix", "module", "shape", "entries", "||W||_F", "||W||_2", "stable rank / max"),
+                  columns=("matrix", "module", "shape", "entries", "Frobenius norm", "spectral norm", "stable rank / max"),
                   rows=tuple(rows), caption="Frobenius norm, spectral norm and stable rank per matrix."),
             Table(id="alpha", title="Power-law fits of each block's spectral density",
                   columns=("block", "eigenvalues", "alpha ± s.e.", "KS D", "tail size", "alpha shuffled", "reading"),
                   rows=tuple(alpha_rows),
-                  caption="alpha of the ESD tail of W^T W / N, fitted by maximum likelihood with xmin "
+                  caption="alpha of the ESD tail of WᵀW / N, fitted by maximum likelihood with xmin "
                           "chosen by the smallest KS distance; the same block with its entries shuffled."),
         )
         return Result(analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries,

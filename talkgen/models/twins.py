@@ -45,7 +45,7 @@ def make_twin(subject: Subject, kind: str, width: int | None, seed: int) -> Subj
 def initial_state(subject, seed: int) -> tuple[dict[str, torch.Tensor], str]:
     """The weights training started from, and where they came from."""
     if subject.initial_state is not None:
-        return subject.initial_state(), "the exact initial weights (the sample's seeded initialisation)"
+        return subject.initial_state(), "the exact initial weights, the sample's seeded initialisation"
     if subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0:
         return subject.load_checkpoints()[0][1], "the checkpoint saved at step 0"
     fresh = copy.deepcopy(subject.model)
@@ -60,7 +60,7 @@ def initial_state(subject, seed: int) -> tuple[dict[str, torch.Tensor], str]:
 def initial_source(subject) -> str:
     """Where :func:`initial_state` takes the initial weights from, without loading them."""
     if subject.initial_state is not None:
-        return "the exact initial weights (the sample's seeded initialisation)"
+        return "the exact initial weights, the sample's seeded initialisation"
     if subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0:
         return "the checkpoint saved at step 0"
     return "a fresh default initialisation, not the weights this model started from"

@@ -18,7 +18,9 @@ def coloured_text_html(spec: ColouredText, arrays: Mapping[str, np.ndarray]) -> 
     finite = values[np.isfinite(values)]
     scale = float(np.abs(finite).max()) if finite.size else 1.0
     scale = scale or 1.0
-    parts = ['<div class="ctext" role="img" aria-label="', escape(spec.alt), '">']
+    # a short context (a few lines before one prediction) is set large: the room reads it from the back
+    short = spec.text.count("\n") < 8 and len(spec.text) <= 400
+    parts = [f'<div class="ctext{" large" if short else ""}" role="img" aria-label="', escape(spec.alt), '">']
     run: list[str] = []
     shade = ""
     for ch, v in zip(spec.text, values):
