@@ -148,6 +148,19 @@ FLIPS = [
      {"methods_failing_randomisation": (0.0,)}, "All 8 saliency maps dissolve"),
     ("sparse-features", "title_density", {"loss_recovered": (0.99,), "explained_variance": (0.96,)},
      "A faithful rewrite", {"loss_recovered": (0.5,), "explained_variance": (0.96,)}, "A lossy rewrite"),
+    ("weights", "title_esd", {"mean_alpha": (2.2,), "mean_alpha_shuffled": (4.7,)}, "Training leaves heavy-tailed",
+     {"mean_alpha": (3.4,), "mean_alpha_shuffled": (3.5,)}, "no heavier than noise"),
+    ("attention", "title_rollout", {"rho.raw.grad_x_input": (0.46,), "rho.rollout.grad_x_input": (0.6,),
+                                    "rho.flow.grad_x_input": (0.5,)}, "Attention is a hint",
+     {"rho.raw.grad_x_input": (0.8,), "rho.rollout.grad_x_input": (0.9,), "rho.flow.grad_x_input": (0.85,)},
+     "Here attention tracks attribution"),
+    # comparisons the analysis made and kept in its data: the claim follows the verdict
+    ("loss-landscape", "title_line", {"@monotonic": True}, "Downhill all the way", {"@monotonic": False},
+     "No straight road downhill"),
+    ("meta-trojan", "title_queries", {"@flagged": True}, "The detector flags", {"@flagged": False},
+     "The detector passes"),
+    ("gradient-flow", "title_norms", {"@flagged": {"vanishing": True, "exploding": False}}, "Vanishing gradients",
+     {"@flagged": {"vanishing": False, "exploding": False}}, "The gradient reaches"),
 ]
 
 
@@ -162,15 +175,19 @@ def _quick_result(quick_build, analysis: str, needs: set[str]):
 
 
 def _with(result, values):
+    """The result's view with summaries set to (value,) or (value, lo, hi), and data keys ("@key") set."""
     from dataclasses import replace
 
     from talkgen.render.commentary import view_of
 
-    summaries = dict(result.summaries)
+    summaries, data = dict(result.summaries), dict(result.data)
     for k, v in values.items():
+        if k.startswith("@"):
+            data[k[1:]] = v
+            continue
         lo, hi = (v[1], v[2]) if len(v) == 3 else (summaries[k].lo, summaries[k].hi)
         summaries[k] = replace(summaries[k], value=v[0], lo=lo, hi=hi)
-    return view_of(replace(result, summaries=summaries), {})
+    return view_of(replace(result, summaries=summaries, data=data), {})
 
 
 @pytest.mark.parametrize("case", FLIPS, ids=[f"{c[0]}:{c[1]}:{c[3][:20]}" for c in FLIPS])
@@ -178,7 +195,7 @@ def test_a_claim_flips_when_its_numbers_do(quick_build, case):
     """Each title that compares numbers is rendered from the quick build's real result with the numbers set on
     one side of its bar, then on the other: the claim says what the numbers say, both ways."""
     analysis, macro, before, says, after, then_says = case
-    result = _quick_result(quick_build, analysis, set(before) | set(after))
+    result = _quick_result(quick_build, analysis, {k for k in set(before) | set(after) if not k.startswith("@")})
     spec = next(f for f in result.figures if macro == f"title_{f.id}") if any(
         macro == f"title_{f.id}" for f in result.figures) else None
     first = str(_real().render(analysis, macro, _with(result, before), figure=spec)).replace("\\", "")

@@ -97,6 +97,23 @@ def test_text_off_the_canvas_is_caught():
     assert any("runs off" in p for p in legibility.problems(fig))
 
 
+def test_a_legend_on_the_data_is_caught_and_one_beside_it_passes():
+    fig, ax = _fig()
+    for k in range(4):  # lines through the whole plot: a legend inside covers some of them
+        ax.plot(np.linspace(0, 1, 50), np.linspace(0, 1, 50) * (k + 1) / 4, label=f"series {k}")
+    ax.legend(loc="center", fontsize=12)
+    assert any("legend covers data" in p for p in legibility.problems(fig))
+    fig, ax = _fig()
+    ax.bar(range(3), [3, 2, 4], label="bars")
+    ax.legend(loc="center", fontsize=12)  # the middle bar's top, under the legend
+    assert any("legend covers data" in p for p in legibility.problems(fig))
+    fig, ax = _fig()
+    for k in range(4):
+        ax.plot(np.linspace(0, 1, 50), np.linspace(0, 1, 50) * (k + 1) / 4, label=f"series {k}")
+    fig.legend(loc="outside lower center", ncol=4, fontsize=12)
+    assert not [p for p in legibility.problems(fig) if "legend" in p]
+
+
 def test_the_house_drawers_fix_what_matplotlib_left_alone():
     """Three cases that drew unreadably before: a wide weight matrix's index ticks, long bar names, and the
     same legend in every panel."""

@@ -33,6 +33,9 @@ from talkgen.analyses.base import Analysis, Context, Result, Scalar, TwinRequest
 from talkgen.models.twins import widens
 from talkgen.specs import Bars, Curves, Table
 
+
+MIN_WIDTHS, MIN_FIT = 4, 0.9  # an exponent is quoted only from this many widths and this good a fit (R²)
+
 def epoch_seconds(subject, batch: int, steps: int, seed: int) -> tuple[float, int]:
     """(seconds for one epoch, batches per epoch), extrapolated from ``steps`` timed SGD steps."""
     from talkgen.analyses.loss import cross_entropy
@@ -105,7 +108,8 @@ class Costs(Analysis):
     order = 90
     title = "What looking inside cost"
     section = "costs"
-    version = 3  # 2: tools checked and widths timed are summaries; 3: a fit's R² carries its n
+    version = 4  # 2: tools checked and widths timed are summaries; 3: a fit's R² carries its n; 4: exponents in the
+    # legend only where a power law fits
     gathers = True
     applies_text = "any model (gathers the cost ledger of the analyses that ran before it)"
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}
@@ -193,7 +197,10 @@ class Costs(Analysis):
             arrays[f"scale_wall_{key}"] = w
             xs.append("scale_params")
             ys.append(f"scale_wall_{key}")
-            labels.append(f"{a} (b = {b:.2f})")
+            # an exponent is a law only from MIN_WIDTHS sizes and a fit R² of MIN_FIT; else the legend says so
+            lawful = len(n) >= MIN_WIDTHS and r2 >= MIN_FIT
+            labels.append(f"{a} (b = {b:.2f})" if lawful else f"{a} (no power law fits)" if len(n) >= MIN_WIDTHS
+                          else a)
             styles.append("-")
             summaries[f"scaling_exponent.{a}"] = Scalar(b, "", f"{a}: wall time grows as parameters^b")
             summaries[f"scaling_r2.{a}"] = Scalar(r2, "R²", f"{a}: how well the power law fits the timings",
@@ -216,3 +223,4 @@ class Costs(Analysis):
                                       "means a fixed cost (e.g. t-SNE, data handling) hides the model's size."))
         data["scaling"] = sc
         data["exponents"] = fits
+        data["min_widths"], data["min_fit"] = MIN_WIDTHS, MIN_FIT

@@ -34,6 +34,12 @@ def headline(results: dict) -> dict[str, tuple[float, str, str, dict]]:
     return out
 
 
+def readable(key: str) -> str:
+    """'meta-trojan: trojan_score' as a reader meets it: 'trojan score (meta-trojan)'."""
+    analysis, _, name = key.partition(": ")
+    return f"{name.replace('_', ' ')} ({analysis})" if name else key.replace("_", " ")
+
+
 FLOOR = 1e-3  # two numbers both this close to zero do not separate anything
 
 
@@ -108,18 +114,26 @@ class Fingerprint(Analysis):
                                     f"{', '.join(names[1:]) or 'nothing else'}; each summary is divided by its largest "
                                     f"absolute value across the models, so bars compare within a summary.",
                             alt="Grouped bars, one group per summary, one bar per model.",
-                            categories=tuple(top), values=tuple(f"col{i}" for i in range(len(names))),
+                            categories=tuple(readable(k) for k in top),
+                            values=tuple(f"col{i}" for i in range(len(names))),
                             series=tuple(names), ylabel="value / largest |value| in the group"),)
         rows = tuple((k.split(": ")[0], k.split(": ")[1], f"{v:.4g}" + (
                       f" ({CI_LEVEL:.0%} interval {est['lo']:.4g} to {est['hi']:.4g}; n = {est['n']:,})"
                       if est and est["lo"] is not None and math.isfinite(est["lo"]) else ""), unit, meaning)
                      for k, (v, unit, meaning, est) in own.items())
-        sep_rows = tuple((k,) + tuple(f"{columns[c][k][0]:.4g}" if k in columns[c] else "—" for c in names)
+        def cell(entry) -> str:  # a value; an estimate with its interval and n
+            v, _, _, est = entry
+            if est and est["lo"] is not None and math.isfinite(est["lo"]):
+                return f"{v:.4g} ({est['lo']:.3g} to {est['hi']:.3g}, n = {est['n']:,})"
+            return f"{v:.4g}"
+
+        sep_rows = tuple((readable(k),) + tuple(cell(columns[c][k]) if k in columns[c] else "—" for c in names)
                          + (f"{sep[k]:.2f}",) for k in top)
         tables = (
             Table(id="separating_table", title="Where they differ", columns=("summary",) + tuple(names) + ("separation",),
                   rows=sep_rows, caption="separation = the largest |a − b| / max(|a|, |b|, 0.001) against any other "
-                                         "column (numbers within 0.001 of zero do not separate)."),
+                                         "column (numbers within 0.001 of zero do not separate). An estimate (an "
+                                         f"accuracy, an AUC) with its {CI_LEVEL:.0%} interval and n."),
             Table(id="fingerprint", title=f"Fingerprint of {s.name}",
                   columns=("analysis", "summary", "value", "unit", "meaning"), rows=rows, report_only=True),
         )

@@ -220,8 +220,9 @@ def _bars(spec: Bars, arrays: Mapping[str, np.ndarray]) -> Figure:
         ax.set_ylabel(spec.ylabel)
         if spec.logy:
             ax.set_yscale("log")
-    if n_series > 1:
-        ax.legend()
+    if n_series > 1:  # under the chart, not on the bars
+        handles, names = ax.get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncol=min(n_series, 4), fontsize=style.SMALL)
     return fig
 
 

@@ -159,6 +159,7 @@ def _problems(fig: Figure, canvas: FigureCanvasAgg, texts: list[Text], scale: fl
             tj, bj = boxes[j]
             if _overlap(bi, bj) > _OVERLAP_PX:
                 found.append(f"texts {ti.get_text()!r} and {tj.get_text()!r} overlap")
+    found += _legends_on_data(fig, renderer)
     keyed = {id(im.norm) for ax in fig.axes for im in ax.get_images() if im.colorbar is not None}
     for ax in fig.axes:
         if getattr(ax, "_colorbar", None) is not None:
@@ -176,6 +177,61 @@ def _problems(fig: Figure, canvas: FigureCanvasAgg, texts: list[Text], scale: fl
                     if text and _is_fraction(text):
                         found.append(f"{name} axis of {ax.get_title()!r} counts things but has tick {text!r}")
     return found
+
+
+def _data_points(ax) -> np.ndarray:
+    """Where an axes' data is drawn, in display pixels: its lines (each segment walked in 12 steps) and its
+    scatter points, (N, 2)."""
+    from matplotlib.collections import PathCollection
+
+    pts = []
+    for line in ax.get_lines():
+        xy = ax.transData.transform(np.asarray(line.get_xydata(), dtype=float))
+        xy = xy[np.isfinite(xy).all(1)]
+        if len(xy) > 1:
+            t = np.linspace(0, 1, 12)[:, None, None]
+            xy = (xy[:-1][None] * (1 - t) + xy[1:][None] * t).reshape(-1, 2)
+        pts.append(xy)
+    for coll in ax.collections:
+        if isinstance(coll, PathCollection):
+            pts.append(coll.get_offset_transform().transform(np.asarray(coll.get_offsets(), dtype=float)))
+    pts = [p for p in pts if len(p)]
+    return np.concatenate(pts) if pts else np.zeros((0, 2))
+
+
+def _bars(ax) -> list[tuple[float, float, float, float]]:
+    """An axes' bars as display rectangles (x0, y0, x1, y1)."""
+    from matplotlib.patches import Rectangle
+
+    out = []
+    for patch in ax.patches:
+        if isinstance(patch, Rectangle) and patch.get_width() and patch.get_height():
+            (x0, y0), (x1, y1) = patch.get_window_extent().get_points()
+            out.append((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    return out
+
+
+def _legends_on_data(fig: Figure, renderer) -> list[str]:
+    """A legend drawn over the data it explains hides part of it: each legend against every axes it
+    overlaps."""
+    legends = [ax.get_legend() for ax in fig.axes] + list(fig.legends)
+    out = []
+    for legend in legends:
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            if getattr(ax, "_colorbar", None) is not None:
+                continue
+            pts = _data_points(ax)
+            inside = ((pts[:, 0] > box.x0 + _OVERLAP_PX) & (pts[:, 0] < box.x1 - _OVERLAP_PX)
+                      & (pts[:, 1] > box.y0 + _OVERLAP_PX) & (pts[:, 1] < box.y1 - _OVERLAP_PX))
+            under = any(min(x1, box.x1) - max(x0, box.x0) > _OVERLAP_PX and min(y1, box.y1) - max(y0, box.y0) > _OVERLAP_PX
+                        for x0, y0, x1, y1 in _bars(ax))
+            if inside.any() or under:
+                out.append(f"the legend covers data of {ax.get_title() or 'its axes'!r}")
+                break
+    return out
 
 
 def _is_picture(im: AxesImage) -> bool:

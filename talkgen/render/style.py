@@ -3,7 +3,7 @@ magnitudes, a diverging map centred on zero for signed values)."""
 
 from __future__ import annotations
 
-STYLE_VERSION = 6  # 4: heatmap axes get integer or named ticks; 5: image grids laid out by hand;
+STYLE_VERSION = 7  # 4: heatmap axes get integer or named ticks; 5: image grids laid out by hand;
 # 6: no text under SMALL, ticks spaced by the room they have, crowded bars drawn across, one scale per image grid
 DPI = 110
 SLIDE_FIGSIZE = (9.6, 5.0)   # inches: fills a 960x700 reveal.js slide under a title
