@@ -35,7 +35,7 @@ def test_fingerprint_compares_peers_and_the_initial_network(tiny_subject, tmp_pa
     assert r.summaries["headline_summaries"].value >= 5
     table = {t.id: t for t in r.tables}
     assert table["fingerprint"].report_only and not table["separating_table"].report_only
-    assert any(row[0] == "model-card: test_accuracy" for row in table["separating_table"].rows)
+    assert any(row[0] == "test accuracy (model-card)" for row in table["separating_table"].rows)
     # the fingerprint's own cache key follows its inputs: a second run is all cache hits
     again = run_plan(plan, Cache(tmp_path / "cache"), profile="quick")
     assert all(o.cached for o in again if o.status == "ok")
