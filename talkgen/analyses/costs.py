@@ -108,8 +108,8 @@ class Costs(Analysis):
     order = 90
     title = "What looking inside cost"
     section = "costs"
-    version = 4  # 2: tools checked and widths timed are summaries; 3: a fit's R² carries its n; 4: exponents in the
-    # legend only where a power law fits
+    version = 5  # 2: tools checked and widths timed are summaries; 3: a fit's R² carries its n; 4: exponents in the
+    # legend only where a power law fits; 5: activations timed without t-SNE
     gathers = True
     applies_text = "any model (gathers the cost ledger of the analyses that ran before it)"
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}
@@ -117,10 +117,13 @@ class Costs(Analysis):
 
     def twins(self, subject, params) -> tuple[TwinRequest, ...]:
         """Untrained copies at each width, where the architecture has one: the pipeline times the
-        analyses that run on width twins (with quick-profile settings, so both profiles fit)."""
+        analyses that run on width twins (with quick-profile settings, so both profiles fit). The activations
+        are timed without their t-SNE pictures: those cost what the number of points costs, whatever the
+        model, and would only hide how the rest grows with it."""
         if not widens(subject) or not subject.data.labelled:
             return ()
-        return tuple(TwinRequest("width", int(w), profile="quick") for w in params["widths"])
+        return tuple(TwinRequest("width", int(w), profile="quick", params=(("activations", "tsne_layers", 0),))
+                     for w in params["widths"])
 
     def run(self, ctx: Context) -> Result:
         s, p = ctx.subject, ctx.params
@@ -208,7 +211,8 @@ class Costs(Analysis):
             rows.append((a, f"{b:.2f}", f"{r2:.2f}", " / ".join(f"{v:.2f}" for v in w), f"{sc['mem'][a][-1]:.0f}"))
         figures.append(Curves(
             id="scaling", title="How each look's cost grows with the model",
-            caption=f"Wall time of the main analyses (quick-profile settings) on untrained digits CNNs of widths "
+            caption=f"Wall time of the main analyses (quick-profile settings; activations without its t-SNE "
+                    f"pictures, which cost the same at every width) on untrained digits CNNs of widths "
                     f"{', '.join(map(str, sc['widths']))} ({int(n[0]):,} to {int(n[-1]):,} parameters), log-log; "
                     "b is the fitted exponent of time = a * parameters^b.",
             alt="Log-log curves of analysis wall time against parameter count, one per analysis, with fitted exponents.",
