@@ -189,7 +189,7 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     if problem:
         raise TalkgenError(f"--device {problem}")
     out = outdir.check_output_dir(Path(out))
-    if "pdf" in config.formats:  # fail before any work when the printer is missing
+    if {"pdf", "slides-pdf"} & set(config.formats):  # fail before any work when the printer is missing
         from talkgen.render.pdf import find_chromium
 
         find_chromium()
@@ -209,7 +209,7 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
     with outdir.locked(out):
         outcomes = run_plan(plan, Cache(out / "cache"), seed=config.seed, device=config.device,
                             profile=config.profile, force=force, strict=strict, progress=progress,
-                            threads=threads, after_each=_figure_drawer(out, config.formats))
+                            threads=threads, after_each=_figure_drawer(out, config.formats, config.talk.theme))
         return _render(config, [SubjectFacts.of(s) for s in subjects], outcomes, out, force, catalogue(),
                        config_file)
 
@@ -280,7 +280,7 @@ def _from_record(config: TalkConfig, out: Path, config_file: Mapping[str, Any] |
         return _render(config, subjects, outcomes, out, False, catalogue, config_file)
 
 
-def _figure_drawer(out: Path, formats: Sequence[str]) -> Callable[[Any, Result], None]:
+def _figure_drawer(out: Path, formats: Sequence[str], theme: str = "light") -> Callable[[Any, Result], None]:
     """Draws a result's figures into the build's figure cache where the result was computed (a worker
     process, in parallel with the other analyses), so that rendering finds them drawn; their compact copies
     too when an output embeds them (the report and its PDF)."""
@@ -290,7 +290,7 @@ def _figure_drawer(out: Path, formats: Sequence[str]) -> Callable[[Any, Result],
         if item.subject.twin_of is None:  # twins are baselines inside other analyses, never drawn
             from talkgen.render.deck import FigureCache, predraw
 
-            predraw(result, FigureCache(out / "cache" / "figures"), compact)
+            predraw(result, FigureCache(out / "cache" / "figures", theme), compact)
     return draw
 
 
@@ -373,7 +373,7 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcome
                "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached} for o in outcomes]
     deck = build_deck(title=config.title, subtitle=config.subtitle, speaker=config.speaker,
                       outcomes=outcomes, catalogue=catalogue, templates=templates,
-                      figure_cache=FigureCache(out / "cache" / "figures"),
+                      figure_cache=FigureCache(out / "cache" / "figures", config.talk.theme),
                       provenance={"facts": facts, "ledger": ledger}, subject_notes=input_findings,
                       controls=config.talk)
     warnings.extend(deck.warnings)
@@ -386,7 +386,8 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcome
         write_atomic(stage / "talk.ipynb", nbformat.writes(nb))
     if "slides" in config.formats:
         made["slides"] = "slides.html"
-        write_atomic(stage / "slides.html", render_slides(nb, templates))
+        write_atomic(stage / "slides.html", render_slides(nb, templates, theme=config.talk.theme,
+                                                          accent=config.talk.accent))
     if "report" in config.formats or "pdf" in config.formats:
         write_atomic(stage / "report.html", render_report(report_notebook(deck, talk), templates))
         if "report" in config.formats:
@@ -397,6 +398,20 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcome
             from talkgen.render.pdf import html_to_pdf
 
             made["pdf"] = html_to_pdf(stage / "report.html", stage / "report.pdf").name
+    if "slides-pdf" in config.formats:  # the main line only, as the arrow keys walk it
+        from talkgen.render.pdf import SLIDES_READY, html_to_pdf
+
+        main_line = deck_to_notebook(replace(deck, talk=tuple(e for e in deck.talk if e.place == "main")), talk)
+        page = stage / ".slides-print.html"  # the page printed; not an output
+        write_atomic(page, render_slides(main_line, templates, print_view=True, notes=config.pdf_notes,
+                                         theme=config.talk.theme, accent=config.talk.accent))
+        made["slides-pdf"] = html_to_pdf(page, stage / "slides.pdf", ready=SLIDES_READY).name
+        page.unlink()
+    if "pptx" in config.formats:
+        from talkgen.render.powerpoint import notebook_to_pptx
+
+        made["pptx"] = "slides.pptx"
+        write_atomic(stage / "slides.pptx", notebook_to_pptx(nb, theme=config.talk.theme, accent=config.talk.accent))
     for fig in deck.figures():
         stem = f"{fig.number:02d}-{_safe(fig.subject)}-{fig.analysis}-{fig.spec_id}"
         if fig.html:
@@ -407,6 +422,10 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcome
     outputs = {k: out / v for k, v in made.items() if not k.startswith("_")}
     summary = summary_json(config, subjects, outcomes, deck.findings, exit_code, outputs, versions)
     summary["deck"] = deck.structure() | {"warnings": list(deck.warnings)}
+    from talkgen.render.powerpoint import main_line_notes
+
+    for entry, notes in zip(summary["deck"]["main"], main_line_notes(nb), strict=True):
+        entry["notes"] = notes  # as the speaker view and slides.pptx give them, in plain text
     write_atomic(stage / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     write_atomic(stage / RENDER_KEY, json.dumps(record | {"outputs": {k: v.name for k, v in outputs.items()}}))
     return {k: v for k, v in made.items() if not k.startswith("_")}
@@ -478,7 +497,8 @@ def _render_key(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes: 
 def _up_to_date(out: Path, key: str, formats: Sequence[str]) -> dict[str, Path] | None:
     """The previous outputs, when they were rendered from the same key and all still exist."""
     record = _read_record(out)
-    names = {"notebook": "talk.ipynb", "slides": "slides.html", "report": "report.html", "pdf": "report.pdf"}
+    names = {"notebook": "talk.ipynb", "slides": "slides.html", "report": "report.html", "pdf": "report.pdf",
+             "slides-pdf": "slides.pdf", "pptx": "slides.pptx"}
     wanted = {f: out / names[f] for f in formats} | {"summary": out / "summary.json"}
     if record.get("key") != key or not all(p.is_file() for p in wanted.values()):
         return None

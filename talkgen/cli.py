@@ -124,37 +124,31 @@ _QUIET = click.option("--quiet", "-q", is_flag=True,
 @click.option("--force", is_flag=True, help="Ignore the cache: re-run every analysis and re-render everything.")
 @click.option("--profile", type=click.Choice(["quick", "full"]), default=None,
               help="quick: small settings for rehearsal and tests; full: the real talk.")
-@click.option("--format", "formats", default=None, help="Comma-separated: slides,report,notebook,pdf (pdf: report.pdf, printed by headless Chromium).")
+@click.option("--format", "formats", default=None,
+              help="Comma-separated: slides,report,notebook,pdf,slides-pdf,pptx (pdf: report.pdf; slides-pdf: the "
+                   "main line as slides.pdf, both printed by headless Chromium; pptx: slides.pptx).")
+@click.option("--notes", "pdf_notes", is_flag=True, default=None,
+              help="slides.pdf: a page of speaker notes after each slide (talk.toml: pdf_notes = true).")
 @click.option("--device", default=None, help="Torch device for analyses that can use one (cpu, cuda).")
 @click.option("--strict", is_flag=True, help="Stop at the first failing analysis.")
 @_THREADS
 @_QUIET
-def build(config_path, out, only, skip, force, profile, formats, device, strict, threads, quiet) -> None:
+def build(config_path, out, only, skip, force, profile, formats, pdf_notes, device, strict, threads, quiet) -> None:
     """Run every analysis that applies and render the talk.
 
     \b
     Example:
       talkgen build --profile quick --out build
       talkgen build --config talk.toml --only weights --format slides
+      talkgen build --format slides,slides-pdf,pptx --notes
     """
-    from talkgen.build import build as run_build, remembered_config
-    from talkgen.config import FORMATS, default_config, load_config
+    from talkgen.build import build as run_build
+    from talkgen.config import FORMATS
     from talkgen.pipeline.progress import reporter
 
     if config_path is None and Path("talk.toml").is_file():
         config_path = "talk.toml"
-    config, config_file = default_config(), None
-    if config_path:
-        # the same talk.toml as the last build here: its checked config, without loading the analyses again
-        remembered, config_file = remembered_config(Path(out), config_path)
-        config = remembered or load_config(config_path)
-        if remembered is None and config_file is not None:
-            from dataclasses import asdict
-
-            from talkgen.analyses.index import catalogue  # what load_config checked against
-
-            config_file = config_file | {"config": config.to_json(),
-                                         "catalogue": {k: asdict(v) for k, v in catalogue().items()}}
+    config, config_file = _talk_config(config_path, out)
     changes = {}
     if only is not None:
         changes["only"] = _analysis_names(only)
@@ -170,11 +164,97 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict,
         if bad:
             raise TalkgenError(f"unknown format {bad[0]!r}; formats: {', '.join(FORMATS)}")
         changes["formats"] = fs
+    if pdf_notes:
+        changes["pdf_notes"] = True
     config = replace(config, **changes)
     report = run_build(config, Path(out), force=force, strict=strict, progress=reporter(quiet),
                        threads=_threads(threads), config_file=config_file)
     _report_build(report, Path(out), quiet)
     sys.exit(report.exit_code)
+
+
+def _talk_config(config_path: str | None, out: str):
+    """The talk to build: the talk.toml at ``config_path`` (None: the built-in talk), and the record of it the
+    build keeps. The same talk.toml as the last build in ``out`` is not checked again (nor the analyses loaded)."""
+    from talkgen.build import remembered_config
+    from talkgen.config import default_config, load_config
+
+    if not config_path:
+        return default_config(), None
+    remembered, config_file = remembered_config(Path(out), config_path)
+    config = remembered or load_config(config_path)
+    if remembered is None and config_file is not None:
+        from dataclasses import asdict
+
+        from talkgen.analyses.index import catalogue  # what load_config checked against
+
+        config_file = config_file | {"config": config.to_json(),
+                                     "catalogue": {k: asdict(v) for k, v in catalogue().items()}}
+    return config, config_file
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="talk.toml to serve (default: ./talk.toml if present, else the built-in talk).")
+@click.option("--out", type=click.Path(file_okay=False), default="build", show_default=True,
+              help="Build folder to serve and rebuild.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port on localhost (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; the default serves this machine only.")
+@click.option("--profile", type=click.Choice(["quick", "full"]), default=None,
+              help="quick: small settings for rehearsal; full: the real talk.")
+@_THREADS
+@_QUIET
+def serve(config_path, out, port, host, profile, threads, quiet) -> None:
+    """Serve the talk on localhost and rebuild it when its files change.
+
+    Watches the talk.toml, the templates, your model, weights and data files and
+    your own Markdown slides; a change rebuilds through the cache and the open
+    page reloads at the slide it was on. A failed rebuild keeps the last good
+    deck and shows its error as a banner in the page. Ctrl-C stops.
+
+    \b
+    Example:
+      talkgen serve                      # ./talk.toml (or the built-in talk) at http://127.0.0.1:8000
+      talkgen serve --config talk.toml --port 8080
+    """
+    import socket
+
+    from talkgen.build import build as run_build
+    from talkgen.outdir import check_output_dir
+    from talkgen.serve import Server
+
+    if config_path is None and Path("talk.toml").is_file():
+        config_path = "talk.toml"
+    check_output_dir(Path(out))
+    n_threads = _threads(threads)
+
+    def load():
+        config, record = _talk_config(config_path, out)
+        if profile:
+            config = replace(config, profile=profile)
+        if "slides" not in config.formats:
+            config = replace(config, formats=("slides", *config.formats))
+        return config, record
+
+    def build(config, record):
+        report = run_build(config, Path(out), threads=n_threads, config_file=record)
+        for w in report.warnings:
+            click.echo(f"talkgen: warning: {w}", err=True)
+        return report
+
+    def say(line: str) -> None:
+        if not quiet or "failed" in line:
+            click.echo(line, err="failed" in line)
+
+    try:
+        server = Server(Path(out), Path(config_path) if config_path else None, load, build, say, host=host, port=port)
+    except OSError as exc:
+        raise TalkgenError(f"cannot serve on {host}:{port}: {exc.strerror or exc}"
+                           + ("; another program uses that port (try --port 0)" if isinstance(exc, socket.error)
+                              and exc.errno in (98, 48) else "")) from None
+    server.serve()
 
 
 @cli.command()
@@ -191,7 +271,8 @@ def build(config_path, out, only, skip, force, profile, formats, device, strict,
 @click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
               help="quick: small settings, minutes; full: the settings of the real talk.")
 @click.option("--format", "formats", default="report,notebook", show_default=True,
-              help="Comma-separated: report,notebook,slides,pdf (pdf: report.pdf printed by headless Chromium).")
+              help="Comma-separated: report,notebook,slides,pdf,slides-pdf,pptx (pdf: report.pdf printed by "
+                   "headless Chromium).")
 @click.option("--only", default=None, help="Comma-separated analyses to run (see `talkgen analyses`).")
 @click.option("--skip", default=None, help="Comma-separated analyses to leave out.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device to compute on (cpu, cuda, cuda:1, mps).")

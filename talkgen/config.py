@@ -8,7 +8,8 @@ A talk.toml (see ``talkgen init``)::
     profile = "quick"            # or "full"
     seed = 0
     device = "cpu"
-    formats = ["slides", "report", "notebook"]
+    formats = ["slides", "report", "notebook"]  # also "pdf" (report.pdf), "slides-pdf" (slides.pdf), "pptx"
+    pdf_notes = false            # slides.pdf: a page of speaker notes after each slide
 
     [[subjects]]
     name = "digits-cnn"          # a bundled sample ...
@@ -31,6 +32,7 @@ A talk.toml (see ``talkgen init``)::
     [talk]                       # the story: which beats, in which order, on which model
     beats = []                   # choose and order beats (empty: the outline's); `talkgen beats` lists them
     hide = ["curvature"]
+    theme = "dark"               # or "light" (the default); accent = "#6cc4ee" for the line above titles
     [talk.pin]
     rnn-cell = "python-charlstm"
     [talk.slides.rnn-cell]       # a main-line slide's title or notes, by its id
@@ -58,7 +60,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PROFILES = ("quick", "full")
-FORMATS = ("slides", "report", "notebook", "pdf")
+FORMATS = ("slides", "report", "notebook", "pdf", "slides-pdf", "pptx")
 DEFAULT_FORMATS = ("slides", "report", "notebook")
 DEFAULT_TITLE = "Making The Black Box Transparent"
 DEFAULT_SUBTITLE = "Lessons in Opacity"
@@ -98,13 +100,16 @@ class TalkControls:
     pins: Mapping[str, str] = field(default_factory=dict)
     slides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     add: tuple[AddedSlide, ...] = ()
+    theme: str = "light"  # the slides' theme: light | dark (talkgen.render.theme); figures follow it
+    accent: str = ""  # the accent colour (#RRGGBB); "" for the theme's own
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> "TalkControls":
         d = dict(d or {})
         return cls(beats=tuple(d.get("beats", ())), hide=tuple(d.get("hide", ())), pins=dict(d.get("pins", {})),
                    slides={k: dict(v) for k, v in d.get("slides", {}).items()},
-                   add=tuple(AddedSlide(**a) for a in d.get("add", ())))
+                   add=tuple(AddedSlide(**a) for a in d.get("add", ())),
+                   theme=d.get("theme", "light"), accent=d.get("accent", ""))
 
 
 @dataclass(frozen=True)
@@ -122,13 +127,14 @@ class TalkConfig:
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "(built-in talk)"
     talk: TalkControls = field(default_factory=TalkControls)
+    pdf_notes: bool = False  # slides.pdf: a page of speaker notes after each slide
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["params"] = {k: dict(v) for k, v in self.params.items()}
         d["talk"] = {"beats": list(self.talk.beats), "hide": list(self.talk.hide), "pins": dict(self.talk.pins),
                      "slides": {k: dict(v) for k, v in self.talk.slides.items()},
-                     "add": [asdict(a) for a in self.talk.add]}
+                     "add": [asdict(a) for a in self.talk.add], "theme": self.talk.theme, "accent": self.talk.accent}
         return d
 
     @classmethod
@@ -235,7 +241,7 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
     except IsADirectoryError:
         raise TalkgenError(f"{path}: is a folder, not a talk.toml") from None
     check.known_keys(raw, {"title", "subtitle", "speaker", "profile", "seed", "device", "formats",
-                           "subjects", "analyses", "talk"}, "")
+                           "subjects", "analyses", "talk", "pdf_notes"}, "")
     base = Path(path).resolve().parent
     profile = check.str_(raw, "profile", "", "quick")
     if profile not in PROFILES:
@@ -245,6 +251,9 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
         raise check.fail("seed", f"must be a non-negative integer, got {seed!r}")
     formats = check.list_of_str(raw, "formats", "", FORMATS) if "formats" in raw else DEFAULT_FORMATS
     device = check.str_(raw, "device", "", "cpu") or "cpu"
+    pdf_notes = raw.get("pdf_notes", False)
+    if not isinstance(pdf_notes, bool):
+        raise check.fail("pdf_notes", f"must be true or false, got {pdf_notes!r}")
     problem = device_problem(device)
     if problem:
         raise check.fail("device", problem)
@@ -309,7 +318,7 @@ def load_config(path: str | os.PathLike[str]) -> TalkConfig:
         profile=profile, seed=seed, device=device,
         formats=formats, subjects=tuple(subjects) or defaults.subjects,
         only=only, skip=skip, params={k: dict(v) for k, v in params.items()}, source=str(Path(path).resolve()),
-        talk=talk,
+        talk=talk, pdf_notes=pdf_notes,
     )
 
 
@@ -337,7 +346,15 @@ def _talk_controls(check: _Checker, raw: Any, base: Path, subjects: tuple[str, .
 
     if not isinstance(raw, dict):
         raise check.fail("talk", "must be a table ([talk])")
-    check.known_keys(raw, {"beats", "hide", "pin", "slides", "add"}, "talk.")
+    check.known_keys(raw, {"beats", "hide", "pin", "slides", "add", "theme", "accent"}, "talk.")
+    from talkgen.render.theme import THEMES, accent_problem
+
+    theme = check.str_(raw, "theme", "talk.", "light") or "light"
+    if theme not in THEMES:
+        raise check.fail("talk.theme", f"must be one of {', '.join(THEMES)}, got {theme!r}")
+    accent = check.str_(raw, "accent", "talk.", "") or ""
+    if accent and (problem := accent_problem(theme, accent)):
+        raise check.fail("talk.accent", problem)
     known = beat_ids(analyses)
     order = check.list_of_str(raw, "beats", "talk.")
     hide = check.list_of_str(raw, "hide", "talk.")
@@ -405,7 +422,7 @@ def _talk_controls(check: _Checker, raw: Any, base: Path, subjects: tuple[str, .
         for k in o:
             check.str_(o, k, f"talk.slides.{sid}.")
     return TalkControls(beats=order, hide=hide, pins=dict(pins), slides={k: dict(v) for k, v in slides.items()},
-                        add=tuple(added))
+                        add=tuple(added), theme=theme, accent=accent)
 
 
 _INIT_TEMPLATE = '''# talk.toml: what `talkgen build` builds. Every key is optional.
@@ -415,7 +432,8 @@ speaker = ""
 profile = "quick"            # "quick" for a fast rehearsal, "full" for the real talk
 seed = 0                     # every analysis is seeded from this
 device = "cpu"               # or "cuda" where an analysis can use a GPU
-formats = ["slides", "report", "notebook"]
+formats = ["slides", "report", "notebook"]  # also "pdf" (report.pdf), "slides-pdf" (slides.pdf), "pptx"
+pdf_notes = false            # slides.pdf: a page of speaker notes after each slide
 
 # The models to look into: the bundled samples (`talkgen samples list`), as the built-in talk has them ...
 {subjects}
@@ -443,6 +461,8 @@ skip = []
 [talk]
 beats = []                   # choose and order the beats (within their sections); empty: every beat
 hide = []                    # beats to leave out, e.g. ["curvature", "loss-plane"]
+theme = "light"              # or "dark": the slides, slides.pdf, slides.pptx and their figures
+accent = ""                  # e.g. "#0b6e99": the line above each title (needs 4.5:1 contrast on the theme)
 
 # Show a beat on another model than the one its measurement picks:
 [talk.pin]

@@ -56,6 +56,9 @@ def hash_module(model: torch.nn.Module) -> str:
     return hash_tensors(sorted(state.items()), salt=type(model).__qualname__ + repr(model))
 
 
+USER_MODULE_PREFIX = "_talkgen_user_"  # the module name a user's model file is imported under
+
+
 def model_identity(tensor_hash: str, model: torch.nn.Module) -> str:
     """What a model's results depend on: its tensors (``tensor_hash``, from :func:`hash_module`) and its
     code (:func:`code_digest`): a changed ``forward()`` with the same weights is a different model."""
@@ -85,7 +88,10 @@ def code_digest(model: torch.nn.Module) -> str:
         if cls in seen_types:
             continue
         seen_types.add(cls)
-        h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+        # a user's model file is imported under a name made from its path (talkgen.models.loading): the file's
+        # content, hashed below, is its identity, so the same project in another folder hits the same cache
+        module = "<user file>" if cls.__module__.startswith(USER_MODULE_PREFIX) else cls.__module__
+        h.update(f"{module}.{cls.__qualname__}".encode())
         if cls.__module__.split(".")[0] == "torch":
             continue
         try:

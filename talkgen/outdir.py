@@ -31,8 +31,8 @@ LOCK = ".talkgen.lock"
 COMMIT = ".commit"
 STAGING_PREFIX = ".staging-"
 # Everything a build writes at the top of the folder; the cache (cache/) is kept across builds.
-OUTPUT_NAMES = ("talk.ipynb", "slides.html", "report.html", "report.pdf", "summary.json", "figures",
-                "models", ".render-key.json")
+OUTPUT_NAMES = ("talk.ipynb", "slides.html", "report.html", "report.pdf", "slides.pdf", "slides.pptx", "summary.json",
+                "figures", "models", ".render-key.json")
 # Earlier talkgen versions wrote no marker: a folder holding their render key is talkgen's too.
 _LEGACY_MARKERS = (".render-key.json",)
 _IGNORABLE = {".gitkeep", ".DS_Store"}

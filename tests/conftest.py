@@ -179,6 +179,39 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright (never a downloaded browser), one per test module."""
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("TALKGEN_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is required (TALKGEN_REQUIRE_BROWSER) but /usr/bin/chromium is missing")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+def need_pdf_tools() -> None:
+    missing = [t for t in ("pdftoppm", "pdfinfo", "pdftotext") if shutil.which(t) is None] + (
+        [] if chromium_path() else ["chromium"])
+    if missing:
+        if os.environ.get("TALKGEN_REQUIRE_BROWSER"):
+            pytest.fail(f"required for the PDF tests: {', '.join(missing)} (apt-get install chromium poppler-utils)")
+        pytest.skip(f"missing {', '.join(missing)}")
+
+
+def pdf_pages(pdf: Path) -> int:
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    return int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+
+
 HOSTILE = "<script>alert(1)</script>"
 # Markdown that would become live links if user text were not escaped as Markdown too.
 LINK = "[x](javascript:alert(1))"

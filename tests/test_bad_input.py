@@ -314,10 +314,10 @@ def test_a_figure_that_cannot_be_drawn_becomes_an_error_slide(user_model_dir, tm
     from talkgen.config import SubjectConfig, TalkConfig
     from talkgen.render import figures
 
-    def broken(spec, arrays):
+    def broken(spec, arrays, theme="light"):
         if spec.kind == "bars":
             raise ValueError("cannot draw this")
-        return real(spec, arrays)
+        return real(spec, arrays, theme)
 
     real = figures.draw
     monkeypatch.setattr(figures, "draw", broken)

@@ -7,26 +7,9 @@ import os
 
 import pytest
 
-from conftest import ARTIFACTS, chromium_path
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+from conftest import ARTIFACTS, need_pdf_tools, pdf_pages
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = chromium_path()
-    if exe is None:
-        if os.environ.get("TALKGEN_REQUIRE_BROWSER"):
-            pytest.fail("Chromium is required (TALKGEN_REQUIRE_BROWSER) but /usr/bin/chromium is missing")
-        pytest.skip("Chromium not installed (apt-get install chromium)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=ARGS)
-        yield b
-        b.close()
 
 
 def open_offline(browser, path):
@@ -197,16 +180,6 @@ def test_hostile_names_render_as_text_in_a_browser(browser, hostile_build):
         assert blocked == [] and errors == []
 
 
-def _need_pdf_tools():
-    import shutil
-
-    missing = [t for t in ("pdftoppm", "pdfinfo") if shutil.which(t) is None] + ([] if chromium_path() else ["chromium"])
-    if missing:
-        if os.environ.get("TALKGEN_REQUIRE_BROWSER"):
-            pytest.fail(f"required for the PDF test: {', '.join(missing)} (apt-get install chromium poppler-utils)")
-        pytest.skip(f"missing {', '.join(missing)}")
-
-
 def test_report_pdf_is_a_pdf_whose_pages_render(tmp_path):
     """`--format report,pdf` prints report.html with headless Chromium; pdftoppm renders every page."""
     import subprocess
@@ -216,7 +189,7 @@ def test_report_pdf_is_a_pdf_whose_pages_render(tmp_path):
 
     from conftest import run_cli
 
-    _need_pdf_tools()
+    need_pdf_tools()
     cfg = tmp_path / "talk.toml"
     cfg.write_text('title = "pdf check"\n[[subjects]]\nname = "digits-cnn"\nsample = "digits-cnn"\n'
                    '[analyses]\nonly = ["model-card", "attacks"]\n')
@@ -224,8 +197,7 @@ def test_report_pdf_is_a_pdf_whose_pages_render(tmp_path):
     run_cli("build", "--config", str(cfg), "--out", str(out), "--format", "report,pdf", check=True)
     pdf = out / "report.pdf"
     assert pdf.read_bytes()[:5] == b"%PDF-"
-    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
-    pages = int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+    pages = pdf_pages(pdf)
     assert pages >= 2
     subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True)
     pngs = sorted(tmp_path.glob("page-*.png"))

@@ -154,7 +154,7 @@ def test_every_figure_of_the_quick_build_reads_on_a_slide(quick_build):
     for result_json in sorted(cache.glob("*/*/result.json")):
         result = Result.load(str(result_json.parent))
         for spec in result.figures:
-            key = FigureCache.key(spec, result) if spec.kind != "coloured_text" else None
+            key = figures.key(spec, result) if spec.kind != "coloured_text" else None
             if key not in drawn or key in checked:
                 continue
             checked.add(key)

@@ -10,6 +10,7 @@ Accepted MODEL forms:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -62,7 +63,9 @@ def _load_factory(spec: str) -> Callable[[], nn.Module]:
     if target.endswith(".py"):
         if not os.path.isfile(target):
             raise TalkgenError(f"model file not found: {target}")
-        mod_name = f"_talkgen_user_{abs(hash(os.path.abspath(target)))}"
+        from talkgen.hashing import USER_MODULE_PREFIX
+
+        mod_name = USER_MODULE_PREFIX + hashlib.sha256(os.path.abspath(target).encode()).hexdigest()[:16]
         mod_spec = importlib.util.spec_from_file_location(mod_name, target)
         module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
         sys.modules[mod_name] = module

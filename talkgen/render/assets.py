@@ -34,7 +34,7 @@ def _style(text: str) -> Markup:
     return Markup(text.replace("</style", "<\\/style"))
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
 def reveal_assets(theme: str = "white") -> dict[str, Markup]:
     root = reveal_root()
     theme_css = (root / "dist" / "theme" / f"{theme}.css").read_text(encoding="utf-8")

@@ -133,13 +133,15 @@ def _slug(*parts: str) -> str:
 class FigureCache:
     """PNG bytes per (spec, arrays, house style): a template change re-renders without redrawing."""
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, theme: str = "light") -> None:
         self.root = root
+        self.theme = theme  # the slides' theme (talkgen.render.theme): the figures' colours follow it
 
-    @staticmethod
-    def key(spec: FigureSpec, result: Result) -> str:
+    def key(self, spec: FigureSpec, result: Result) -> str:
         """The name the PNG of ``spec`` drawn from ``result`` has in the cache."""
-        h = hashlib.sha256(canonical_json({"spec": spec.to_json(), "style": style.STYLE_VERSION}).encode())
+        house = {"spec": spec.to_json(), "style": style.STYLE_VERSION} | (
+            {"theme": self.theme} if self.theme != "light" else {})
+        h = hashlib.sha256(canonical_json(house).encode())
         for key in spec.array_keys():
             a = result.arrays[key]
             h.update(f"{key}{a.dtype}{a.shape}".encode())
@@ -154,7 +156,7 @@ class FigureCache:
             return path.read_bytes()
         from talkgen.render import figures as figs, legibility  # matplotlib is imported only when drawing
 
-        data, found = legibility.png_and_problems(figs.draw(spec, result.arrays))
+        data, found = legibility.png_and_problems(figs.draw(spec, result.arrays, self.theme))
         if path is not None:
             import json
 

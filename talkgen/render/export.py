@@ -77,8 +77,20 @@ class ReportExporter(_TalkgenExporter):
         super().__init__(template_name="report", extra_template_basedirs=[str(templates)], **kw)
 
 
-def render_slides(nb: nbformat.NotebookNode, templates: Path) -> str:
-    html, _ = SlidesExporter(templates).from_notebook_node(nb, resources={"talkgen": reveal_assets()})
+def render_slides(nb: nbformat.NotebookNode, templates: Path, *, print_view: bool = False,
+                  notes: bool = False, theme: str = "light", accent: str = "") -> str:
+    """slides.html in ``theme`` (``accent``: its accent colour, "" for the theme's own); with ``print_view``, the
+    page slides.pdf is printed from (reveal.js's print view, a page of speaker notes after each slide with
+    ``notes``)."""
+    from markupsafe import Markup
+
+    from talkgen.render.theme import css, theme as make_theme
+
+    t = make_theme(theme, accent)
+    assets = dict(reveal_assets(t.reveal)) | {"theme_vars": Markup(css(t))}
+    if print_view:
+        assets |= {"print": True, "notes": notes}
+    html, _ = SlidesExporter(templates).from_notebook_node(nb, resources={"talkgen": assets})
     return html
 
 

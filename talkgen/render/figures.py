@@ -347,9 +347,11 @@ DRAWERS: dict[str, Callable[..., Figure]] = {
 }
 
 
-def draw(spec: FigureSpec, arrays: Mapping[str, np.ndarray]) -> Figure:
-    """The matplotlib Figure for ``spec``, in the house style."""
-    with matplotlib.rc_context(style.RC):
+def draw(spec: FigureSpec, arrays: Mapping[str, np.ndarray], theme: str = "light") -> Figure:
+    """The matplotlib Figure for ``spec``, in the house style, in the colours of the slides' ``theme``."""
+    from talkgen.render.theme import matplotlib_rc
+
+    with matplotlib.rc_context(style.RC | matplotlib_rc(theme)):
         fig = DRAWERS[spec.kind](spec, arrays)
         fig.suptitle(spec.title, fontsize=13, fontweight="bold")
     return fig
