@@ -325,6 +325,23 @@ def at_position(model: nn.Module, embedding: nn.Module, position: int | None,
 TOKEN_METHODS = ("gradient", "grad_x_input", "integrated_gradients", "occlusion")
 
 
+class Similarity(nn.Module):
+    """A sentence encoder's output read as one score: the cosine similarity of each sentence's embedding to a
+    reference embedding, (B, 1). Row r is compared with ``references[r % len(references)]``, the order every
+    method here expands a batch in (see :func:`at_position`), so attributions explain "what makes sentence r
+    close to its reference sentence"."""
+
+    def __init__(self, encoder: nn.Module, references: torch.Tensor) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("references", references.detach())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        e = self.encoder(tokens)
+        ref = self.references[torch.arange(len(e), device=e.device) % len(self.references)]
+        return torch.nn.functional.cosine_similarity(e, ref, dim=-1)[:, None]
+
+
 def token_attributions(model: nn.Module, tokens: torch.Tensor, position: int | None, target: Target = None, *,
                        method: str = "grad_x_input", embedding: nn.Module | None = None,
                        baseline_token: int | None = None, **params) -> torch.Tensor:

@@ -24,5 +24,5 @@ def sample_models_dir() -> Path:
 
 # The bundled samples, in the built-in talk's order (``talkgen.models.samples.SAMPLES`` defines them; this
 # torch-free copy lets the command line and the config name them without loading torch).
-TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier", "text-classifier")  # talkgen.subject
+TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier", "text-classifier", "text-encoder")  # talkgen.subject
 SAMPLE_NAMES = ("digits-cnn", "digits-cnn-trojan", "python-charlstm", "induction-transformer", "ib-tanh", "ib-relu")

@@ -100,3 +100,74 @@ def test_bad_model_folders_fail_in_one_line(bert_dir, tmp_path):
     bad_label.write_text("neutral\tthe cat\n")
     proc = run_cli("audit", str(bert_dir / "model"), "--data", str(bad_label), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "unknown label 'neutral'" in proc.stderr
+
+
+def make_encoder(directory: Path, pooling: str | None = None) -> None:
+    """A BertModel directory (the kind a sentence-embedding download is), random weights from a local config;
+    with ``pooling``, sentence-transformers' 1_Pooling/config.json beside it."""
+    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)})
+    cfg = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    if pooling:
+        (directory / "1_Pooling").mkdir()
+        (directory / "1_Pooling" / "config.json").write_text(json.dumps(
+            {"word_embedding_dimension": 32, "pooling_mode_cls_token": pooling == "cls",
+             "pooling_mode_mean_tokens": pooling == "mean"}))
+
+
+def test_a_base_model_is_a_sentence_encoder(bert_dir, tmp_path):
+    """A BertModel directory loads as a text-encoder: token ids -> the sentence embedding, mean-pooled over the real
+    tokens, or the first token's state where its pooling config says CLS; its labels are the file's own names."""
+    from talkgen.attribution import Similarity, token_attributions
+    from talkgen.models.hf import load_hf_subject
+
+    make_encoder(tmp_path / "mean")
+    s = load_hf_subject(tmp_path / "mean", bert_dir / "sentences.txt", "enc")
+    assert s.task == "text-encoder" and not s.data.labelled and s.card["pooling"] == "mean"
+    x = s.data.x_test[:4]
+    pad = s.card["pad_token_id"]
+    with torch.no_grad():
+        h = s.model.hf(input_ids=x, attention_mask=(x != pad).long()).last_hidden_state
+        mask = (x != pad).unsqueeze(-1).float()
+        torch.testing.assert_close(s.model(x), (h * mask).sum(1) / mask.sum(1))
+    make_encoder(tmp_path / "cls", pooling="cls")
+    c = load_hf_subject(tmp_path / "cls", bert_dir / "labelled.txt", "enc")
+    assert c.card["pooling"] == "cls" and c.data.labelled and c.data.classes == ("negative", "positive")
+    with torch.no_grad():
+        torch.testing.assert_close(c.model(x), c.model.hf(input_ids=x, attention_mask=(x != pad).long())
+                                   .last_hidden_state[:, 0])
+    # IG of the similarity to a reference sentence is complete: the attributions sum to f(x) - f(padding)
+    with torch.no_grad():
+        refs = s.model(x).roll(-1, 0)
+    sim = Similarity(s.model, refs)
+    target = torch.zeros(len(x), dtype=torch.long)
+    a = token_attributions(sim, x, None, target, method="integrated_gradients", baseline_token=pad, n_steps=128)
+    from talkgen.attribution import at_position, input_embedding
+
+    embedding = input_embedding(sim, x[:1])
+    f = at_position(sim, embedding, None, x)  # the baseline keeps the sentence's attention mask, as IG's path does
+    with torch.no_grad():
+        span = f(embedding(x))[:, 0] - f(embedding(torch.full_like(x, pad)))[:, 0]
+    torch.testing.assert_close(a.sum(1), span, rtol=0.02, atol=2e-3)
+
+
+def test_audit_of_a_sentence_encoder(bert_dir, tmp_path):
+    make_encoder(tmp_path / "encoder")
+    out = tmp_path / "out"
+    proc = run_cli("audit", str(tmp_path / "encoder"), "--data", str(bert_dir / "labelled.txt"), "--out", str(out),
+                   check=True, timeout=600)
+    assert proc.returncode == 0
+    summary = json.loads((out / "summary.json").read_text())
+    analyses = summary["subjects"]["encoder"]["analyses"]
+    for name in ("model-card", "weights", "attention", "saliency", "activations", "probes"):
+        assert analyses[name]["status"] == "ok", (name, analyses[name])
+    for name in ("loss-landscape", "curvature"):  # an embedding has no loss: skipped, saying why
+        assert analyses[name]["status"] == "skipped" and "no target" in analyses[name]["reason"]
+    card = analyses["model-card"]["summaries"]
+    assert card["embedding_size"]["value"] == 32 and -1 <= card["mean_cosine_similarity"]["value"] <= 1
+    assert card["neighbour_label_accuracy"]["n"] == len(SENTENCES)
+    html = (out / "report.html").read_text()
+    assert "cosine similarity to the next sentence" in html and "probability of the predicted class" not in html

@@ -46,7 +46,9 @@ class Activations(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Activations, layer by layer"
     section = "looking-in"
-    version = 6  # 5: separability gain and final separability as summaries (the talk picks on them); 6: with n, interval
+    version = 7  # 5: separability gain and final separability as summaries (the talk picks on them); 6: with n,
+    # interval; 7: a token model's units are its hidden dimension (B, T, H), and its unit x time map is drawn
+    # from the last layer that keeps the sequence
     cost_hint = 3
     applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
@@ -64,6 +66,7 @@ class Activations(Analysis):
                 s.model(x[i:i + 256])
         acts = {name: torch.cat(outs[name]).float() for name in layers}
         classifier = s.task.endswith("classifier")
+        tokens = s.data.x_test.ndim == 2 and not s.data.x_test.is_floating_point()  # (B, T) token ids
         modules = dict(s.model.named_modules())
         arrays: dict[str, np.ndarray] = {}
         summaries: dict[str, Scalar] = {}
@@ -71,7 +74,7 @@ class Activations(Analysis):
         dead_frac, sat_frac, per_layer = [], [], []
         for name, a in acts.items():
             # units: channels for conv maps (B, C, ...), last dim for sequences (B, T, H), else features
-            if a.ndim >= 3 and not (s.task in ("char-lm", "sequence-model")):
+            if a.ndim >= 3 and not tokens:
                 per_unit = a.transpose(0, 1).reshape(a.shape[1], -1)       # (C, B*spatial)
             else:
                 per_unit = a.reshape(-1, a.shape[-1]).T                      # (H, B*T) or (F, B)
@@ -119,16 +122,17 @@ class Activations(Analysis):
         data = {"layers": per_layer, "n_inputs": n}
         if classifier:
             figures += self._classifier_views(ctx, x, y.numpy(), acts, arrays, summaries, data)
-        else:
-            first = acts[layers[-1]][0]  # (T, H) of the first sequence
+        elif sequence := [name for name in layers if acts[name].ndim == 3]:
+            last = sequence[-1]  # the last layer that keeps the sequence (an encoder's pooled output does not)
+            first = acts[last][0]  # (T, H) of the first sequence
             shown = first[:, : ctx.params["max_units_shown"]].T.numpy()
             arrays["unit_time"] = shown
             figures.append(Heatmaps(
-                id="unit-time", title=f"{layers[-1]}: units over time",
-                caption=f"Output of the first {shown.shape[0]} units of {layers[-1]} at each step of one "
+                id="unit-time", title=f"{last}: units over time",
+                caption=f"Output of the first {shown.shape[0]} units of {last} at each step of one "
                         "held-out sequence.",
                 alt=f"Heatmap of {shown.shape[0]} units by {shown.shape[1]} time steps.",
-                arrays=("unit_time",), panel_titles=(f"{layers[-1]}, sequence 0",),
+                arrays=("unit_time",), panel_titles=(f"{last}, sequence 0",),
                 xlabel="time step", ylabel="unit", colorbar="activation", signed=True))
         rows = [(l["name"], "x".join(map(str, l["shape"])), str(l["units"]), str(l["dead"]),
                  "n/a" if l["saturated"] is None else str(l["saturated"]),

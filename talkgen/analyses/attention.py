@@ -187,7 +187,8 @@ class Attention(Analysis):
     order = 50
     title = "Attention focus"
     section = "looking-in"
-    version = 2  # 2: the number of heads looked at is a summary
+    version = 3  # 2: the number of heads looked at is a summary; 3: sentence encoders (attention against the
+    # attributions of the similarity to the next sentence, read at the first position)
     applies_text = "token models whose attention can be recorded (a `pattern` module, nn.MultiheadAttention, "\
                    "or scaled_dot_product_attention)"
     params = {"n_sequences": 128, "compare_sequences": 8, "targets_per_sequence": 6, "ig_steps": 32,
@@ -195,7 +196,8 @@ class Attention(Analysis):
     quick = {"n_sequences": 32, "compare_sequences": 3, "targets_per_sequence": 4, "ig_steps": 16}
 
     def applies_to(self, subject) -> bool | str:
-        if subject.task not in ("sequence-model", "char-lm", "text-classifier") or subject.data.x_test.ndim != 2:
+        if subject.task not in ("sequence-model", "char-lm", "text-classifier", "text-encoder") \
+                or subject.data.x_test.ndim != 2:
             return "needs a token model (inputs shaped batch x sequence)"
         names, _ = attention_maps(subject.model, subject.data.x_test[:1])
         if not names:
@@ -265,8 +267,13 @@ class Attention(Analysis):
         and target positions (a classifier: its class, read at position 0)."""
         p, s, t, maps = m.p, m.s, m.t, m.maps
         m.cmp = cmp = m.tokens[: p["compare_sequences"]]
-        m.classifier = classifier = s.task == "text-classifier"
+        m.classifier = classifier = s.task in ("text-classifier", "text-encoder")
         pad = s.card.get("pad_token_id") if isinstance(s.card, dict) else None
+        model, target = m.model, None
+        if s.task == "text-encoder":  # one score per sentence: its similarity to the next sentence's embedding
+            with torch.no_grad():
+                model = A.Similarity(m.model, m.model(cmp).roll(-1, 0))
+            target = torch.zeros(len(cmp), dtype=torch.long)
         m.positions = [0] if classifier else sorted(
             {int(v) for v in np.linspace(t // 2, t - 1, p["targets_per_sequence"]).round()})
         rho = {(e, a): [] for e in self.EXPLAINERS for a in self.ATTRIBUTORS}
@@ -274,7 +281,7 @@ class Attention(Analysis):
             attrib = {}
             for a in self.ATTRIBUTORS:
                 kw = {"n_steps": p["ig_steps"]} if a == "integrated_gradients" else {}
-                attrib[a] = A.token_attributions(m.model, cmp, None if classifier else pos, method=a,
+                attrib[a] = A.token_attributions(model, cmp, None if classifier else pos, target, method=a,
                                                  embedding=m.embedding, **kw).abs()
             for b in range(len(cmp)):
                 # the compared sequences are the first rows; padding is left out of the ranking

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.loss import Params, batch_count, hvp, loss_batch, make_loss, parameter_copy
+from talkgen.analyses.loss import Params, batch_count, hvp, loss_batch, loss_problem, make_loss, parameter_copy
 from talkgen.specs import Bars, Table
 
 
@@ -128,9 +128,7 @@ class Curvature(Analysis):
     quick = {"batch": 128, "lanczos_iterations": 12, "lanczos_max_iterations": 40, "probes": 10, "seq_len": 64}
 
     def applies_to(self, subject) -> bool | str:
-        if not subject.data.labelled:
-            return "needs labelled data (the loss is measured against the labels)"
-        return True
+        return loss_problem(subject) or True
 
     def run(self, ctx: Context) -> Result:
         s = ctx.subject

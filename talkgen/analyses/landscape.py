@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch
+from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch, loss_problem
 from talkgen.models.twins import initial_state
 from talkgen.specs import Curves, Surface, Table
 from talkgen.models.introspect import has_own_parameters, modules_called
@@ -234,9 +234,7 @@ class LossLandscape(Analysis):
     quick = {"grid": 17, "batch": 256, "seq_len": 64}
 
     def applies_to(self, subject) -> bool | str:
-        if not subject.data.labelled:
-            return "needs labelled data (the loss is measured against the labels)"
-        return True
+        return loss_problem(subject) or True
 
     def run(self, ctx: Context) -> Result:
         m = self._line(ctx)

@@ -13,6 +13,15 @@ from torch.func import functional_call
 Params = dict[str, torch.Tensor]
 
 
+def loss_problem(subject) -> str | None:
+    """Why a loss cannot be measured on ``subject`` (None when it can): analyses of the loss surface ask this."""
+    if subject.task == "text-encoder":
+        return "needs a model with a loss (a sentence encoder's embedding has no target to measure one against)"
+    if not subject.data.labelled:
+        return "needs labelled data (the loss is measured against the labels)"
+    return None
+
+
 def batch_count(subject, batch: int) -> int:
     """How many rows a loss batch of size ``batch`` takes: ``batch`` examples for a classifier,
     ``batch // 128`` sequences (at least one) for a sequence model, whose rows are whole sequences."""

@@ -39,8 +39,8 @@ class ModelCard(Analysis):
     runs_on_twins = ("initial",)
     title = "Meet the model"
     section = "title"
-    version = 2  # 2: accuracies carry their n and 95% interval
-    applies_text = "classifiers, sequence models and character language models"
+    version = 3  # 2: accuracies carry their n and 95% interval; 3: sentence encoders get a card of their own
+    applies_text = "classifiers, sequence models, character language models and sentence encoders"
     params = {"batch_size": 512, "max_sequences": 2000}
     quick = {"max_sequences": 200}
 
@@ -50,6 +50,8 @@ class ModelCard(Analysis):
             raise RuntimeError("model-card runs on the CPU copy of the model; use --device cpu")
         if s.task in ("char-lm", "sequence-model"):
             return self._sequence(ctx)
+        if s.task == "text-encoder":
+            return self._encoder(ctx)
         if not s.data.labelled:
             return self._unlabelled(ctx)
         classes = s.data.classes
@@ -104,6 +106,55 @@ class ModelCard(Analysis):
             data={"classes": list(classes), "worst_class": classes[worst] if k else "",
                   "n_test": n, "correct": correct},
         )
+
+    def _encoder(self, ctx: Context) -> Result:
+        """A sentence encoder: its embeddings of the given sentences, how alike they all are (the mean cosine
+        similarity of distinct pairs: a high one means the embeddings crowd into a narrow cone), and with labels,
+        how often a sentence's nearest other sentence carries its label (leave-one-out 1-NN by cosine)."""
+        s = ctx.subject
+        n = min(len(s.data.x_test), ctx.params["max_sequences"])
+        x = s.data.x_test[:n]
+        with torch.no_grad():
+            emb = torch.cat([s.model(x[i:i + 64].to(ctx.device)).float().cpu() for i in range(0, n, 64)])
+        unit = torch.nn.functional.normalize(emb, dim=-1)
+        cos = (unit @ unit.T).numpy()
+        off = cos[~np.eye(n, dtype=bool)]
+        n_params = sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
+        pooling = s.card.get("pooling", "mean") if isinstance(s.card, dict) else "mean"
+        summaries = {
+            "parameters": Scalar(float(n_params), "count", "parameters (tied counted once)"),
+            "embedding_size": Scalar(float(emb.shape[1]), "dimensions", "size of the sentence embedding"),
+            "mean_cosine_similarity": Scalar(float(off.mean()) if off.size else math.nan, "cosine",
+                                             f"mean cosine similarity of the {n * (n - 1) // 2} distinct pairs of "
+                                             f"sentence embeddings"),
+        }
+        rows = [("parameters", f"{n_params:,}"), ("task", s.task), ("source", s.source), ("data", s.data.source),
+                ("sentence embedding", f"{emb.shape[1]} dimensions, {pooling} of the last hidden states"),
+                ("sentences", f"{n:,}")]
+        data: dict = {"n_inputs": n, "pooling": pooling, "encoder": True, "classes": list(s.data.classes)}
+        if s.data.labelled and n > 1:
+            y = s.data.y_test[:n].numpy()
+            nearest = np.where(np.eye(n, dtype=bool), -np.inf, cos).argmax(1)
+            hits = int((y[nearest] == y).sum())
+            summaries["neighbour_label_accuracy"] = proportion(hits, n, "sentences whose most similar other "
+                                                                        "sentence carries the same label")
+            counts = np.bincount(y)
+            summaries["commonest_label_share"] = Scalar(float(counts.max() / n), "fraction",
+                                                        "share of the commonest label (what always guessing it gets)")
+            rows.append(("nearest-neighbour label accuracy", _estimate(summaries["neighbour_label_accuracy"])))
+        else:
+            rows.append(("accuracy", "not measured: no labels were given"))
+        shown = min(n, 40)
+        return Result(
+            analysis=self.name, subject=s.name, arrays={"cosine": cos[:shown, :shown]}, summaries=summaries,
+            figures=(Heatmaps(id="similarity", title="How alike the sentence embeddings are",
+                              caption=f"Cosine similarity of the embeddings of the first {shown} of the {n} "
+                                      f"sentences ({pooling} pooling); the diagonal is each sentence with itself.",
+                              alt=f"A {shown} by {shown} matrix of cosine similarities between sentence embeddings.",
+                              arrays=("cosine",), panel_titles=("cosine similarity",), xlabel="sentence",
+                              ylabel="sentence", colorbar="cosine similarity", signed=True),),
+            tables=(Table(id="card", title="Model card", columns=("item", "value"), rows=tuple(rows)),),
+            data=data)
 
     def _unlabelled(self, ctx: Context) -> Result:
         """No ground truth: what the model predicts, and nothing that pretends to be accuracy."""

@@ -83,8 +83,9 @@ class Probes(Analysis):
     order = 10
     title = "Probes: what each layer makes decodable"
     section = "method"
-    version = 4  # 2: linear probes solved to convergence (L-BFGS); 3: the untrained accuracy as a summary; 4: with n
-    # and interval, and the commonest label's accuracy
+    version = 5  # 2: linear probes solved to convergence (L-BFGS); 3: the untrained accuracy as a summary; 4: with n
+    # and interval, and the commonest label's accuracy; 5: a subject whose train and test inputs are one set (a file
+    # of sentences) is split 70/30, and labelled sentence encoders are probed
     cost_hint = 10
     applies_text = "labelled classifiers, and character models with per-character labels"
     params = {"n_examples": 3000, "n_chars": 16000, "steps": 300, "hidden": 64, "max_features": 2048}
@@ -97,9 +98,9 @@ class Probes(Analysis):
             from talkgen.models.recurrent import last_lstm
 
             return True if last_lstm(subject.model) else "needs an nn.LSTM to read states from"
-        if subject.task.endswith("classifier") and subject.data.labelled:
+        if (subject.task.endswith("classifier") or subject.task == "text-encoder") and subject.data.labelled:
             return True
-        return "needs a labelled classifier or a character model with per-character labels"
+        return "needs a labelled classifier or encoder, or a character model with per-character labels"
 
     def _data(self, model: nn.Module, s, p) -> tuple[dict, dict, np.ndarray, np.ndarray]:
         """(representations, labels, types, is_train) for one model."""
@@ -121,8 +122,14 @@ class Probes(Analysis):
         layers = default_layers(model, s.layers)
         xtr, ytr = s.data.x_train[: p["n_examples"]], s.data.y_train[: p["n_examples"]]
         xte, yte = s.data.x_test[: p["n_examples"]], s.data.y_test[: p["n_examples"]]
+        if len(xtr) == len(xte) and torch.equal(xtr, xte):
+            # one set of inputs only (a file of sentences is both): fit the probes on 70% of it, score them on the
+            # rest, so that no probe is scored on what it was fitted to
+            k = max(1, min(len(xte) - 1, round(0.7 * len(xte))))
+            xtr, ytr, xte, yte = xte[:k], yte[:k], xte[k:], yte[k:]
         x = torch.cat([xtr, xte])
-        reps = classifier_representations(model, x, layers, p["max_features"], s.task == "text-classifier")
+        reps = classifier_representations(model, x, layers, p["max_features"],
+                                          s.task in ("text-classifier", "text-encoder"))
         types = x.reshape(len(x), -1).numpy()
         is_train = np.arange(len(x)) < len(xtr)
         return reps, {"class": torch.cat([ytr, yte]).numpy()}, types, is_train

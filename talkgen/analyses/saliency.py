@@ -77,8 +77,9 @@ class Saliency(Analysis):
     runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "Saliency maps and their sanity checks"
     section = "looking-in"
-    version = 4  # 2: findings' titles agree in number; 3: the number of methods and of maps that fail randomisation;
-    # 4: deletion and insertion AUCs with their n and interval; known-evidence rates too
+    version = 5  # 2: findings' titles agree in number; 3: the number of methods and of maps that fail randomisation;
+    # 4: deletion and insertion AUCs with their n and interval; known-evidence rates too; 5: sentence encoders
+    # (attributions of the similarity to the next sentence), and the score a sentence deletion follows is named
     cost_hint = 2
     applies_text = ("image classifiers (batch x channels x height x width); token models get per-token saliency "
                     "over their text")
@@ -92,7 +93,8 @@ class Saliency(Analysis):
     def applies_to(self, subject) -> bool | str:
         if subject.task == "image-classifier" and subject.data.x_test.ndim == 4:
             return True
-        if subject.task in ("char-lm", "sequence-model", "text-classifier") and subject.data.x_test.ndim == 2:
+        if subject.task in ("char-lm", "sequence-model", "text-classifier", "text-encoder") \
+                and subject.data.x_test.ndim == 2:
             try:
                 A.input_embedding(subject.model, subject.data.x_test[:1])
             except ValueError as e:

@@ -107,7 +107,7 @@ def complete_ig(model, tokens, position, target, embedding, blank, p) -> tuple[t
 
 
 def run_tokens(name: str, ctx: Context) -> Result:
-    if ctx.subject.task == "text-classifier":  # no evidence of known position: a deletion check instead
+    if ctx.subject.task in ("text-classifier", "text-encoder"):  # no evidence of known position: deletion instead
         return run_sentences(name, ctx)
     s, p = ctx.subject, ctx.params
     model = s.model
@@ -224,16 +224,26 @@ def run_tokens(name: str, ctx: Context) -> Result:
 def run_sentences(name: str, ctx: Context) -> Result:
     """A text classifier: per-token attributions of the predicted class, how far the methods agree,
     and a deletion check (remove tokens in each method's order, as padding, and follow the
-    probability of the predicted class) against random orders."""
+    probability of the predicted class) against random orders. A sentence encoder: the same for the
+    cosine similarity of each sentence's embedding to the next sentence's (``attribution.Similarity``)."""
     s, p = ctx.subject, ctx.params
-    model = s.model
+    encoder = s.task == "text-encoder"
     pad = s.card.get("pad_token_id") if isinstance(s.card, dict) else None
     pad = 0 if pad is None else int(pad)
     g = ctx.generator()
     x = s.data.x_test[torch.randperm(len(s.data.x_test), generator=g)[: p["n_inputs"]]]
     real = x != pad
-    with torch.no_grad():
-        target = model(x).argmax(1)
+    if encoder:  # sentence r against sentence r + 1 of the sample (the last against the first)
+        with torch.no_grad():
+            references = s.model(x).roll(-1, 0)
+        model = A.Similarity(s.model, references)
+        target = torch.zeros(len(x), dtype=torch.long)
+        score_name = "cosine similarity to the next sentence's embedding"
+    else:
+        model = s.model
+        with torch.no_grad():
+            target = model(x).argmax(1)
+        score_name = "probability of the predicted class"
     embedding = A.input_embedding(model, x[:1])
     attr = {}
     ig_gap = float("nan")
@@ -262,7 +272,10 @@ def run_sentences(name: str, ctx: Context) -> Result:
             for k, f in enumerate(fractions):
                 batch[k, pos[: int(round(f * len(pos)))]] = pad
             with torch.no_grad():
-                curves[r] = torch.softmax(model(batch), -1)[:, int(target[r])].numpy()
+                if encoder:
+                    curves[r] = A.Similarity(s.model, references[r:r + 1])(batch)[:, 0].numpy()
+                else:
+                    curves[r] = torch.softmax(model(batch), -1)[:, int(target[r])].numpy()
         return curves
 
     del_auc = {}
@@ -284,12 +297,12 @@ def run_sentences(name: str, ctx: Context) -> Result:
     names = s.token_names or (lambda ids: [str(i) for i in ids])
     figures = [
         Curves(id="deletion", title="Delete the tokens a method ranks first",
-               caption=f"Probability of the predicted class as tokens are removed (as padding) in each method's "
+               caption=f"{score_name.capitalize()} as tokens are removed (as padding) in each method's "
                        f"order, mean over {len(x)} sentences; 'random' averages {p['random_orders']} random orders.",
-               alt="Lines of class probability against the fraction of tokens removed, per method and random.",
+               alt=f"Lines of the {score_name} against the fraction of tokens removed, per method and random.",
                x=("fraction",) * (len(keys) + 1), y=tuple(f"del:{m}" for m in keys) + ("del:random",),
                labels=tuple(METHODS.values()) + ("random order",), xlabel="fraction of tokens removed",
-               ylabel="probability of the predicted class", markers=True,
+               ylabel="cosine similarity" if encoder else "probability of the predicted class", markers=True,
                styles=("-",) * len(keys) + ("--",)),
     ]
     for e in range(min(3, len(x))):
@@ -301,10 +314,17 @@ def run_sentences(name: str, ctx: Context) -> Result:
         values = np.concatenate([np.full(len(w) + (1 if q < len(words) - 1 else 0), a[q])
                                  for q, w in enumerate(words)])
         arrays[f"text{e}"] = values
-        label = s.data.classes[int(target[e])] if int(target[e]) < len(s.data.classes) else str(int(target[e]))
+        if encoder:
+            other = " ".join(names(x[(e + 1) % len(x)][real[(e + 1) % len(x)]].tolist()))
+            title = "What brings this sentence close to the next?"
+            caption = (f"Integrated Gradients of the cosine similarity of this sentence's embedding to that of "
+                       f"{other!r} per token, scaled to the largest.")
+        else:
+            label = s.data.classes[int(target[e])] if int(target[e]) < len(s.data.classes) else str(int(target[e]))
+            title = f"Why {label!r}?"
+            caption = f"Integrated Gradients of the predicted class ({label}) per token, scaled to the largest."
         figures.append(ColouredText(
-            id=f"text-{e}", title=f"Why {label!r}?",
-            caption=f"Integrated Gradients of the predicted class ({label}) per token, scaled to the largest.",
+            id=f"text-{e}", title=title, caption=caption,
             alt="A sentence with each token's background set by its attribution.", text=text,
             values=f"text{e}", signed=False))
     beats = {m: del_auc[m] < rand_auc for m in keys}
@@ -334,6 +354,6 @@ def run_sentences(name: str, ctx: Context) -> Result:
         tables=(Table(id="deletion_table", title="Token deletion", columns=("method", "deletion AUC", "beats random"),
                       rows=rows), agreement),
         findings=findings,
-        data={"kind": "sentences", "n": len(x), "ig_gap": ig_gap, "ig_steps": [steps, steps], "baseline": "padding",
+        data={"kind": "sentences", "score": score_name, "n": len(x), "ig_gap": ig_gap, "ig_steps": [steps, steps], "baseline": "padding",
               "labels": METHODS, "beats": beats, "random_auc": rand_auc,
               "del_auc": del_auc, "agreement": float(off.mean())})

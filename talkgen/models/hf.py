@@ -3,7 +3,9 @@
 A local model directory (``config.json``, ``model.safetensors``, tokenizer files) loads as a
 token model: ``(B, T)`` token ids -> logits, with the attention mask derived from the padding
 token. A ``*ForSequenceClassification`` model is a ``text-classifier`` (``(B, classes)``);
-``*ForMaskedLM`` and ``*ForCausalLM`` are ``sequence-model``s (``(B, T, vocab)``). Nothing is
+``*ForMaskedLM`` and ``*ForCausalLM`` are ``sequence-model``s (``(B, T, vocab)``); a base model (``BertModel``,
+``RobertaModel``, ... loaded with ``AutoModel``) is a ``text-encoder``: ``(B, T)`` -> the sentence embedding
+``(B, hidden)``, mean-pooled or its first token as its pooling config says. Nothing is
 downloaded (``local_files_only``) and only safetensors weights are accepted, never pickles.
 
 Data is a text file with one sentence per line; a line ``label<TAB>sentence`` carries its label
@@ -53,6 +55,45 @@ def _transformers():
     return transformers
 
 
+class HFEncoder(nn.Module):
+    """A transformers base model (``AutoModel``: BERT, RoBERTa, DistilBERT, MPNet, ...) as a sentence encoder:
+    token ids in, the sentence embedding out: the mean of the last hidden states over the real tokens, or the
+    first token's state where the model's pooling says so (sentence-transformers' ``1_Pooling/config.json``)."""
+
+    def __init__(self, hf: nn.Module, pad_id: int | None, pooling: str = "mean") -> None:
+        super().__init__()
+        self.hf = hf
+        self.pad_id = pad_id
+        self.pooling = pooling
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != self.pad_id) if self.pad_id is not None else torch.ones_like(tokens, dtype=torch.bool)
+        h = self.hf(input_ids=tokens, attention_mask=mask.long()).last_hidden_state
+        if self.pooling == "cls":
+            return h[:, 0]
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def encoder_pooling(d: Path) -> str:
+    """How a sentence-transformers directory pools its tokens ("cls" or "mean"; "mean" when it does not say)."""
+    import json
+
+    for cfg in (d / "1_Pooling" / "config.json", d.parent / "1_Pooling" / "config.json"):
+        try:
+            pooling = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if pooling.get("pooling_mode_cls_token") and not pooling.get("pooling_mode_mean_tokens"):
+            return "cls"
+        return "mean"
+    return "mean"
+
+
+ENCODERS = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "albert", "electra", "deberta", "deberta-v2",
+            "camembert", "modernbert")
+
+
 def _read_sentences(path: Path, id2label: dict[int, str]) -> tuple[list[str], list[int] | None]:
     if not path.is_file():
         raise TalkgenError(f"data file not found: {path}")
@@ -63,6 +104,8 @@ def _read_sentences(path: Path, id2label: dict[int, str]) -> tuple[list[str], li
     if not lines:
         raise TalkgenError(f"{path}: no sentences (one sentence per line)")
     lines = lines[:MAX_SENTENCES]
+    if not id2label and all("\t" in ln for ln in lines):  # an encoder's labels: whatever names the file uses
+        id2label.update(enumerate(sorted({ln.split("\t", 1)[0].strip() for ln in lines})))
     names = {v: k for k, v in id2label.items()}
     if all("\t" in ln for ln in lines):
         labels = []
@@ -96,9 +139,12 @@ def load_hf_subject(directory: str | Path, data: str | Path | None, name: str) -
         auto, task = tf.AutoModelForMaskedLM, "sequence-model"
     elif arch.endswith("ForCausalLM"):
         auto, task = tf.AutoModelForCausalLM, "sequence-model"
+    elif arch.endswith("Model") or (not arch and getattr(config, "model_type", "") in ENCODERS):
+        auto, task = tf.AutoModel, "text-encoder"  # a base model: its sentence embedding is what it gives
     else:
-        raise TalkgenError(f"{d}: architecture {arch or '(none)'} is not supported; talkgen reads "
-                           f"*ForSequenceClassification, *ForMaskedLM and *ForCausalLM models")
+        raise TalkgenError(f"{d}: architecture {arch or '(none)'} is not supported; talkgen reads base models "
+                           f"(*Model, as sentence encoders), *ForSequenceClassification, *ForMaskedLM and "
+                           f"*ForCausalLM models")
     try:
         hf = auto.from_pretrained(d, local_files_only=True, use_safetensors=True, attn_implementation="sdpa")
     except (OSError, ValueError, RuntimeError) as exc:
@@ -106,12 +152,27 @@ def load_hf_subject(directory: str | Path, data: str | Path | None, name: str) -
     hf.eval()
     if data is None:
         raise TalkgenError(f"subject {name!r}: --data is required (a text file, one sentence per line)")
-    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    # a base model's config carries placeholder labels (LABEL_0, LABEL_1) that name nothing: an encoder's labels
+    # are whatever names its data file uses
+    id2label = {} if task == "text-encoder" else {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     sentences, labels = _read_sentences(Path(data), id2label)
     limit = min(getattr(config, "max_position_embeddings", 512) or 512, 128)
     enc = tokenizer(sentences, padding=True, truncation=True, max_length=limit, return_tensors="pt")
     tokens = enc["input_ids"]
     pad = tokenizer.pad_token_id
+    if task == "text-encoder":
+        pooling = encoder_pooling(d)
+        model: nn.Module = HFEncoder(hf, pad, pooling).eval()
+        classes = tuple(id2label[i] for i in sorted(id2label)) if labels is not None else ("(no labels)",)
+        y = torch.tensor(labels) if labels is not None else torch.zeros(len(tokens), dtype=torch.long)
+        source = (f"{len(sentences)} sentences from {Path(data).name}"
+                  + ("" if labels is not None else "; no labels given"))
+        sd = SubjectData(tokens, y, tokens, y, classes, source, labelled=labels is not None)
+        return Subject(name=name, model=model, task=task, data=sd, source=f"transformers {arch or config.model_type} "
+                       f"from {d}", card={"architecture": arch or config.model_type, "pooling": pooling,
+                                           "tokenizer": type(tokenizer).__name__, "pad_token_id": pad,
+                                           "embedding_size": int(getattr(config, "hidden_size", 0) or 0)},
+                       token_names=tokenizer.convert_ids_to_tokens)
     model = HFTokenModel(hf, pad).eval()
     with torch.no_grad():
         out = torch.cat([model(tokens[i:i + 64]) for i in range(0, len(tokens), 64)])
