@@ -154,6 +154,8 @@ def summary_json(config: TalkConfig, subjects: Sequence[SubjectFacts], outcomes:
             entry["reason"] = o.message
         if o.status == "failed":
             entry["message"] = o.message
+        if o.result is not None and o.result.data.get("sampled"):
+            entry["sampled"] = o.result.data["sampled"]  # what the size budget sampled (talkgen.analyses.budget)
         if o.result is not None:
             entry["summaries"] = {k: {"value": _finite(v.value), "unit": v.unit} | (
                 {"n": v.n, "interval": [_finite(v.lo), _finite(v.hi)]} if v.n is not None else {})

@@ -22,7 +22,8 @@ def sample_models_dir() -> Path:
     return _find("sample_models")
 
 
+# What a subject's model does (talkgen.subject), defined torch-free: the config checks tasks without torch.
+TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier", "text-classifier", "text-encoder")
 # The bundled samples, in the built-in talk's order (``talkgen.models.samples.SAMPLES`` defines them; this
 # torch-free copy lets the command line and the config name them without loading torch).
-TASKS = ("image-classifier", "char-lm", "sequence-model", "tabular-classifier", "text-classifier", "text-encoder")  # talkgen.subject
 SAMPLE_NAMES = ("digits-cnn", "digits-cnn-trojan", "python-charlstm", "induction-transformer", "ib-tanh", "ib-relu")

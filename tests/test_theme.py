@@ -67,7 +67,7 @@ def test_dark_theme_slides_and_figures_keep_text_readable(browser, small_build, 
     project = tmp_path / "project"
     shutil.copytree(small_build.parent, project)
     toml = project / "talk.toml"
-    toml.write_text(toml.read_text() + '\n[talk]\ntheme = "dark"\naccent = "#f0a030"\n')
+    toml.write_text('formats = ["slides"]\n' + toml.read_text() + '\n[talk]\ntheme = "dark"\naccent = "#f0a030"\n')
     run_cli("build", "--config", str(toml), "--out", str(project / "build"), check=True)
     summary = json.loads((project / "build" / "summary.json").read_text())
     ran = [a for a, e in summary["subjects"]["tiny"]["analyses"].items() if e["status"] == "ok" and not e["cached"]]

@@ -56,6 +56,13 @@ class Activations(Analysis):
     quick = {"n_inputs": 300, "tsne_points": 200, "tsne_iterations": 300}
     param_bounds = {"tsne_layers": (0, None)}  # 0: no t-SNE
 
+    sample_order = (("n_inputs", 50),)
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        return params["n_inputs"] * example_size(subject)
+
     def run(self, ctx: Context) -> Result:
         s = ctx.subject
         layers = default_layers(s.model, s.layers)

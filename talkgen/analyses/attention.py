@@ -195,6 +195,15 @@ class Attention(Analysis):
               "induction_threshold": 0.4, "previous_token_threshold": 0.4}
     quick = {"n_sequences": 32, "compare_sequences": 3, "targets_per_sequence": 4, "ig_steps": 16}
 
+    # the maps of the held-out and the probe sequences, and three token attributions per compared target
+    sample_order = (("n_sequences", 8), ("compare_sequences", 1), ("ig_steps", 8), ("targets_per_sequence", 2))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        compare = 3 * params["compare_sequences"] * params["targets_per_sequence"] * (params["ig_steps"] + 3)
+        return (2 * params["n_sequences"] + compare) * example_size(subject)
+
     def applies_to(self, subject) -> bool | str:
         if subject.task not in ("sequence-model", "char-lm", "text-classifier", "text-encoder") \
                 or subject.data.x_test.ndim != 2:

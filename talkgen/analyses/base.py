@@ -156,6 +156,22 @@ class Analysis:
     # ledger, the build starts costly items first, so that they do not come last on a single core.
     cost_hint: ClassVar[float] = 1.0
 
+    # How the cost grows with the model (``talkgen.analyses.budget``): the forward-pass equivalents over examples
+    # that run() makes with ``params`` (a backward pass counts 2, a Hessian-vector product 4; a token model's
+    # example is one sequence), times the parameters, is its work in multiply-adds. None: no pass grows with
+    # the model (the analysis reads weights or results only), never sampled.
+    def passes(self, subject: "Subject", params: Mapping[str, Any]) -> float | None:
+        return None
+
+    # Copies of the weights (or of vectors their size) it holds at once besides the model itself; None: a few at
+    # most, never checked. Above the memory limit (``talkgen.analyses.budget``) the item is skipped up front.
+    def copies(self, subject: "Subject", params: Mapping[str, Any]) -> float | None:
+        return None
+
+    # The parameters that shrink its work, each with the least it may be shrunk to (sampling keeps at least
+    # that much); the budget shrinks them in this order, halving each in turn.
+    sample_order: ClassVar[tuple[tuple[str, int], ...]] = ()
+
     def shared_work(self, subject: "Subject", params: Mapping[str, Any]) -> str | None:
         """A name for work this item shares with other items (a model zoo, a fitted meta-network) and keeps
         for them: items naming the same work never run at the same time, so the second finds it done."""

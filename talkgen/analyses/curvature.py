@@ -130,13 +130,30 @@ class Curvature(Analysis):
     def applies_to(self, subject) -> bool | str:
         return loss_problem(subject) or True
 
+    # a Hessian-vector product costs about four forward passes of the batch; Lanczos and Hutchinson's probes
+    # each make one per step
+    sample_order = (("batch", 16), ("probes", 4), ("lanczos_max_iterations", 12), ("lanczos_iterations", 8))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        rows = min(batch_count(subject, params["batch"]), len(subject.data.x_train))
+        tokens = min(example_size(subject), params["seq_len"]) if example_size(subject) > 1 else 1
+        return 4 * (params["lanczos_max_iterations"] + params["probes"]) * rows * tokens
+
+    def copies(self, subject, params) -> float:
+        # Lanczos keeps its whole Krylov basis (full re-orthogonalisation), besides the parameters' copy, the
+        # Hessian-vector product and its gradients
+        return params["lanczos_max_iterations"] + 4
+
     def run(self, ctx: Context) -> Result:
         s = ctx.subject
         n = batch_count(s, ctx.params["batch"])
         x, y = loss_batch(s, n, ctx.seed, ctx.params["seq_len"])
         params = parameter_copy(s.model)
         loss = make_loss(s.model, x, y)
-        fit = lanczos(loss, params, ctx.params["top_k"], ctx.params["lanczos_iterations"], ctx.seed,
+        fit = lanczos(loss, params, ctx.params["top_k"],
+                      min(ctx.params["lanczos_iterations"], ctx.params["lanczos_max_iterations"]), ctx.seed,
                       ctx.params["lanczos_max_iterations"])
         top = fit.converged if len(fit.converged) else fit.values[:1]  # lambda1 is reported even unconverged
         trace, trace_se = hutchinson_trace(loss, params, ctx.params["probes"], ctx.seed)

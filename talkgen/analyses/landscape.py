@@ -236,6 +236,16 @@ class LossLandscape(Analysis):
     def applies_to(self, subject) -> bool | str:
         return loss_problem(subject) or True
 
+    # every point of the line (training and held-out data) and of the plane is a loss on one batch
+    sample_order = (("batch", 32), ("grid", 7), ("line_points", 11))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        rows = min(batch_count(subject, params["batch"]), len(subject.data.x_train))
+        tokens = min(example_size(subject), params["seq_len"]) if example_size(subject) > 1 else 1
+        return (2 * params["line_points"] + params["grid"] ** 2 + 1) * rows * tokens
+
     def run(self, ctx: Context) -> Result:
         m = self._line(ctx)
         self._plane(m, ctx)

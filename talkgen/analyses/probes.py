@@ -102,6 +102,16 @@ class Probes(Analysis):
             return True
         return "needs a labelled classifier or encoder, or a character model with per-character labels"
 
+    # the representations of the training and held-out examples, of the trained model and of its untrained twin
+    sample_order = (("n_examples", 100), ("n_chars", 500))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        if subject.task == "char-lm":
+            return 2 * params["n_chars"]
+        return 4 * params["n_examples"] * example_size(subject)
+
     def _data(self, model: nn.Module, s, p) -> tuple[dict, dict, np.ndarray, np.ndarray]:
         """(representations, labels, types, is_train) for one model."""
         if s.task == "char-lm":

@@ -90,6 +90,17 @@ class Saliency(Analysis):
     quick = {"n_inputs": 12, "deletion_inputs": 48, "smooth_samples": 16, "ig_steps": 32, "random_orders": 4,
              "curve_steps": 16, "ig_max_steps": 256}
 
+    # each map costs about a backward pass per step of IG and SmoothGrad (and the occlusion windows); the deletion
+    # and insertion curves a forward pass per step for each method, and the randomisation cascade a map per layer
+    sample_order = (("n_inputs", 4), ("deletion_inputs", 8), ("smooth_samples", 4), ("ig_steps", 8))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        maps = 3 * params["n_inputs"] * (params["ig_steps"] + 3 * params["smooth_samples"] + 40)
+        curves = 18 * params["deletion_inputs"] * params["curve_steps"]
+        return (maps + curves) * example_size(subject)
+
     def applies_to(self, subject) -> bool | str:
         if subject.task == "image-classifier" and subject.data.x_test.ndim == 4:
             return True

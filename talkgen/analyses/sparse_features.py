@@ -277,6 +277,17 @@ class SparseFeatures(Analysis):
             return f"its output layer reads {width} numbers; a sparse dictionary needs at least {MIN_WIDTH}"
         return True
 
+    # the site's activations on the training vectors, and on the held-out ones clean, spliced and ablated
+    sample_order = (("n_train", 4096), ("n_eval", 1024))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        per_row = example_size(subject)
+        rows = min(len(subject.data.x_train), math.ceil(params["n_train"] / per_row)) + 3 * min(
+            len(subject.data.x_test), math.ceil(params["n_eval"] / per_row))
+        return rows * per_row
+
     def checks(self, r: Result) -> tuple[Check, ...]:
         d = r.data
         recovered = value_of(r, "loss_recovered")

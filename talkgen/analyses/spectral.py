@@ -38,10 +38,24 @@ class PowerLawFit:
     reason: str = ""     # why there is no fit (alpha is NaN then)
 
 
+GRAM_ABOVE = 256  # a matrix with both sides above this: eigenvalues of its Gram matrix instead of an SVD
+
+
+def squared_singular_values(matrix: np.ndarray) -> np.ndarray:
+    """The squared singular values of ``matrix``, descending. Small matrices: an SVD. Larger ones: the eigenvalues
+    of the Gram matrix of the shorter side (W^T W or W W^T, float64): the same numbers, several times faster on a
+    4096 x 4096 matrix; the eigenvalues below about 1e-16 of the largest lose their digits, and the fits drop those
+    below 1e-12 anyway."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if min(m.shape) <= GRAM_ABOVE:
+        return np.linalg.svd(m, compute_uv=False) ** 2
+    gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+    return np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)
+
+
 def esd(matrix: np.ndarray) -> np.ndarray:
     """Eigenvalues of W^T W / N (N = rows), ascending; the squared singular values over N."""
-    sv = np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False)
-    return np.sort(sv**2 / matrix.shape[0])
+    return np.sort(squared_singular_values(matrix) / matrix.shape[0])
 
 
 def fit_power_law(eigenvalues: np.ndarray) -> PowerLawFit:

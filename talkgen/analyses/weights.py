@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.spectral import MIN_TAIL, ccdf, esd, fit_power_law, fitted_ccdf, verdict
+from talkgen.analyses.spectral import MIN_TAIL, ccdf, esd, fit_power_law, fitted_ccdf, squared_singular_values, verdict
 from talkgen.specs import Bars, Curves, Heatmaps, ImageGrid, Table
 from talkgen.models.introspect import blocks, first_conv, weight_matrices
 
@@ -32,6 +32,26 @@ def _shown(matrix: np.ndarray, max_side: int) -> np.ndarray:
     rows = np.linspace(0, matrix.shape[0] - 1, min(max_side, matrix.shape[0])).round().astype(int)
     cols = np.linspace(0, matrix.shape[1] - 1, min(max_side, matrix.shape[1])).round().astype(int)
     return matrix[np.ix_(rows, cols)]
+
+
+def _spectral_norm(w: torch.Tensor, iterations: int = 200, tol: float = 1e-10) -> float:
+    """The largest singular value of ``w`` by power iteration on WᵀW (for matrices too large to decompose)."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(w.shape[1], generator=g, dtype=w.dtype)
+    v /= v.norm()
+    sigma = 0.0
+    for _ in range(iterations):
+        u = w @ v
+        v = w.T @ u
+        norm = float(v.norm())
+        if norm == 0.0:
+            return 0.0
+        v /= norm
+        new = math.sqrt(norm)
+        if abs(new - sigma) <= tol * new:
+            return new
+        sigma = new
+    return sigma
 
 
 def _fmt(x: float) -> str:
@@ -45,11 +65,12 @@ class Weights(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Weight matrices"
     section = "looking-in"
-    version = 5  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
-    # 4: each tail panel names its alpha in its title, so the three curves share one legend; 5: norms named in words
+    version = 6  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
+    # 4: each tail panel names its alpha in its title, so the three curves share one legend; 5: norms named in words;
+    # 6: spectra of large matrices from their Gram matrix, and of very large ones on a row sample (said so)
     applies_text = "any model with a weight matrix (a parameter of 2+ dims)"
-    params = {"max_side": 128, "max_panels": 8, "max_spectra": 8}
-    quick = {"max_side": 64}
+    params = {"max_side": 128, "max_panels": 8, "max_spectra": 8, "max_spectrum_rows": 4096}
+    quick = {"max_side": 64, "max_spectrum_rows": 2048}
 
     def applies_to(self, subject) -> bool | str:
         if not any(p.ndim >= 2 for p in subject.model.parameters()):
@@ -68,6 +89,8 @@ class Weights(Analysis):
         layers: list[dict] = []
         fits: list[dict] = []
         nonfinite_total = 0
+        cap = ctx.params["max_spectrum_rows"]
+        sampled: list[str] = []
         for m in mats:
             w = m.matrix  # (out, fan_in) float64
             n_bad = int((~torch.isfinite(w)).sum())
@@ -75,14 +98,23 @@ class Weights(Analysis):
             nonfinite_total += n_bad
             fro = float(torch.linalg.matrix_norm(w, "fro")) if finite else math.nan
             if finite:
-                sv = torch.linalg.svdvals(w).numpy()  # (min(out, fan_in),) descending
-                spectral = float(sv[0])
+                # a matrix with more than ``cap`` rows on both sides: its spectra on ``cap`` random rows (a random
+                # projection of the same rows' statistics at a fixed cost); its norms always from the whole matrix
+                keep = np.sort(rng.choice(w.shape[0], cap, replace=False)) if min(w.shape) > cap else None
+                if keep is not None:
+                    sampled.append(f"{m.name} {w.shape[0]:,} → {cap:,} rows")
+                view = w.numpy() if keep is None else w.numpy()[keep]
+                sv = np.sqrt(squared_singular_values(view))  # (min(out, fan_in),) descending
+                spectral = float(sv[0]) if keep is None else _spectral_norm(w)
                 stable = fro**2 / spectral**2 if spectral > 0 else math.nan
                 arrays[f"sv:{m.name}"] = sv
                 arrays[f"rank:{m.name}"] = np.arange(1, len(sv) + 1, dtype=np.float64)
                 sv_keys.append(m.name)
                 for block_name, block in blocks(m):
-                    fits.append(self._fit_block(m.name, block_name, block.numpy(), rng, arrays))
+                    whole = block.shape == w.shape  # the matrix itself (its row sample): eigenvalues computed above
+                    b = view if whole else block.numpy()
+                    fits.append(self._fit_block(m.name, block_name, b, rng, arrays,
+                                                lam=np.sort(sv**2 / len(b)) if whole else None))
             else:  # the build reports non-finite parameters as a finding about the model file
                 spectral = stable = math.nan
             arrays[f"matrix:{m.name}"] = _shown(w.numpy(), ctx.params["max_side"]).astype(np.float32)
@@ -139,14 +171,15 @@ class Weights(Analysis):
                       figures=figures, tables=tables,
                       data={"n_params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
                             "layers": layers, "fits": fits, "shown": [m.name for m in mats][: ctx.params["max_panels"]],
-                            "total": len(mats), "convention": "conv kernels unfolded to (out, in*kh*kw)"})
+                            "total": len(mats), "convention": "conv kernels unfolded to (out, in*kh*kw)"}
+                      | ({"sampled": "spectra on a random sample of rows: " + ", ".join(sampled)} if sampled else {}))
 
     @staticmethod
     def _fit_block(name: str, block_name: str, block: np.ndarray, rng: np.random.Generator,
-                   arrays: dict[str, np.ndarray]) -> dict:
+                   arrays: dict[str, np.ndarray], lam: np.ndarray | None = None) -> dict:
         label = f"{name} [{block_name}]" if block_name else name
         key = name + (":" + block_name.replace(" ", "_") if block_name else "")
-        lam = esd(block)
+        lam = esd(block) if lam is None else lam
         fit = fit_power_law(lam)
         shuffled = rng.permutation(block.reshape(-1)).reshape(block.shape)
         lam_s = esd(shuffled)

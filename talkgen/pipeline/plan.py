@@ -16,6 +16,7 @@ class PlanItem:
     analysis: Analysis
     params: Mapping[str, Any]
     skip_reason: str | None = None
+    sampled: str = ""  # what the size budget sampled (``talkgen.analyses.budget``); "" when it runs as asked
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
     params = {a.name: a.resolve_params(profile, overrides.get(a.name)) for a in analyses}
     plain = [a for a in analyses if not a.gathers]
     gatherers = [a for a in analyses if a.gathers]
-    items = [_item(s, a, params[a.name]) for a in plain for s in subjects]
+    items = [_item(s, a, params[a.name], profile) for a in plain for s in subjects]
     for twin, request in _twins(subjects, gatherers, params, seed):
         for a in plain:
             if request.kind in a.runs_on_twins:
@@ -80,14 +81,19 @@ def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
                     p = a.resolve_params(request.profile, mine)
                 else:
                     p = a.resolve_params(profile, {**overrides.get(a.name, {}), **mine}) if mine else params[a.name]
-                items.append(_item(twin, a, p))
-    items += [_item(s, a, params[a.name]) for a in gatherers for s in subjects]
+                items.append(_item(twin, a, p, request.profile or profile))
+    items += [_item(s, a, params[a.name], profile) for a in gatherers for s in subjects]
     return Plan(tuple(items))
 
 
-def _item(subject: Subject, analysis: Analysis, params: Mapping[str, Any]) -> PlanItem:
+def _item(subject: Subject, analysis: Analysis, params: Mapping[str, Any], profile: str) -> PlanItem:
+    from talkgen.analyses.budget import fit
+
     verdict = analysis.applies_to(subject)
-    return PlanItem(subject, analysis, params, None if verdict is True else (verdict or "does not apply"))
+    if verdict is not True:
+        return PlanItem(subject, analysis, params, verdict or "does not apply")
+    sized, sampled, too_large = fit(analysis, subject, params, profile)
+    return PlanItem(subject, analysis, sized, too_large, sampled)
 
 
 def _twins(subjects: Sequence[Subject], gatherers: Sequence[Analysis], params: Mapping[str, Mapping[str, Any]],

@@ -73,6 +73,9 @@ def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
         raise TypeError(f"analysis {item.analysis.name!r} returned {type(result).__name__}, not a Result")
     if not result.checks:
         result = dataclasses.replace(result, checks=tuple(item.analysis.checks(result)))
+    if item.sampled:  # what the size budget sampled (and what the analysis sampled itself): slides and summary say so
+        own = result.data.get("sampled")
+        result = dataclasses.replace(result, data={**result.data, "sampled": "; ".join(filter(None, (item.sampled, own)))})
     return result, meter.cost.to_json()
 
 

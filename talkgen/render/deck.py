@@ -599,10 +599,17 @@ def _content_slides(o: Outcome, section: str, title_of: str, commentary: Comment
     result = o.result
     assert result is not None
     view = view_of(result, o.cost)
+    # what the size budget sampled (talkgen.analyses.budget), said on every slide of the analysis
+    sampled = md_escape(f"{result.data['sampled'][0].upper()}{result.data['sampled'][1:]}.") \
+        if isinstance(result.data.get("sampled"), str) and result.data["sampled"] else ""
+
+    def with_sampled(body: Markup) -> Markup:
+        return Markup(f"{body}\n\n*{sampled}*") if sampled else body
+
     out = [Slide(
         id=_slug(o.subject, o.analysis), kind="overview", section=section,
         title=f"{title_of}: {o.subject}",
-        body=commentary.render(o.analysis, "overview", view, fallback=title_of),
+        body=with_sampled(commentary.render(o.analysis, "overview", view, fallback=title_of)),
         notes=commentary.render(o.analysis, "notes", view, fallback=title_of),
         tables=result.tables, subject=o.subject, analysis=o.analysis)]
     for spec in result.figures:
@@ -632,7 +639,8 @@ def _content_slides(o: Outcome, section: str, title_of: str, commentary: Comment
             # when the analysis has none
             title=commentary.render(o.analysis, f"title_{spec.id}", view, fallback=spec.title, figure=spec),
             digest=hashlib.sha1(png or html.encode()).hexdigest(),
-            body=commentary.render(o.analysis, f"fig_{spec.id}", view, fallback=spec.caption, figure=spec),
+            body=with_sampled(commentary.render(o.analysis, f"fig_{spec.id}", view, fallback=spec.caption,
+                                                figure=spec)),
             notes=commentary.render(o.analysis, f"notes_{spec.id}", view,
                                     fallback=f"{spec.caption} {HOW_TO_READ.get(spec.kind, '')}".strip(),
                                     figure=spec),

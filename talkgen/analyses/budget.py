@@ -1,0 +1,86 @@
+"""How much an analysis may cost at the size of the model it looks at, per profile.
+
+Every analysis declares how its cost grows (``Analysis.passes``: forward-pass equivalents over examples; times
+the model's parameters, its work in multiply-adds) and which of its parameters shrink that work
+(``Analysis.sample_order``). Before anything runs, the plan compares each item's work with its profile's
+budget: within it, the item runs as asked; above it, the item's parameters are halved in that order (never
+below each one's least) until it fits, and what was sampled is written on its slides and in summary.json;
+when even the least is over twice the budget, the item is skipped up front, saying how large it would be.
+No analysis runs unbounded on a large model.
+
+The budgets assume this kind of machine does about 2e10 multiply-adds a second on dense layers: the quick
+profile allows about a minute of such work per analysis, the full profile about ten.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+BUDGET = {"quick": 1.2e12, "full": 1.2e13}  # multiply-adds per analysis
+RATE = 2e10  # multiply-adds per second this estimate assumes (2 cores, float32, dense layers)
+MEMORY_FACTOR = 3  # an analysis may hold the weights this many times over (the model's own copy included) ...
+MEMORY_FLOOR = 2 * 2**30  # ... or this many bytes, whichever is more (a small model is never held back)
+
+
+def parameters(subject: Any) -> int:
+    return sum(p.numel() for p in {id(p): p for p in subject.model.parameters()}.values())
+
+
+def example_size(subject: Any) -> int:
+    """What one example costs relative to one input vector: a token model's example is a sequence."""
+    x = subject.data.x_test
+    return int(x.shape[1]) if x.ndim == 2 and not x.is_floating_point() else 1
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.2g} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str) -> tuple[dict[str, Any], str, str | None]:
+    """``params`` sized to the profile's budget: (params, what was sampled ("" when nothing), a reason to skip
+    (None when it runs))."""
+    p = dict(params)
+    passes = analysis.passes(subject, p)
+    if passes is None:
+        return p, "", None
+    n = parameters(subject)
+    budget = BUDGET.get(profile, BUDGET["full"])
+    work = passes * n
+    changed: dict[str, tuple[Any, Any]] = {}
+    order = [k for k, _ in analysis.sample_order if k in p]
+    least = dict(analysis.sample_order)
+    while work > budget:
+        moved = False
+        for k in order:
+            if work <= budget:
+                break
+            v = p[k]
+            if isinstance(v, int) and v > least[k]:
+                p[k] = max(least[k], v // 2)
+                changed[k] = (changed.get(k, (v, None))[0], p[k])
+                moved = True
+                work = analysis.passes(subject, p) * n
+        if not moved:
+            break
+    if work > 2 * budget:
+        return dict(params), "", (f"too large for the {profile} profile at {n:,} parameters: even sampled it would "
+                                  f"take about {duration(work / RATE)} here (the profile allows about "
+                                  f"{duration(budget / RATE)}); give it smaller parameters under "
+                                  f"[analyses.params.{analysis.name}]"
+                                  + (", or run --profile full" if profile != "full" else ""))
+    copies = analysis.copies(subject, p)
+    size = sum(t.numel() * t.element_size() for t in {id(t): t for t in subject.model.parameters()}.values())
+    allowed = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
+    if copies is not None and (1 + copies) * size > allowed:
+        return dict(params), "", (f"too large at {n:,} parameters: it would hold about {1 + copies:.0f} copies of the "
+                                  f"weights at once ({(1 + copies) * size / 2**30:.1f} GiB; the limit is "
+                                  f"{allowed / 2**30:.1f} GiB, {MEMORY_FACTOR} times the model or "
+                                  f"{MEMORY_FLOOR / 2**30:.0f} GiB)")
+    if not changed:
+        return p, "", None
+    note = ", ".join(f"{k.replace('_', ' ')} {a:,} → {b:,}" for k, (a, b) in changed.items())
+    return p, f"sampled for a model of {n:,} parameters: {note}", None

@@ -1,0 +1,75 @@
+"""Analyses at the size of the model: each declares how its cost grows; above its profile's budget it is sampled
+(and says what was sampled, on its slides and in summary.json) or skipped up front with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from talkgen.analyses import budget
+from talkgen.analyses.base import get_analysis
+
+
+def test_work_within_the_budget_runs_as_asked_and_above_it_is_halved_in_order(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from conftest import TinyCNN
+
+    tiny_subject = SimpleNamespace(model=TinyCNN(), task="image-classifier", data=SimpleNamespace(
+        x_train=torch.zeros(512, 1, 4, 4), x_test=torch.zeros(64, 1, 4, 4)))
+    landscape = get_analysis("loss-landscape")
+    p = landscape.resolve_params("quick")
+    n = budget.parameters(tiny_subject)
+    work = landscape.passes(tiny_subject, p) * n
+    assert work == (2 * p["line_points"] + p["grid"] ** 2 + 1) * p["batch"] * n
+    assert budget.fit(landscape, tiny_subject, p, "quick") == (p, "", None)
+
+    monkeypatch.setitem(budget.BUDGET, "quick", work / 1.5)  # just over: the first parameter halved once
+    sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
+    assert skip is None and sized == p | {"batch": 128}
+    assert note == f"sampled for a model of {n:,} parameters: batch 256 → 128"
+
+    monkeypatch.setitem(budget.BUDGET, "quick", work / 6)  # each halved in turn until it fits
+    sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
+    assert skip is None and (sized["batch"], sized["grid"], sized["line_points"]) == (128, 8, 15)
+    assert landscape.passes(tiny_subject, sized) * n <= work / 6
+    assert note == f"sampled for a model of {n:,} parameters: batch 256 → 128, grid 17 → 8, line points 31 → 15"
+
+    monkeypatch.setitem(budget.BUDGET, "quick", work / 60)  # down to the least of each: within twice the budget
+    sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
+    assert skip is None and (sized["batch"], sized["grid"], sized["line_points"]) == (32, 7, 11)
+    assert landscape.passes(tiny_subject, sized) * n <= 2 * work / 60
+
+    monkeypatch.setitem(budget.BUDGET, "quick", work / 1e6)  # even the least is far over: skipped, saying why
+    sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
+    assert sized == p and note == "" and "too large for the quick profile" in skip
+    assert "[analyses.params.loss-landscape]" in skip
+
+
+def test_a_sampled_analysis_says_so_on_its_slides_and_in_summary_json(user_model_dir, tmp_path, monkeypatch):
+    from talkgen.build import build
+    from talkgen.config import SubjectConfig, TalkConfig
+
+    from talkgen.build import load_subject
+
+    d = user_model_dir
+    config = TalkConfig(subjects=(SubjectConfig(name="net", model=f"{d}/models.py:make_model",
+                                                weights=f"{d}/weights.safetensors", data=f"{d}/data.npz"),),
+                        only=("loss-landscape", "curvature"), formats=("slides", "report"))
+    subject = load_subject(config.subjects[0])
+    work = min(get_analysis(a).passes(subject, get_analysis(a).resolve_params("quick")) * budget.parameters(subject)
+               for a in config.only)
+    monkeypatch.setitem(budget.BUDGET, "quick", work / 3)  # both too costly for this budget: sampled
+    report = build(config, tmp_path / "out", threads=1)
+    assert report.exit_code == 0
+    analyses = json.loads((tmp_path / "out" / "summary.json").read_text())["subjects"]["net"]["analyses"]
+    for name in ("loss-landscape", "curvature"):
+        assert analyses[name]["status"] == "ok"
+        assert analyses[name]["sampled"].startswith(f"sampled for a model of {budget.parameters(subject):,} "
+                                                    f"parameters: batch "), analyses[name]
+    for output in ("report.html", "slides.html"):
+        assert f"Sampled for a model of {budget.parameters(subject):,} parameters: batch" in \
+            (tmp_path / "out" / output).read_text()
