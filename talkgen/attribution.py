@@ -298,7 +298,9 @@ def input_embedding(model: nn.Module, tokens: torch.Tensor) -> nn.Module:
     from talkgen.models.introspect import modules_called
 
     for _, mod, args in modules_called(model, tokens, lambda m: isinstance(m, nn.Embedding)):
-        if args and args[0] is tokens:
+        # the ids themselves, or a view of them (GPT-2 reshapes its input_ids before its token embedding)
+        if args and isinstance(args[0], torch.Tensor) and (args[0] is tokens or (
+                args[0].shape == tokens.shape and args[0].data_ptr() == tokens.data_ptr())):
             return mod
     raise ValueError("no nn.Embedding reads the token ids directly; token attributions need one")
 

@@ -172,3 +172,18 @@ def test_audit_of_a_sentence_encoder(bert_dir, tmp_path):
     assert card["neighbour_label_accuracy"]["n"] == len(SENTENCES)
     html = (out / "report.html").read_text()
     assert "cosine similarity to the next sentence" in html and "probability of the predicted class" not in html
+
+
+def test_an_lm_head_model_is_a_sequence_model_and_not_an_encoder(bert_dir, tmp_path):
+    """GPT2LMHeadModel ends in "Model" but is a causal language model: next-token logits, not an embedding."""
+    from talkgen.models.hf import load_hf_subject
+
+    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)})
+    cfg = transformers.GPT2Config(vocab_size=len(WORDS), n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt")
+    tok.save_pretrained(tmp_path / "gpt")
+    s = load_hf_subject(tmp_path / "gpt", bert_dir / "sentences.txt", "gpt")
+    assert s.task == "sequence-model"
+    with torch.no_grad():
+        assert s.model(s.data.x_test[:2]).shape[-1] == len(WORDS)

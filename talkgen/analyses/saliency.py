@@ -97,9 +97,15 @@ class Saliency(Analysis):
     def passes(self, subject, params) -> float:
         from talkgen.analyses.budget import example_size
 
+        t = example_size(subject)
+        if t > 1:  # a token model: four methods per input (IG's steps, occlusion one pass per position), and the
+            # deletion curves of a sentence model (eleven steps for each method and random order)
+            per_input = 3 * (2 * params["ig_steps"] + 2) + t
+            deletion = 11 * (4 + params["random_orders"]) if subject.task in ("text-classifier", "text-encoder") else 0
+            return params["n_inputs"] * (per_input + deletion) * t
         maps = 3 * params["n_inputs"] * (params["ig_steps"] + 3 * params["smooth_samples"] + 40)
         curves = 18 * params["deletion_inputs"] * params["curve_steps"]
-        return (maps + curves) * example_size(subject)
+        return maps + curves
 
     def applies_to(self, subject) -> bool | str:
         if subject.task == "image-classifier" and subject.data.x_test.ndim == 4:

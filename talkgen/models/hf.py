@@ -137,14 +137,14 @@ def load_hf_subject(directory: str | Path, data: str | Path | None, name: str) -
         auto, task = tf.AutoModelForSequenceClassification, "text-classifier"
     elif arch.endswith("ForMaskedLM"):
         auto, task = tf.AutoModelForMaskedLM, "sequence-model"
-    elif arch.endswith("ForCausalLM"):
+    elif arch.endswith(("ForCausalLM", "LMHeadModel")):  # GPT2LMHeadModel is a causal language model
         auto, task = tf.AutoModelForCausalLM, "sequence-model"
-    elif arch.endswith("Model") or (not arch and getattr(config, "model_type", "") in ENCODERS):
+    elif getattr(config, "model_type", "") in ENCODERS and (arch.endswith("Model") or not arch):
         auto, task = tf.AutoModel, "text-encoder"  # a base model: its sentence embedding is what it gives
     else:
-        raise TalkgenError(f"{d}: architecture {arch or '(none)'} is not supported; talkgen reads base models "
-                           f"(*Model, as sentence encoders), *ForSequenceClassification, *ForMaskedLM and "
-                           f"*ForCausalLM models")
+        raise TalkgenError(f"{d}: architecture {arch or '(none)'} is not supported; talkgen reads encoder base "
+                           f"models ({', '.join(ENCODERS[:4])}, ...: *Model, as sentence encoders), "
+                           f"*ForSequenceClassification, *ForMaskedLM, *ForCausalLM and *LMHeadModel models")
     try:
         hf = auto.from_pretrained(d, local_files_only=True, use_safetensors=True, attn_implementation="sdpa")
     except (OSError, ValueError, RuntimeError) as exc:
