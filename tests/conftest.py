@@ -198,6 +198,18 @@ def browser():
         b.close()
 
 
+def offline_route(blocked: list):
+    """A Playwright route handler that lets local files through and aborts, and records in ``blocked``, any
+    other request: a page (or a whole browser context) that must work with the network cut off."""
+    def route(r):
+        if r.request.url.startswith(("file:", "data:", "blob:", "about:")):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+    return route
+
+
 def need_pdf_tools() -> None:
     missing = [t for t in ("pdftoppm", "pdfinfo", "pdftotext") if shutil.which(t) is None] + (
         [] if chromium_path() else ["chromium"])

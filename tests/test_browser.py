@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import ARTIFACTS, need_pdf_tools, pdf_pages
+from conftest import ARTIFACTS, need_pdf_tools, offline_route, pdf_pages
 
 pytestmark = pytest.mark.browser
 
@@ -20,14 +20,7 @@ def open_offline(browser, path):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
-    def route(r):
-        if r.request.url.startswith(("file:", "data:", "blob:", "about:")):
-            r.continue_()
-        else:
-            blocked.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
+    page.route("**/*", offline_route(blocked))
     page.goto(path.as_uri())
     page.wait_for_load_state("load")
     return page, blocked, errors, dialogs

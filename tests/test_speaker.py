@@ -12,7 +12,7 @@ import unicodedata
 
 import pytest
 
-from conftest import ARTIFACTS, need_pdf_tools, pdf_pages, run_cli
+from conftest import ARTIFACTS, need_pdf_tools, offline_route, pdf_pages, run_cli
 
 pytestmark = pytest.mark.browser
 
@@ -121,14 +121,7 @@ def test_speaker_view_opens_from_the_offline_file(browser, quick_build):
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     blocked, errors = [], []
 
-    def route(r):
-        if r.request.url.startswith(("file:", "data:", "blob:", "about:")):
-            r.continue_()
-        else:
-            blocked.append(r.request.url)
-            r.abort()
-
-    context.route("**/*", route)
+    context.route("**/*", offline_route(blocked))  # the context's pages too: the speaker view's window
     page = context.new_page()
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto((quick_build / "slides.html").as_uri())
