@@ -23,8 +23,11 @@ def test_work_within_the_budget_runs_as_asked_and_above_it_is_halved_in_order(mo
     landscape = get_analysis("loss-landscape")
     p = landscape.resolve_params("quick")
     n = budget.parameters(tiny_subject)
-    work = landscape.passes(tiny_subject, p) * n
-    assert work == (2 * p["line_points"] + p["grid"] ** 2 + 1) * p["batch"] * n
+    # one forward pass of the tiny CNN: its 3x3 convolution slides over 16 positions (432 multiply-adds), then
+    # the linear layer (144): 576, more than its 177 parameters
+    assert budget.macs_per_unit(tiny_subject) == 576
+    work = budget.work(landscape, tiny_subject, p)
+    assert work == (2 * p["line_points"] + p["grid"] ** 2 + 1) * p["batch"] * 576
     assert budget.fit(landscape, tiny_subject, p, "quick") == (p, "", None)
 
     monkeypatch.setitem(budget.BUDGET, "quick", work / 1.5)  # just over: the first parameter halved once
@@ -35,13 +38,13 @@ def test_work_within_the_budget_runs_as_asked_and_above_it_is_halved_in_order(mo
     monkeypatch.setitem(budget.BUDGET, "quick", work / 6)  # each halved in turn until it fits
     sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
     assert skip is None and (sized["batch"], sized["grid"], sized["line_points"]) == (128, 8, 15)
-    assert landscape.passes(tiny_subject, sized) * n <= work / 6
+    assert budget.work(landscape, tiny_subject, sized) <= work / 6
     assert note == f"sampled for a model of {n:,} parameters: batch 256 → 128, grid 17 → 8, line points 31 → 15"
 
     monkeypatch.setitem(budget.BUDGET, "quick", work / 60)  # down to the least of each: within twice the budget
     sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
     assert skip is None and (sized["batch"], sized["grid"], sized["line_points"]) == (32, 7, 11)
-    assert landscape.passes(tiny_subject, sized) * n <= 2 * work / 60
+    assert budget.work(landscape, tiny_subject, sized) <= 2 * work / 60
 
     monkeypatch.setitem(budget.BUDGET, "quick", work / 1e6)  # even the least is far over: skipped, saying why
     sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
@@ -60,8 +63,7 @@ def test_a_sampled_analysis_says_so_on_its_slides_and_in_summary_json(user_model
                                                 weights=f"{d}/weights.safetensors", data=f"{d}/data.npz"),),
                         only=("loss-landscape", "curvature"), formats=("slides", "report"))
     subject = load_subject(config.subjects[0])
-    work = min(get_analysis(a).passes(subject, get_analysis(a).resolve_params("quick")) * budget.parameters(subject)
-               for a in config.only)
+    work = min(budget.work(get_analysis(a), subject, get_analysis(a).resolve_params("quick")) for a in config.only)
     monkeypatch.setitem(budget.BUDGET, "quick", work / 3)  # both too costly for this budget: sampled
     report = build(config, tmp_path / "out", threads=1)
     assert report.exit_code == 0

@@ -1,8 +1,8 @@
 """How much an analysis may cost at the size of the model it looks at, per profile.
 
 Every analysis declares how its cost grows (``Analysis.passes``: forward-pass equivalents over examples; times
-the model's parameters, its work in multiply-adds) and which of its parameters shrink that work
-(``Analysis.sample_order``). Before anything runs, the plan compares each item's work with its profile's
+the multiply-adds of one forward pass, counted once per model on one example, its work) and which of its
+parameters shrink that work (``Analysis.sample_order``). Before anything runs, the plan compares each item's work with its profile's
 budget: within it, the item runs as asked; above it, the item's parameters are halved in that order (never
 below each one's least) until it fits, and what was sampled is written on its slides and in summary.json;
 when even the least is over twice the budget, the item is skipped up front, saying how large it would be.
@@ -14,12 +14,43 @@ profile allows about a minute of such work per analysis, the full profile about 
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Mapping
 
 BUDGET = {"quick": 1.2e12, "full": 1.2e13}  # multiply-adds per analysis
 RATE = 2e10  # multiply-adds per second this estimate assumes (2 cores, float32, dense layers)
 MEMORY_FACTOR = 3  # an analysis may hold the weights this many times over (the model's own copy included) ...
 MEMORY_FLOOR = 2 * 2**30  # ... or this many bytes, whichever is more (a small model is never held back)
+
+
+_MACS: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+
+
+def macs_per_unit(subject: Any) -> float:
+    """Multiply-adds of one forward pass per unit that ``Analysis.passes`` counts (an example; a token of a token
+    model), counted once per model by torch's FlopCounterMode on one example: a convolution costs its weights
+    times the positions it slides over, which the parameter count alone misses. The parameter count when the
+    count fails (or finds less: an embedding is a lookup, but its rows still pass through an attribution)."""
+    model = subject.model
+    if model not in _MACS:
+        macs = 0.0
+        try:
+            import torch
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(subject.data.x_test[:1])
+            macs = counter.get_total_flops() / 2
+        except Exception:  # noqa: BLE001 - an estimate: the parameter count stands in
+            macs = 0.0
+        _MACS[model] = max(macs, float(parameters(subject))) / example_size(subject)
+    return _MACS[model]
+
+
+def work(analysis: Any, subject: Any, params: Mapping[str, Any]) -> float | None:
+    """The multiply-adds ``analysis`` would spend on ``subject`` with ``params`` (None: not budgeted)."""
+    passes = analysis.passes(subject, params)
+    return None if passes is None else passes * macs_per_unit(subject)
 
 
 def parameters(subject: Any) -> int:
@@ -44,31 +75,30 @@ def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str) ->
     """``params`` sized to the profile's budget: (params, what was sampled ("" when nothing), a reason to skip
     (None when it runs))."""
     p = dict(params)
-    passes = analysis.passes(subject, p)
-    if passes is None:
+    cost = work(analysis, subject, p)
+    if cost is None:
         return p, "", None
     n = parameters(subject)
     budget = BUDGET.get(profile, BUDGET["full"])
-    work = passes * n
     changed: dict[str, tuple[Any, Any]] = {}
     order = [k for k, _ in analysis.sample_order if k in p]
     least = dict(analysis.sample_order)
-    while work > budget:
+    while cost > budget:
         moved = False
         for k in order:
-            if work <= budget:
+            if cost <= budget:
                 break
             v = p[k]
             if isinstance(v, int) and v > least[k]:
                 p[k] = max(least[k], v // 2)
                 changed[k] = (changed.get(k, (v, None))[0], p[k])
                 moved = True
-                work = analysis.passes(subject, p) * n
+                cost = work(analysis, subject, p)
         if not moved:
             break
-    if work > 2 * budget:
+    if cost > 2 * budget:
         return dict(params), "", (f"too large for the {profile} profile at {n:,} parameters: even sampled it would "
-                                  f"take about {duration(work / RATE)} here (the profile allows about "
+                                  f"take about {duration(cost / RATE)} here (the profile allows about "
                                   f"{duration(budget / RATE)}); give it smaller parameters under "
                                   f"[analyses.params.{analysis.name}]"
                                   + (", or run --profile full" if profile != "full" else ""))

@@ -103,9 +103,16 @@ class Saliency(Analysis):
             per_input = 3 * (2 * params["ig_steps"] + 2) + t
             deletion = 11 * (4 + params["random_orders"]) if subject.task in ("text-classifier", "text-encoder") else 0
             return params["n_inputs"] * (per_input + deletion) * t
-        maps = 3 * params["n_inputs"] * (params["ig_steps"] + 3 * params["smooth_samples"] + 40)
+        # an image: each method's map (a backward pass per IG and SmoothGrad step, a forward pass per occlusion
+        # window), made again for every layer the randomisation cascade re-initialises and for the shifted twin
+        from talkgen.analyses.sanity import parametrised_layers
+
+        x = subject.data.x_test[:1]
+        windows = math.ceil(x.shape[-2] / params["occlusion_window"]) * math.ceil(x.shape[-1] / params["occlusion_window"])
+        per_map = 3 * (params["ig_steps"] + 3 * params["smooth_samples"] + 4) + windows
+        layers = len(parametrised_layers(subject.model, x))
         curves = 18 * params["deletion_inputs"] * params["curve_steps"]
-        return maps + curves
+        return params["n_inputs"] * per_map * (layers + 2) + curves
 
     def applies_to(self, subject) -> bool | str:
         if subject.task == "image-classifier" and subject.data.x_test.ndim == 4:
