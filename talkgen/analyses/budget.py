@@ -47,6 +47,25 @@ def macs_per_unit(subject: Any) -> float:
     return _MACS[model]
 
 
+def _macs_bound(subject: Any) -> float:
+    """An upper bound of :func:`macs_per_unit` with no forward pass: a weight is used at most once per value of an
+    input example (a convolution slides over at most as many positions), and about twice per token of a token
+    model (its attention's products over the sequence besides)."""
+    x = subject.data.x_test
+    per_use = 2 if example_size(subject) > 1 else max(1, int(x[0].numel()) if len(x) else 1)
+    return float(parameters(subject)) * per_use
+
+
+def _model_bytes(subject: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in subject.model.parameters()}.values())
+
+
+def _fits_memory(analysis: Any, subject: Any, params: Mapping[str, Any]) -> bool:
+    copies = analysis.copies(subject, params)
+    size = _model_bytes(subject)
+    return copies is None or (1 + copies) * size <= max(MEMORY_FACTOR * size, MEMORY_FLOOR)
+
+
 def work(analysis: Any, subject: Any, params: Mapping[str, Any]) -> float | None:
     """The multiply-adds ``analysis`` would spend on ``subject`` with ``params`` (None: not budgeted)."""
     passes = analysis.passes(subject, params)
@@ -75,11 +94,14 @@ def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str) ->
     """``params`` sized to the profile's budget: (params, what was sampled ("" when nothing), a reason to skip
     (None when it runs))."""
     p = dict(params)
-    cost = work(analysis, subject, p)
-    if cost is None:
+    passes = analysis.passes(subject, p)
+    if passes is None:
         return p, "", None
     n = parameters(subject)
     budget = BUDGET.get(profile, BUDGET["full"])
+    if passes * _macs_bound(subject) <= budget and _fits_memory(analysis, subject, p):
+        return p, "", None  # within the budget even at the bound: no forward pass to count (cheap planning)
+    cost = passes * macs_per_unit(subject)
     changed: dict[str, tuple[Any, Any]] = {}
     order = [k for k, _ in analysis.sample_order if k in p]
     least = dict(analysis.sample_order)
@@ -102,10 +124,10 @@ def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str) ->
                                   f"{duration(budget / RATE)}); give it smaller parameters under "
                                   f"[analyses.params.{analysis.name}]"
                                   + (", or run --profile full" if profile != "full" else ""))
-    copies = analysis.copies(subject, p)
-    size = sum(t.numel() * t.element_size() for t in {id(t): t for t in subject.model.parameters()}.values())
-    allowed = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
-    if copies is not None and (1 + copies) * size > allowed:
+    if not _fits_memory(analysis, subject, p):
+        copies = analysis.copies(subject, p)
+        size = _model_bytes(subject)
+        allowed = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
         return dict(params), "", (f"too large at {n:,} parameters: it would hold about {1 + copies:.0f} copies of the "
                                   f"weights at once ({(1 + copies) * size / 2**30:.1f} GiB; the limit is "
                                   f"{allowed / 2**30:.1f} GiB, {MEMORY_FACTOR} times the model or "

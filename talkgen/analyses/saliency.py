@@ -105,12 +105,11 @@ class Saliency(Analysis):
             return params["n_inputs"] * (per_input + deletion) * t
         # an image: each method's map (a backward pass per IG and SmoothGrad step, a forward pass per occlusion
         # window), made again for every layer the randomisation cascade re-initialises and for the shifted twin
-        from talkgen.analyses.sanity import parametrised_layers
-
         x = subject.data.x_test[:1]
         windows = math.ceil(x.shape[-2] / params["occlusion_window"]) * math.ceil(x.shape[-1] / params["occlusion_window"])
         per_map = 3 * (params["ig_steps"] + 3 * params["smooth_samples"] + 4) + windows
-        layers = len(parametrised_layers(subject.model, x))
+        # the layers the cascade can re-initialise: every module with parameters of its own (no forward pass)
+        layers = sum(1 for m in subject.model.modules() if next(m.parameters(recurse=False), None) is not None)
         curves = 18 * params["deletion_inputs"] * params["curve_steps"]
         return params["n_inputs"] * per_map * (layers + 2) + curves
 
