@@ -244,9 +244,9 @@ def serve(config_path, out, port, host, profile, threads, quiet) -> None:
             click.echo(f"talkgen: warning: {w}", err=True)
         return report
 
-    def say(line: str) -> None:
-        if not quiet or "failed" in line:
-            click.echo(line, err="failed" in line)
+    def say(line: str, error: bool) -> None:
+        if not quiet or error:
+            click.echo(line, err=error)
 
     try:
         server = Server(Path(out), Path(config_path) if config_path else None, load, build, say, host=host, port=port)

@@ -70,6 +70,10 @@ _LIVE_SCRIPT = """<script>
 """
 
 
+def _live_script(version: int) -> str:
+    return _LIVE_SCRIPT % {"version": version, "state": STATE_PATH}
+
+
 class _Handler(SimpleHTTPRequestHandler):
     state: ServeState
 
@@ -99,7 +103,7 @@ class _Handler(SimpleHTTPRequestHandler):
                 html = file.read_text(encoding="utf-8")
             except OSError:
                 return self._send(_waiting_page(self.state).encode(), "text/html; charset=utf-8")
-            script = _LIVE_SCRIPT % {"version": self.state.snapshot()["version"], "state": STATE_PATH}
+            script = _live_script(self.state.snapshot()["version"])
             cut = html.rfind("</body>")
             html = html[:cut] + script + html[cut:] if cut >= 0 else html + script
             return self._send(html.encode("utf-8"), "text/html; charset=utf-8")
@@ -119,17 +123,20 @@ def _waiting_page(state: ServeState) -> str:
 
     s = state.snapshot()
     what = f"The build failed: {escape(s['error'])}" if s["error"] else "Building the talk..."
-    script = _LIVE_SCRIPT % {"version": s["version"], "state": STATE_PATH}
+    script = _live_script(s["version"])
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>talkgen serve</title></head>"
             f"<body><p style='font:20px system-ui,sans-serif;margin:2em'>{what}</p>{script}</body></html>")
 
 
 def watched(config: Any, config_path: Path | None, templates: Path) -> set[Path]:
     """The files a rebuild reads that the speaker may edit: the talk.toml, every template, each subject's model,
-    weights and data files, and the Markdown files of the speaker's own slides."""
+    weights and data files, and the Markdown files of the speaker's own slides (``config`` None: the talk.toml
+    could not be read, so only it and the templates)."""
     files: set[Path] = {p.resolve() for p in templates.rglob("*") if p.is_file()}
     if config_path is not None:
         files.add(Path(config_path).resolve())
+    if config is None:
+        return files
     for s in config.subjects:
         for value in (s.model, s.weights, s.data):
             if not value:
@@ -150,10 +157,11 @@ class Server:
     """The live server: an HTTP server over ``out`` and a watcher thread that rebuilds on change.
 
     ``load`` gives (config, config_file record) from the talk.toml as it is now (raising TalkgenError when it is
-    broken); ``build`` runs one build and returns its BuildReport; ``say`` prints a line for the speaker."""
+    broken); ``build`` runs one build and returns its BuildReport; ``say(line, error)`` prints a line for the
+    speaker (``error``: a failed rebuild)."""
 
     def __init__(self, out: Path, config_path: Path | None, load: Callable[[], tuple[Any, Any]],
-                 build: Callable[[Any, Any], Any], say: Callable[[str], None], host: str = "127.0.0.1",
+                 build: Callable[[Any, Any], Any], say: Callable[[str, bool], None], host: str = "127.0.0.1",
                  port: int = 8000) -> None:
         from talkgen.resources import templates_dir
 
@@ -165,8 +173,7 @@ class Server:
         handler = partial(_Handler, state=self.state, directory=str(self.out))
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
-        self.files: set[Path] = set()
-        self.config: Any = None
+        self.config: Any = None  # the talk as the last rebuild read it (None until one could)
 
     @property
     def url(self) -> str:
@@ -181,16 +188,12 @@ class Server:
             config, record = self.load()
             self.config = config
             report = self.build(config, record)
-        except TalkgenError as exc:
-            with self.state.lock:
-                self.state.error, self.state.building = exc.one_line(), False
-            self.say(f"{why}: rebuild failed, the last good build stays: {exc.one_line()}")
-            return
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop the server the speaker is using
-            line = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the server the speaker is using either
+            line = exc.one_line() if isinstance(exc, TalkgenError) else \
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
             with self.state.lock:
                 self.state.error, self.state.building = line, False
-            self.say(f"{why}: rebuild failed, the last good build stays: {line}")
+            self.say(f"{why}: rebuild failed, the last good build stays: {line}", True)
             return
         talk = [o for o in report.outcomes if o.twin_of is None and o.status == "ok"]
         ran = sum(not o.cached for o in report.outcomes if o.status == "ok")
@@ -201,20 +204,15 @@ class Server:
             self.state.last = {"ran": ran, "cached": sum(o.cached for o in talk), "seconds": round(seconds, 3),
                                "exit_code": report.exit_code, "why": why}
         self.say(f"{why}: {'built' if why == 'start' else 'rebuilt'} in {seconds:.1f} s ({ran} analyses ran, "
-                 f"{self.state.last['cached']} from the cache){'' if why == 'start' else '; the page reloads'}")
+                 f"{self.state.last['cached']} from the cache){'' if why == 'start' else '; the page reloads'}", False)
 
     def _watch(self) -> None:
         from watchfiles import watch
 
         self.rebuild("start")
         while not self.stop.is_set():
-            config = self.config
-            files = watched(config, self.config_path, self.templates) if config is not None else set()
-            if self.config_path is not None:
-                files.add(Path(self.config_path).resolve())
-            folders = sorted({f.parent for f in files} | {d.resolve() for d in self.templates.rglob("*") if d.is_dir()}
-                             | {self.templates.resolve()})
-            folders = [d for d in folders if d.is_dir()]
+            files = watched(self.config, self.config_path, self.templates)
+            folders = sorted({f.parent for f in files if f.parent.is_dir()})  # every template folder holds a file
 
             def relevant(_change: Any, path: str, files: set[Path] = files) -> bool:
                 return Path(path) in files or (Path(path).parent.is_relative_to(self.templates.resolve())
@@ -224,10 +222,7 @@ class Server:
                                  recursive=False, raise_interrupt=False, yield_on_timeout=False):
                 names = sorted({Path(p).name for _, p in changes})
                 self.rebuild(f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''} changed")
-                new = watched(self.config, self.config_path, self.templates) if self.config is not None else files
-                if self.config_path is not None:
-                    new.add(Path(self.config_path).resolve())
-                if new != files:
+                if watched(self.config, self.config_path, self.templates) != files:
                     break  # other files to watch now (a new subject, a new slide file)
 
     def serve(self) -> None:
@@ -235,7 +230,7 @@ class Server:
         rebuild until Ctrl-C (or :meth:`shutdown`)."""
         watcher = threading.Thread(target=self._watch, name="talkgen-watch", daemon=True)
         watcher.start()
-        self.say(f"serving {self.url} (Ctrl-C stops)")
+        self.say(f"serving {self.url} (Ctrl-C stops)", False)
         try:
             self.httpd.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:
@@ -244,7 +239,7 @@ class Server:
             self.stop.set()
             self.httpd.server_close()
             watcher.join(timeout=120)  # a rebuild in progress finishes, so the folder is left whole
-            self.say("stopped")
+            self.say("stopped", False)
 
     def shutdown(self) -> None:
         self.stop.set()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from talkgen.analyses import budget
 from talkgen.analyses.base import get_analysis
 

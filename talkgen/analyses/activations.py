@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.budget import example_size
 from talkgen.analyses.hooks import capture_outputs
 from talkgen.specs import Bars, Heatmaps, ImageGrid, Scatter, Table
 from talkgen.models.introspect import default_layers
@@ -59,8 +60,6 @@ class Activations(Analysis):
     sample_order = (("n_inputs", 50),)
 
     def passes(self, subject, params) -> float:
-        from talkgen.analyses.budget import example_size
-
         return params["n_inputs"] * example_size(subject)
 
     def run(self, ctx: Context) -> Result:
@@ -73,7 +72,7 @@ class Activations(Analysis):
                 s.model(x[i:i + 256])
         acts = {name: torch.cat(outs[name]).float() for name in layers}
         classifier = s.task.endswith("classifier")
-        tokens = s.data.x_test.ndim == 2 and not s.data.x_test.is_floating_point()  # (B, T) token ids
+        tokens = example_size(s) > 1  # (B, T) token ids: a unit is a hidden dimension, not a position
         modules = dict(s.model.named_modules())
         arrays: dict[str, np.ndarray] = {}
         summaries: dict[str, Scalar] = {}

@@ -57,13 +57,20 @@ def _macs_bound(subject: Any) -> float:
 
 
 def _model_bytes(subject: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in {id(t): t for t in subject.model.parameters()}.values())
+    from talkgen.models.introspect import unique_parameters
+
+    return sum(t.numel() * t.element_size() for t in unique_parameters(subject.model))
 
 
-def _fits_memory(analysis: Any, subject: Any, params: Mapping[str, Any]) -> bool:
+def _memory(analysis: Any, subject: Any, params: Mapping[str, Any]) -> tuple[float, int, float] | None:
+    """(copies of the weights held at once, the model's own included; bytes of one copy; bytes allowed) when the
+    item would hold more than allowed, else None."""
     copies = analysis.copies(subject, params)
+    if copies is None:
+        return None
     size = _model_bytes(subject)
-    return copies is None or (1 + copies) * size <= max(MEMORY_FACTOR * size, MEMORY_FLOOR)
+    allowed = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
+    return (1 + copies, size, allowed) if (1 + copies) * size > allowed else None
 
 
 def work(analysis: Any, subject: Any, params: Mapping[str, Any]) -> float | None:
@@ -73,7 +80,9 @@ def work(analysis: Any, subject: Any, params: Mapping[str, Any]) -> float | None
 
 
 def parameters(subject: Any) -> int:
-    return sum(p.numel() for p in {id(p): p for p in subject.model.parameters()}.values())
+    from talkgen.models.introspect import parameter_count
+
+    return parameter_count(subject.model)
 
 
 def example_size(subject: Any) -> int:
@@ -99,7 +108,7 @@ def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str) ->
         return p, "", None
     n = parameters(subject)
     budget = BUDGET.get(profile, BUDGET["full"])
-    if passes * _macs_bound(subject) <= budget and _fits_memory(analysis, subject, p):
+    if passes * _macs_bound(subject) <= budget and _memory(analysis, subject, p) is None:
         return p, "", None  # within the budget even at the bound: no forward pass to count (cheap planning)
     cost = passes * macs_per_unit(subject)
     changed: dict[str, tuple[Any, Any]] = {}
@@ -124,12 +133,10 @@ def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str) ->
                                   f"{duration(budget / RATE)}); give it smaller parameters under "
                                   f"[analyses.params.{analysis.name}]"
                                   + (", or run --profile full" if profile != "full" else ""))
-    if not _fits_memory(analysis, subject, p):
-        copies = analysis.copies(subject, p)
-        size = _model_bytes(subject)
-        allowed = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
-        return dict(params), "", (f"too large at {n:,} parameters: it would hold about {1 + copies:.0f} copies of the "
-                                  f"weights at once ({(1 + copies) * size / 2**30:.1f} GiB; the limit is "
+    if over := _memory(analysis, subject, p):
+        held, size, allowed = over
+        return dict(params), "", (f"too large at {n:,} parameters: it would hold about {held:.0f} copies of the "
+                                  f"weights at once ({held * size / 2**30:.1f} GiB; the limit is "
                                   f"{allowed / 2**30:.1f} GiB, {MEMORY_FACTOR} times the model or "
                                   f"{MEMORY_FLOOR / 2**30:.0f} GiB)")
     if not changed:

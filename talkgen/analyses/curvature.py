@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.loss import Params, batch_count, hvp, loss_batch, loss_problem, make_loss, parameter_copy
+from talkgen.analyses.loss import (Params, batch_count, hvp, loss_batch, loss_batch_size, loss_problem, make_loss,
+                                   parameter_copy)
 from talkgen.specs import Bars, Table
 
 
@@ -135,11 +136,8 @@ class Curvature(Analysis):
     sample_order = (("batch", 16), ("probes", 4), ("lanczos_max_iterations", 12), ("lanczos_iterations", 8))
 
     def passes(self, subject, params) -> float:
-        from talkgen.analyses.budget import example_size
-
-        rows = min(batch_count(subject, params["batch"]), len(subject.data.x_train))
-        tokens = min(example_size(subject), params["seq_len"]) if example_size(subject) > 1 else 1
-        return 4 * (params["lanczos_max_iterations"] + params["probes"]) * rows * tokens
+        steps = params["lanczos_max_iterations"] + params["probes"]
+        return 4 * steps * loss_batch_size(subject, params["batch"], params["seq_len"])
 
     def copies(self, subject, params) -> float:
         # Lanczos keeps its whole Krylov basis (full re-orthogonalisation), besides the parameters' copy, the

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch, loss_problem
+from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch, loss_batch_size, loss_problem
 from talkgen.models.twins import initial_state
 from talkgen.specs import Curves, Surface, Table
 from talkgen.models.introspect import has_own_parameters, modules_called
@@ -240,11 +240,8 @@ class LossLandscape(Analysis):
     sample_order = (("batch", 32), ("grid", 7), ("line_points", 11))
 
     def passes(self, subject, params) -> float:
-        from talkgen.analyses.budget import example_size
-
-        rows = min(batch_count(subject, params["batch"]), len(subject.data.x_train))
-        tokens = min(example_size(subject), params["seq_len"]) if example_size(subject) > 1 else 1
-        return (2 * params["line_points"] + params["grid"] ** 2 + 1) * rows * tokens
+        points = 2 * params["line_points"] + params["grid"] ** 2 + 1
+        return points * loss_batch_size(subject, params["batch"], params["seq_len"])
 
     def run(self, ctx: Context) -> Result:
         m = self._line(ctx)

@@ -28,6 +28,15 @@ def batch_count(subject, batch: int) -> int:
     return batch if subject.task.endswith("classifier") else max(1, batch // 128)
 
 
+def loss_batch_size(subject, batch: int, seq_len: int) -> int:
+    """What one loss on a batch of size ``batch`` costs, in examples (tokens for a sequence model, whose rows are
+    cut to ``seq_len`` steps): the unit ``Analysis.passes`` counts in (``talkgen.analyses.budget``)."""
+    from talkgen.analyses.budget import example_size
+
+    rows = min(batch_count(subject, batch), len(subject.data.x_train))
+    return rows * (min(example_size(subject), seq_len) if example_size(subject) > 1 else 1)
+
+
 def loss_batch(subject, n: int, seed: int, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed, seeded batch of up to ``n`` training examples (sequences for sequence models,
     cut to their first ``seq_len`` steps when given)."""

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.models.introspect import parameter_count
 from talkgen.specs import Bars, Curves, Heatmaps, Table
 from talkgen.stats import CI_LEVEL, bootstrap_estimate, proportion
 
@@ -62,13 +63,11 @@ class ModelCard(Analysis):
         correct = int((test_pred == y).sum())
         n = len(y)
         test_accuracy = proportion(correct, n, "accuracy on the held-out test set")
-        lo, hi = test_accuracy.lo, test_accuracy.hi
         confusion = np.zeros((k, k), dtype=np.float64)  # (true, predicted)
         np.add.at(confusion, (y.numpy(), test_pred.clamp(0, k - 1).numpy()), 1)
         per_class = np.divide(np.diag(confusion), confusion.sum(1), out=np.full(k, np.nan),
                               where=confusion.sum(1) > 0)
-        n_params = sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
-        train_acc = float((train_pred == s.data.y_train).float().mean()) if len(train_pred) else math.nan
+        n_params = parameter_count(s.model)
         worst = int(np.nanargmin(per_class)) if k else 0
         summaries = {
             "parameters": Scalar(float(n_params), "count", "trainable and frozen parameters (tied counted once)"),
@@ -119,7 +118,7 @@ class ModelCard(Analysis):
         unit = torch.nn.functional.normalize(emb, dim=-1)
         cos = (unit @ unit.T).numpy()
         off = cos[~np.eye(n, dtype=bool)]
-        n_params = sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
+        n_params = parameter_count(s.model)
         pooling = s.card.get("pooling", "mean") if isinstance(s.card, dict) else "mean"
         summaries = {
             "parameters": Scalar(float(n_params), "count", "parameters (tied counted once)"),
@@ -162,7 +161,7 @@ class ModelCard(Analysis):
         classes = s.data.classes
         pred = predict(s.model, s.data.x_test, ctx.device, ctx.params["batch_size"])
         share = np.bincount(pred.clamp(0, len(classes) - 1).numpy(), minlength=len(classes)) / max(1, len(pred))
-        n_params = sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
+        n_params = parameter_count(s.model)
         top = int(np.argmax(share))
         rows = (("parameters", f"{n_params:,}"), ("task", s.task), ("source", s.source), ("data", s.data.source),
                 ("classes", ", ".join(classes)), ("inputs", f"{len(pred):,}"),
@@ -197,7 +196,7 @@ class ModelCard(Analysis):
         per_pos_bits, per_pos_acc = bits.mean(0), acc.mean(0)
         position = np.arange(1, bits.shape[1] + 1, dtype=np.float64)
         unit = "character" if s.task == "char-lm" else "token"
-        n_params = sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
+        n_params = parameter_count(s.model)
         summaries = {
             "parameters": Scalar(float(n_params), "count", "parameters (tied counted once)"),
             "test_bits_per_token": Scalar(float(bits.mean()), f"bits/{unit}",

@@ -103,13 +103,15 @@ class Saliency(Analysis):
             per_input = 3 * (2 * params["ig_steps"] + 2) + t
             deletion = 11 * (4 + params["random_orders"]) if subject.task in ("text-classifier", "text-encoder") else 0
             return params["n_inputs"] * (per_input + deletion) * t
+        from talkgen.models.introspect import has_own_parameters
+
         # an image: each method's map (a backward pass per IG and SmoothGrad step, a forward pass per occlusion
         # window), made again for every layer the randomisation cascade re-initialises and for the shifted twin
         x = subject.data.x_test[:1]
         windows = math.ceil(x.shape[-2] / params["occlusion_window"]) * math.ceil(x.shape[-1] / params["occlusion_window"])
         per_map = 3 * (params["ig_steps"] + 3 * params["smooth_samples"] + 4) + windows
         # the layers the cascade can re-initialise: every module with parameters of its own (no forward pass)
-        layers = sum(1 for m in subject.model.modules() if next(m.parameters(recurse=False), None) is not None)
+        layers = sum(1 for m in subject.model.modules() if has_own_parameters(m))
         curves = 18 * params["deletion_inputs"] * params["curve_steps"]
         return params["n_inputs"] * per_map * (layers + 2) + curves
 

@@ -24,7 +24,7 @@ import torch
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.spectral import MIN_TAIL, ccdf, esd, fit_power_law, fitted_ccdf, squared_singular_values, verdict
 from talkgen.specs import Bars, Curves, Heatmaps, ImageGrid, Table
-from talkgen.models.introspect import blocks, first_conv, weight_matrices
+from talkgen.models.introspect import blocks, first_conv, parameter_count, weight_matrices
 
 
 def _shown(matrix: np.ndarray, max_side: int) -> np.ndarray:
@@ -169,7 +169,7 @@ class Weights(Analysis):
         )
         return Result(analysis=self.name, subject=ctx.subject.name, arrays=arrays, summaries=summaries,
                       figures=figures, tables=tables,
-                      data={"n_params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+                      data={"n_params": parameter_count(model),
                             "layers": layers, "fits": fits, "shown": [m.name for m in mats][: ctx.params["max_panels"]],
                             "total": len(mats), "convention": "conv kernels unfolded to (out, in*kh*kw)"}
                       | ({"sampled": "spectra on a random sample of rows: " + ", ".join(sampled)} if sampled else {}))

@@ -30,6 +30,16 @@ def has_own_parameters(m: nn.Module) -> bool:
     return any(True for _ in m.parameters(recurse=False))
 
 
+def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The model's parameters, a tied one once."""
+    return list({id(p): p for p in model.parameters()}.values())
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Trainable and frozen parameters, a tied one counted once."""
+    return sum(p.numel() for p in unique_parameters(model))
+
+
 @dataclass(frozen=True)
 class WeightMatrix:
     """One parameter seen as a matrix.
