@@ -39,6 +39,8 @@ def served(small_build, tmp_path):
     """`talkgen serve` on a copy of a built user project, on a free port; stopped with Ctrl-C (SIGINT)."""
     project = tmp_path / "project"
     shutil.copytree(small_build.parent, project)
+    toml = project / "talk.toml"
+    toml.write_text('formats = ["slides"]\n' + toml.read_text())  # what a speaker rehearsing looks at
     proc = subprocess.Popen([sys.executable, "-m", "talkgen", "serve", "--config", "talk.toml", "--out", "build",
                              "--port", "0"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ | {"PYTHONUNBUFFERED": "1"})
