@@ -72,7 +72,7 @@ def result(talk: Mapping[str, Any], subject: str, analysis: str) -> Result:
 
 def figure(talk: Mapping[str, Any], subject: str, analysis: str, figure_id: str) -> FigureImage:
     """Recompute one figure of a build through the cache and draw it in the house style."""
-    from talkgen.render.figures import draw, to_png
+    from talkgen.render.figures import render
 
     res = result(talk, subject, analysis)
     for spec in res.figures:
@@ -81,6 +81,6 @@ def figure(talk: Mapping[str, Any], subject: str, analysis: str, figure_id: str)
 
             return FigureImage(figure=None, png=b"", alt=spec.alt, html=coloured_text_html(spec, res.arrays))
         if spec.id == figure_id:
-            fig = draw(spec, res.arrays)
-            return FigureImage(figure=fig, png=to_png(fig), alt=spec.alt)
+            fig, png, _ = render(spec, res.arrays)
+            return FigureImage(figure=fig, png=png, alt=spec.alt)
     raise TalkgenError(f"{analysis} has no figure {figure_id!r}; figures: {', '.join(s.id for s in res.figures)}")

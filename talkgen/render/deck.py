@@ -154,9 +154,9 @@ class FigureCache:
         path = self.root / self.key(spec, result) if self.root else None
         if path is not None and path.is_file():
             return path.read_bytes()
-        from talkgen.render import figures as figs, legibility  # matplotlib is imported only when drawing
+        from talkgen.render import figures as figs  # matplotlib is imported only when drawing
 
-        data, found = legibility.png_and_problems(figs.draw(spec, result.arrays, self.theme))
+        _, data, found = figs.render(spec, result.arrays, self.theme)
         if path is not None:
             import json
 

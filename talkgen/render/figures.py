@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from talkgen.render import style
-from talkgen.render.legibility import mark_counting
+from talkgen.render.legibility import legend_covers, mark_counting
 from talkgen.specs import Bars, Curves, FigureSpec, Heatmaps, ImageGrid, Scatter, Surface, Trajectories
 
 # No matplotlib.use(): a Figure made directly prints through the Agg canvas savefig picks for PNG, and a
@@ -194,6 +194,28 @@ def _curves(spec: Curves, arrays: Mapping[str, np.ndarray]) -> Figure:
     return fig
 
 
+def move_covering_legends(fig: Figure, theme: str = "light") -> bool:
+    """Moves beside its axes each legend that matplotlib placed "best" and that still covers data in the
+    figure's last draw; True when one moved (the figure must be drawn again). "best" weighs each place by
+    the line vertices and segments it hides and takes the least bad, which on a crowded chart (measured
+    timings crossing one another) is still on a line; the check reads the layout that was drawn, since
+    constrained layout moves the axes between draws."""
+    from talkgen.render.theme import matplotlib_rc
+
+    renderer = fig.canvas.get_renderer()
+    moved = False
+    with matplotlib.rc_context(style.RC | matplotlib_rc(theme)):  # a new legend takes its colours from rc
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is None or legend._loc != 0 or not legend_covers(legend, ax, renderer):
+                continue
+            fontsize = legend.get_texts()[0].get_fontsize() if legend.get_texts() else style.SMALL
+            legend.remove()
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=fontsize)
+            moved = True
+    return moved
+
+
 def _bars(spec: Bars, arrays: Mapping[str, np.ndarray]) -> Figure:
     fig = Figure(figsize=style.SLIDE_FIGSIZE, layout="constrained")
     ax = fig.subplots()
@@ -355,6 +377,18 @@ def draw(spec: FigureSpec, arrays: Mapping[str, np.ndarray], theme: str = "light
         fig = DRAWERS[spec.kind](spec, arrays)
         fig.suptitle(spec.title, fontsize=13, fontweight="bold")
     return fig
+
+
+def render(spec: FigureSpec, arrays: Mapping[str, np.ndarray], theme: str = "light") -> tuple[Figure, bytes, list[str]]:
+    """``spec`` drawn (``draw``), as PNG, with what ``render.legibility`` found wrong with the very picture
+    saved; a legend that landed on the data is moved beside its axes and the figure drawn again."""
+    from talkgen.render import legibility
+
+    fig = draw(spec, arrays, theme)
+    data, found = legibility.png_and_problems(fig)
+    if found and move_covering_legends(fig, theme):
+        data, found = legibility.png_and_problems(fig)
+    return fig, data, found
 
 
 def to_png(fig: Figure) -> bytes:

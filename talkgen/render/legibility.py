@@ -211,6 +211,18 @@ def _bars(ax) -> list[tuple[float, float, float, float]]:
     return out
 
 
+def legend_covers(legend, ax, renderer) -> bool:
+    """Whether ``legend`` (already laid out by ``renderer``) hides part of ``ax``'s data: a line point or a
+    scatter point inside its box, or a bar under it."""
+    box = legend.get_window_extent(renderer)
+    pts = _data_points(ax)
+    inside = ((pts[:, 0] > box.x0 + _OVERLAP_PX) & (pts[:, 0] < box.x1 - _OVERLAP_PX)
+              & (pts[:, 1] > box.y0 + _OVERLAP_PX) & (pts[:, 1] < box.y1 - _OVERLAP_PX))
+    return bool(inside.any()) or any(
+        min(x1, box.x1) - max(x0, box.x0) > _OVERLAP_PX and min(y1, box.y1) - max(y0, box.y0) > _OVERLAP_PX
+        for x0, y0, x1, y1 in _bars(ax))
+
+
 def _legends_on_data(fig: Figure, renderer) -> list[str]:
     """A legend drawn over the data it explains hides part of it: each legend against every axes it
     overlaps."""
@@ -219,16 +231,8 @@ def _legends_on_data(fig: Figure, renderer) -> list[str]:
     for legend in legends:
         if legend is None or not legend.get_visible():
             continue
-        box = legend.get_window_extent(renderer)
         for ax in fig.axes:
-            if getattr(ax, "_colorbar", None) is not None:
-                continue
-            pts = _data_points(ax)
-            inside = ((pts[:, 0] > box.x0 + _OVERLAP_PX) & (pts[:, 0] < box.x1 - _OVERLAP_PX)
-                      & (pts[:, 1] > box.y0 + _OVERLAP_PX) & (pts[:, 1] < box.y1 - _OVERLAP_PX))
-            under = any(min(x1, box.x1) - max(x0, box.x0) > _OVERLAP_PX and min(y1, box.y1) - max(y0, box.y0) > _OVERLAP_PX
-                        for x0, y0, x1, y1 in _bars(ax))
-            if inside.any() or under:
+            if getattr(ax, "_colorbar", None) is None and legend_covers(legend, ax, renderer):
                 out.append(f"the legend covers data of {ax.get_title() or 'its axes'!r}")
                 break
     return out
