@@ -487,13 +487,24 @@ def _zoo_options(fn):
 @zoo.command("build")
 @_zoo_options
 @click.option("--shard", default=None, help="i/k: train only every k-th chunk starting at i (1-based).")
-@click.option("--threads", type=int, default=None, help="Torch threads (default: torch's choice).")
-def zoo_build(subject, n, seed, steps, out, shard, threads) -> None:
+@click.option("--threads", type=int, default=None,
+              help="Torch threads (default: torch's choice; one per task with --executor ray/dask).")
+@click.option("--executor", type=click.Choice(["local", "ray", "dask"]), default="local", show_default=True,
+              help="Where the shards run: this process, a Ray cluster or a Dask cluster (one task per shard).")
+@click.option("--address", default=None,
+              help="The cluster to join (ray: ray.init(address=...), e.g. auto; dask: the scheduler, "
+                   "tcp://host:8786). Default: a local cluster of --workers processes.")
+@click.option("--workers", type=int, default=None, help="Processes of a local Ray or Dask cluster (default: the cores).")
+@click.option("--shards", type=int, default=None,
+              help="Tasks with --executor ray/dask (default: one per missing chunk, at most 64).")
+def zoo_build(subject, n, seed, steps, out, shard, threads, executor, address, workers, shards) -> None:
     """Train the zoo (or this shard of it); resumes where a killed run stopped.
 
     \b
     Example:
       talkgen zoo build --subject digits-cnn --n 1024 --out build
+      talkgen zoo build --subject digits-cnn --n 1024 --executor dask --workers 8
+      talkgen zoo build --subject digits-cnn --n 1024 --executor ray --address auto
     """
     from talkgen.meta.zoo import parse_shard, zoo_source
 
@@ -501,10 +512,23 @@ def zoo_build(subject, n, seed, steps, out, shard, threads) -> None:
 
     b = _zoo_builder(subject, n, seed, steps, out)
     zoo_source(subject)  # a clear error for a sample that cannot be zooed
+    if executor == "local" and (address or workers or shards):
+        raise TalkgenError("--address, --workers and --shards go with --executor ray or dask")
+    if executor != "local" and shard:
+        raise TalkgenError(f"--shard names one job; --executor {executor} runs every shard (drop --shard)")
+    if workers is not None and workers < 1:
+        raise TalkgenError(f"--workers must be at least 1; got {workers}")
     claim(check_output_dir(Path(out)))  # shards may run side by side: the zoo's chunks are written atomically
     b.threads = threads
     b.progress = _zoo_progress()
-    complete = b.build(parse_shard(shard))
+    if executor != "local":
+        from talkgen.meta.executors import run_shards
+
+        run_shards(b, executor, shards=shards, address=address, workers=workers, threads=threads,
+                   say=lambda line: click.echo(line, err=True))
+        complete = not b.missing()
+    else:
+        complete = b.build(parse_shard(shard))
     missing = b.missing()
     click.echo(f"zoo {b.dir}: {b.spec.n_chunks - len(missing)} of {b.spec.n_chunks} chunks done"
                + ("" if complete else f"; missing chunks belong to other shards: {missing[:8]}"))

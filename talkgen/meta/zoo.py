@@ -89,6 +89,11 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i - 1, k
 
 
+def shard_chunks(chunks: list[int], shard: tuple[int, int]) -> list[int]:
+    """The chunks of ``chunks`` that shard (i, k) trains: i, i + k, i + 2k, ... (0-based i)."""
+    return [c for c in chunks if c % shard[1] == shard[0]]
+
+
 # --------------------------------------------------------------------------- the members' recipes
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -547,7 +552,11 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        meta = dict(f.metadata() or {})
+        if "chunk" in meta:  # a chunk's records and zoo key, as one JSON entry
+            chunk = json.loads(meta.pop("chunk"))
+            meta |= {"records": json.dumps(chunk["records"]), "zoo": chunk["zoo"]}
+        return {k: f.get_tensor(k) for k in f.keys()}, meta
 
 
 def chunk_members(spec: ZooSpec, source: ZooSource) -> list[list[dict[str, Any]]]:
@@ -588,30 +597,48 @@ class ZooBuilder:
     def chunk_path(self, c: int) -> Path:
         return self.dir / f"chunk-{c:04d}.safetensors"
 
+    def seconds_path(self, c: int) -> Path:
+        return self.dir / f"chunk-{c:04d}.seconds.json"
+
+    def chunk_seconds(self, c: int, meta: dict[str, str]) -> float:
+        """The training time of chunk ``c``: beside it, or in its metadata (chunks written before it moved)."""
+        try:
+            return float(json.loads(self.seconds_path(c).read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return float(meta.get("seconds", 0.0))
+
     def missing(self) -> list[int]:
         return [c for c in range(self.spec.n_chunks) if not self.chunk_path(c).is_file()]
 
     def build(self, shard: tuple[int, int] = (0, 1), deadline: float | None = None) -> bool:
         """Train this shard's missing chunks; True when the whole zoo is complete afterwards."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.write_spec()
+        self.train(shard_chunks(self.missing(), shard), deadline)
+        self.write_index()
+        return not self.missing()
+
+    def write_spec(self) -> None:
         spec_file = self.dir / "spec.json"
         if not spec_file.is_file():
             write_atomic(spec_file, json.dumps(asdict(self.spec), indent=1).encode())
+
+    def train(self, todo: list[int], deadline: float | None = None) -> None:
+        """Train chunks ``todo`` (those not on disk yet), in order, writing each when it is done."""
         chunks = chunk_members(self.spec, self.source)
-        mine = [c for c in self.missing() if c % shard[1] == shard[0]]
         old = torch.get_num_threads()
         if self.threads:
             set_torch_threads(self.threads)
         try:
-            for c in mine:
+            for c in todo:
+                if self.chunk_path(c).is_file():
+                    continue
                 self._train_chunk(c, chunks[c])
                 self.write_index()
                 if deadline is not None and time.time() > deadline:
                     break
         finally:
             set_torch_threads(old)
-        self.write_index()
-        return not self.missing()
 
     def _train_chunk(self, c: int, members: list[dict[str, Any]]) -> None:
         partial = self.dir / f"chunk-{c:04d}.partial.safetensors"
@@ -633,8 +660,12 @@ class ZooBuilder:
                 self.progress(f"zoo chunk {c + 1}/{self.spec.n_chunks}: step {st.step}/{trainer.total}")
         records = trainer.evaluate(st)
         seconds = elapsed + time.perf_counter() - t0
+        # the chunk holds only what training determines (byte for byte the same on any machine and engine with
+        # the same threads); how long it took is beside it
+        write_atomic(self.seconds_path(c), json.dumps({"seconds": seconds}).encode())
+        # one metadata entry: safetensors writes several in a per-process hash order, and the bytes must not vary
         _save_tensors(self.chunk_path(c), st.params,
-                      {"records": json.dumps(records), "seconds": str(seconds), "zoo": self.spec.key()})
+                      {"chunk": json.dumps({"records": records, "zoo": self.spec.key()}, sort_keys=True)})
         if partial.is_file():
             partial.unlink()
 
@@ -657,7 +688,7 @@ class ZooBuilder:
                 raise TalkgenError(f"{self.chunk_path(c)} belongs to another zoo; delete it and rebuild")
             parts.append(tensors)
             records.extend(json.loads(meta["records"]))
-            seconds += float(meta["seconds"])
+            seconds += self.chunk_seconds(c, meta)
         params = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         order = torch.tensor(np.argsort([r["index"] for r in records], kind="stable"))
         params = {k: v[order] for k, v in params.items()}
