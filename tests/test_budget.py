@@ -73,3 +73,39 @@ def test_a_sampled_analysis_says_so_on_its_slides_and_in_summary_json(user_model
     for output in ("report.html", "slides.html"):
         assert f"Sampled for a model of {budget.parameters(subject):,} parameters: batch" in \
             (tmp_path / "out" / output).read_text()
+
+
+def test_the_first_estimate_of_a_large_audit_comes_from_the_declared_work(monkeypatch):
+    """Before anything has run, the declared work of the counted items makes the estimate (it used to say
+    "estimating" until an item finished, and then scale cost hints that do not grow with the model); once
+    declared items finish, their measured time per declared second rescales the rest."""
+    import io
+    from types import SimpleNamespace
+
+    import torch
+
+    from conftest import TinyCNN
+    from talkgen.pipeline.progress import PlainProgress, _Clock
+
+    subject = SimpleNamespace(model=TinyCNN(), task="image-classifier", data=SimpleNamespace(
+        x_train=torch.zeros(512, 1, 4, 4), x_test=torch.zeros(64, 1, 4, 4)))
+    landscape = get_analysis("loss-landscape")
+    p = landscape.resolve_params("quick")
+    budget._MACS.pop(subject.model, None)
+    assert budget.declared_seconds(landscape, subject, p) is None  # not counted: nothing is declared
+    budget.macs_per_unit(subject)
+    assert budget.declared_seconds(landscape, subject, p) == budget.work(landscape, subject, p) / budget.RATE
+
+    big = {("net", "loss-landscape"): 600.0, ("net", "saliency"): 300.0}
+    clock = _Clock()
+    clock.start(3, {}, workers=1, hints={("net", "weights"): 1.0, ("net", "loss-landscape"): 4.0,
+                                        ("net", "saliency"): 2.0}, declared=big)
+    assert clock.remaining() == 900.0  # the weights' hint has no measured rate yet: what is declared, for now
+    clock.start(2, {}, workers=2, hints={}, declared=big)
+    assert clock.remaining() == 450.0  # 900 s of declared work over two workers
+    clock.finish(("net", "saliency"), 150.0, cached=False)  # this machine: half the declared time
+    assert clock.remaining() == 150.0
+
+    out = io.StringIO()
+    PlainProgress(out).start(2, {}, workers=1, hints={}, declared=big)
+    assert "2 analyses to run or read from the cache; about 15:00 of work" in out.getvalue()

@@ -199,3 +199,22 @@ def test_surface_round_trips_and_draws(tmp_path):
     bad = z.copy()
     bad[0, 0], bad[1, 1] = np.nan, -1.0  # non-finite and non-positive values: linear levels, still drawn
     assert to_png(draw(spec, {"c": coords, "z": bad})).startswith(b"\x89PNG")
+
+
+def test_a_model_too_large_for_three_copies_keeps_its_plane_directions_in_bfloat16(tiny_subject, monkeypatch):
+    """Same draws, rounded: the plane of a large model is the small one's to bfloat16 precision, the result
+    says so, and the budget counts two extra copies of the weights for it instead of three."""
+    from talkgen.analyses import budget
+
+    a = get_analysis("loss-landscape")
+    params = a.resolve_params("quick", {"grid": 5, "line_points": 5, "batch": 16})
+    ctx = Context(subject=tiny_subject, params=params, seed=0, device=torch.device("cpu"), profile="quick")
+    wide = a.run(ctx)
+    assert a.copies(tiny_subject, params) == 3 and "sampled" not in wide.data
+    monkeypatch.setattr(budget, "MEMORY_FLOOR", 0)  # the tiny model now counts as large: 3 copies allowed
+    narrow = a.run(ctx)
+    assert a.copies(tiny_subject, params) == 2 and "bfloat16" in narrow.data["sampled"]
+    np.testing.assert_array_equal(narrow.arrays["line_train_loss"], wide.arrays["line_train_loss"])
+    np.testing.assert_allclose(narrow.arrays["plane_loss"], wide.arrays["plane_loss"], rtol=0.02)
+    assert not np.array_equal(narrow.arrays["plane_loss"], wide.arrays["plane_loss"])
+    assert narrow.data["direction_cosine"] == pytest.approx(wide.data["direction_cosine"], abs=0.01)

@@ -62,21 +62,34 @@ def _model_bytes(subject: Any) -> int:
     return sum(t.numel() * t.element_size() for t in unique_parameters(subject.model))
 
 
+def fits_in_memory(subject: Any, copies: float) -> bool:
+    """Whether holding ``copies`` copies of the weights besides the model's own stays within the limit."""
+    size = _model_bytes(subject)
+    return (1 + copies) * size <= max(MEMORY_FACTOR * size, MEMORY_FLOOR)
+
+
 def _memory(analysis: Any, subject: Any, params: Mapping[str, Any]) -> tuple[float, int, float] | None:
     """(copies of the weights held at once, the model's own included; bytes of one copy; bytes allowed) when the
     item would hold more than allowed, else None."""
     copies = analysis.copies(subject, params)
-    if copies is None:
+    if copies is None or fits_in_memory(subject, copies):
         return None
     size = _model_bytes(subject)
-    allowed = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
-    return (1 + copies, size, allowed) if (1 + copies) * size > allowed else None
+    return 1 + copies, size, max(MEMORY_FACTOR * size, MEMORY_FLOOR)
 
 
 def work(analysis: Any, subject: Any, params: Mapping[str, Any]) -> float | None:
     """The multiply-adds ``analysis`` would spend on ``subject`` with ``params`` (None: not budgeted)."""
     passes = analysis.passes(subject, params)
     return None if passes is None else passes * macs_per_unit(subject)
+
+
+def declared_seconds(analysis: Any, subject: Any, params: Mapping[str, Any]) -> float | None:
+    """The seconds ``analysis`` declares for ``subject`` at the assumed rate, once the model's multiply-adds were
+    counted (planning counts them where a model is large enough to matter); None otherwise."""
+    macs = _MACS.get(subject.model)
+    passes = analysis.passes(subject, params) if macs is not None else None
+    return None if passes is None else passes * macs / RATE
 
 
 def parameters(subject: Any) -> int:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkgen.analyses import budget
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch, loss_batch_size, loss_problem
 from talkgen.models.twins import initial_state
@@ -50,20 +51,37 @@ def centre_params(model: nn.Module) -> Params:
     return {k: p.detach().clone() for k, p in model.named_parameters()}
 
 
-def filter_normalised_direction(params: Params, generator: torch.Generator) -> Params:
+def parameter_views(model: nn.Module) -> Params:
+    """Every distinct parameter of ``model`` by name, detached but not copied: to read, never to write (at the
+    size of a large model a copy of the weights is a copy too many)."""
+    return {k: p.detach() for k, p in model.named_parameters()}
+
+
+def cosine(a: Params, b: Params) -> float:
+    """The cosine of the angle between two parameter-shaped vectors, without concatenating either."""
+    dot = sum(float((a[k].double() * b[k]).sum()) for k in a)  # one tensor at a time in float64
+    na = math.sqrt(sum(float(a[k].double().square().sum()) for k in a))
+    nb = math.sqrt(sum(float(b[k].double().square().sum()) for k in b))
+    return dot / max(na * nb, 1e-30)
+
+
+def filter_normalised_direction(params: Params, generator: torch.Generator,
+                                dtype: torch.dtype | None = None) -> Params:
     """A Gaussian direction with each filter rescaled to the norm of the same filter in ``params``
     (Li et al. 2018). Filters are slices along the first dimension (output units or channels);
-    1-D tensors (biases, normalisation scales and shifts) get a zero direction."""
+    1-D tensors (biases, normalisation scales and shifts) get a zero direction. ``dtype``: what the
+    direction is kept in (the same draws, rounded: bfloat16 halves the memory of a large model's plane)."""
     out: Params = {}
     for k, p in params.items():
         if p.ndim <= 1:
-            out[k] = torch.zeros_like(p)
+            out[k] = torch.zeros_like(p, dtype=dtype)
             continue
         d = torch.randn(p.shape, generator=generator, dtype=p.dtype)
         d_norm = d.flatten(1).norm(dim=1)
         p_norm = p.flatten(1).norm(dim=1)
         scale = torch.where(d_norm > 0, p_norm / d_norm.clamp_min(1e-30), torch.zeros_like(d_norm))
-        out[k] = d * scale.view(-1, *([1] * (p.ndim - 1)))
+        d.mul_(scale.view(-1, *([1] * (p.ndim - 1))))
+        out[k] = d if dtype is None else d.to(dtype)
     return out
 
 
@@ -93,7 +111,9 @@ class PlaneEvaluator:
         self.names = list(centre)
         self.live = [live[k] for k in self.names]
         self.centre = [centre[k].to(self.live[i].dtype) for i, k in enumerate(self.names)]
-        self.dirs = [[d[k].to(self.live[i].dtype) for i, k in enumerate(self.names)] for d in directions]
+        # a direction kept in a narrower type (bfloat16, to save memory) is added as it is, widened per tensor
+        self.dirs = [[d[k] if d[k].dtype == torch.bfloat16 else d[k].to(self.live[i].dtype)
+                      for i, k in enumerate(self.names)] for d in directions]
         self.x, self.y = x, y
         self.fast_path = ""
         self._terms: list[torch.Tensor] = []
@@ -158,7 +178,7 @@ class PlaneEvaluator:
         index = {id(p): i for i, p in enumerate(self.live)}
 
         def direction_of(p: torch.Tensor | None, d: list[torch.Tensor]) -> torch.Tensor | None:
-            return None if p is None else d[index[id(p)]]
+            return None if p is None else d[index[id(p)]].to(p.dtype)
 
         def apply(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
             if isinstance(mod, nn.Linear):
@@ -225,8 +245,8 @@ class LossLandscape(Analysis):
     runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "The loss landscape"
     section = "looking-in"
-    version = 3  # 2: the highest loss on the path from init to trained is a summary; 3: captions without nested
-    # parentheses
+    version = 4  # 2: the highest loss on the path from init to trained is a summary; 3: captions without nested
+    # parentheses; 4: the line's points from the trained weights (the same points, other rounding)
     cost_hint = 2
     applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
     # batch: examples for classifiers; sequence models use batch // 128 sequences of seq_len steps
@@ -242,6 +262,11 @@ class LossLandscape(Analysis):
     def passes(self, subject, params) -> float:
         points = 2 * params["line_points"] + params["grid"] ** 2 + 1
         return points * loss_batch_size(subject, params["batch"], params["seq_len"])
+
+    def copies(self, subject, params) -> float:
+        # the plane's two directions and the evaluator's moving copy of the model (the line: one direction);
+        # where three copies are too many, the directions are kept in bfloat16 (half a copy each)
+        return 3 if budget.fits_in_memory(subject, 3) else 2
 
     def run(self, ctx: Context) -> Result:
         m = self._line(ctx)
@@ -261,17 +286,23 @@ class LossLandscape(Analysis):
         xt, yt = xt[idx], yt[idx]
         if seq and xt.ndim == 2:
             xt, yt = xt[:, : p["seq_len"]], yt[:, : p["seq_len"]]
-        trained = centre_params(s.model)
+        trained = parameter_views(s.model)  # read only: the evaluators move copies of their own
         init_state, init_source = initial_state(s, ctx.seed)
-        init = {k: init_state[k].to(v.dtype) for k, v in trained.items()}
-        toward = {k: trained[k] - init[k] for k in trained}
-        # from initialisation (a = 0) to the trained weights (a = 1), train and test data
+        init_state = dict(init_state)  # ours to empty (the tensors stay wherever the source keeps them too)
+        # theta* - theta0, one tensor at a time, each initial tensor let go as soon as it is used: with the
+        # model and an evaluator's moving copy, the line holds the weights three times over, no more
+        toward = {k: trained[k] - init_state.pop(k).to(v.dtype) for k, v in trained.items()}
+        del init_state
+        # from initialisation (a = 0) to the trained weights (a = 1), train and test data; the point
+        # (1 - a) theta0 + a theta* is theta* + (a - 1) (theta* - theta0)
         alphas = np.linspace(-0.25, 1.25, p["line_points"])
         lines = {}
         for split, (xs, ys) in {"train": (x, y), "test": (xt, yt)}.items():
-            ev = PlaneEvaluator(s.model, xs, ys, init, [toward])
-            vals = [ev.evaluate((float(a),)) for a in alphas]
+            ev = PlaneEvaluator(s.model, xs, ys, trained, [toward])
+            vals = [ev.evaluate((float(a) - 1.0,)) for a in alphas]
             lines[split] = (np.array([v[0] for v in vals]), np.array([v[1] for v in vals]))
+            del ev  # one moving copy at a time
+        del toward
         on_path = (alphas >= 0) & (alphas <= 1)
         a_path, l_path = alphas[on_path], lines["train"][0][on_path]
         chord = l_path[0] + (l_path[-1] - l_path[0]) * a_path
@@ -283,15 +314,18 @@ class LossLandscape(Analysis):
     def _plane(m: SimpleNamespace, ctx: Context) -> None:
         """The loss on the plane of two random filter-normalised directions through the trained weights."""
         p = m.p
-        d1 = filter_normalised_direction(m.trained, m.g)
-        d2 = filter_normalised_direction(m.trained, m.g)
+        narrow = not budget.fits_in_memory(m.s, 3)
+        dtype = torch.bfloat16 if narrow and all(t.dtype == torch.float32 for t in m.trained.values()) else None
+        d1 = filter_normalised_direction(m.trained, m.g, dtype)
+        d2 = filter_normalised_direction(m.trained, m.g, dtype)
+        m.narrow = ("the plane's two directions held in bfloat16 (the same random draws, rounded), so that "
+                    "the model's weights are held three times at most" if dtype is not None else "")
         m.ev = PlaneEvaluator(m.s.model, m.x, m.y, m.trained, [d1, d2])
         coords = np.linspace(-p["span"], p["span"], p["grid"])
         m.coords = coords
         m.loss, m.acc = m.ev.grid(coords, coords)
         m.centre_loss, m.centre_acc = m.ev.evaluate((0.0, 0.0))
-        flat1, flat2 = (torch.cat([t.reshape(-1) for t in d.values()]) for d in (d1, d2))
-        m.cosine = float(flat1 @ flat2 / (flat1.norm() * flat2.norm()).clamp_min(1e-30))
+        m.cosine = cosine(d1, d2)
         m.finite = np.isfinite(m.loss)
         m.radii = basin_radii(np.nan_to_num(m.loss, nan=1e30, posinf=1e30), coords, p["basin_delta"])
         m.censored = int((m.radii >= coords[-1]).sum())
@@ -367,4 +401,5 @@ class LossLandscape(Analysis):
                   "direction_cosine": m.cosine, "fast_path": m.ev.fast_path, "monotonic": m.monotonic,
                   "points": p["grid"] ** 2 + 2 * p["line_points"], "n_params": n_params,
                   "nonfinite_points": int((~m.finite).sum()),
-                  "test_loss_trained": float(lines["test"][0][np.argmin(np.abs(alphas - 1))])})
+                  "test_loss_trained": float(lines["test"][0][np.argmin(np.abs(alphas - 1))])}
+            | ({"sampled": m.narrow} if m.narrow else {}))

@@ -110,7 +110,7 @@ class Weights(Analysis):
                 arrays[f"sv:{m.name}"] = sv
                 arrays[f"rank:{m.name}"] = np.arange(1, len(sv) + 1, dtype=np.float64)
                 sv_keys.append(m.name)
-                for block_name, block in blocks(m):
+                for block_name, block in blocks(m, w):
                     whole = block.shape == w.shape  # the matrix itself (its row sample): eigenvalues computed above
                     b = view if whole else block.numpy()
                     fits.append(self._fit_block(m.name, block_name, b, rng, arrays,
@@ -207,12 +207,12 @@ class Weights(Analysis):
             id="matrices", title="The weight matrices, as pictures",
             caption="Each weight matrix as a heatmap (rows: output units; columns: inputs, conv kernels "
                     "unfolded); red positive, blue negative, white zero.",
-            alt="Heatmaps of " + ", ".join(f"{m.name} ({m.matrix.shape[0]}x{m.matrix.shape[1]})" for m in shown)
+            alt="Heatmaps of " + ", ".join(f"{m.name} ({m.matrix_shape[0]}x{m.matrix_shape[1]})" for m in shown)
                 + ", coloured by sign and size of each weight.",
             arrays=tuple(f"matrix:{m.name}" for m in shown),
-            panel_titles=tuple(f"{m.name} {m.matrix.shape[0]}x{m.matrix.shape[1]}" for m in shown),
+            panel_titles=tuple(f"{m.name} {m.matrix_shape[0]}x{m.matrix_shape[1]}" for m in shown),
             xlabel="input index", ylabel="output unit", colorbar="weight value", signed=True,
-            sizes=tuple(tuple(m.matrix.shape) for m in shown))]
+            sizes=tuple(tuple(m.matrix_shape) for m in shown))]
         conv = first_conv(model)
         if conv is not None and conv[1].weight.shape[1] in (1, 3):
             k = conv[1].weight.detach().cpu().float().numpy()  # (out, in, kh, kw)

@@ -3,6 +3,8 @@ the modules a forward pass calls, in order."""
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,7 +54,17 @@ class WeightMatrix:
     layer: str         # owning module's name, e.g. "conv1"
     kind: str          # module class name, e.g. "Conv2d"
     shape: tuple[int, ...]
-    matrix: torch.Tensor  # (rows, cols), detached float64 copy on CPU
+    param: torch.Tensor  # the parameter itself, detached (not a copy)
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        return self.shape[0], int(math.prod(self.shape[1:]))
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """(rows, cols) as a float64 copy on the CPU, made when asked for: one matrix at a time, never the whole
+        model in float64 at once."""
+        return self.param.to("cpu", torch.float64).reshape(self.matrix_shape).clone()
 
 
 def weight_matrices(model: nn.Module) -> list[WeightMatrix]:
@@ -64,18 +76,17 @@ def weight_matrices(model: nn.Module) -> list[WeightMatrix]:
             if p.ndim < 2 or id(p) in seen:
                 continue
             seen.add(id(p))
-            w = p.detach().to("cpu", torch.float64)
             out.append(WeightMatrix(
                 name=f"{mod_name}.{p_name}" if mod_name else p_name,
                 layer=mod_name or p_name,
                 kind=type(module).__name__,
                 shape=tuple(p.shape),
-                matrix=w.reshape(w.shape[0], -1).clone(),
+                param=p.detach(),
             ))
     return out
 
 
-def blocks(m: WeightMatrix) -> list[tuple[str, torch.Tensor]]:
+def blocks(m: WeightMatrix, matrix: torch.Tensor | None = None) -> list[tuple[str, torch.Tensor]]:
     """The meaningful sub-matrices of a weight: LSTM/GRU gate blocks and packed q/k/v projections.
 
     PyTorch stacks an LSTM's gates as rows (i, f, g, o), a GRU's as (r, z, n), and
@@ -89,8 +100,8 @@ def blocks(m: WeightMatrix) -> list[tuple[str, torch.Tensor]]:
     elif m.kind == "MultiheadAttention" and leaf == "in_proj_weight":
         names = ("query", "key", "value")
     else:
-        return [("", m.matrix)]
-    parts = m.matrix.chunk(len(names), dim=0)
+        return [("", m.matrix if matrix is None else matrix)]
+    parts = (m.matrix if matrix is None else matrix).chunk(len(names), dim=0)
     return [(n, p) for n, p in zip(names, parts)]
 
 

@@ -53,7 +53,7 @@ def initial_state(subject, seed: int) -> tuple[dict[str, torch.Tensor], str]:
         for m in fresh.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-    return ({k: v.detach().clone() for k, v in fresh.state_dict().items()},
+    return ({k: v.detach() for k, v in fresh.state_dict().items()},  # the fresh copy's own tensors: no second copy
             f"a fresh default initialisation (seed {seed}), not the weights this model started from")
 
 

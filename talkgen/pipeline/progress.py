@@ -5,8 +5,11 @@ else (a log file, CI, a notebook) plain lines, one when an analysis starts and o
 with its time and done/total, so a log always shows life. ``--quiet`` silences both.
 
 The estimate weighs each analysis by what it cost last time (its cost ledger in the cache) where that
-is known, and otherwise by its cost hint scaled by what the finished ones cost per unit of hint; the sum
-is shared out over the worker processes.
+is known. Otherwise it takes the larger of two guesses: the work the analysis declares for this model
+(``talkgen.analyses.budget``: forward passes times multiply-adds, at the rate the budget assumes, scaled
+by how the finished items' declared work compared with their time), known before anything runs on a model
+large enough to be counted, so that a long audit says so at its start; and its cost hint scaled by what the
+finished ones cost per unit of hint. The sum is shared out over the worker processes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import IO, Protocol
 
 class Progress(Protocol):
     def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
-              hints: dict[tuple[str, str], float] | None = None) -> None: ...
+              hints: dict[tuple[str, str], float] | None = None,
+              declared: dict[tuple[str, str], float] | None = None) -> None: ...
     def begin(self, subject: str, analysis: str) -> None: ...
     def end(self, subject: str, analysis: str, status: str, seconds: float, cached: bool) -> None: ...
     def close(self) -> None: ...
@@ -35,18 +39,24 @@ class _Clock:
         self.expected: dict[tuple[str, str], float] = {}
         self.hints: dict[tuple[str, str], float] = {}
         self.spent: list[tuple[float, float]] = []  # (seconds, hint) of the items computed so far
+        self.declared: dict[tuple[str, str], float] = {}  # seconds of declared work (budget.declared_seconds)
+        self.measured: list[tuple[float, float]] = []  # (seconds, declared seconds) of those computed so far
         self.finished: set[tuple[str, str]] = set()
 
     def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
-              hints: dict[tuple[str, str], float] | None = None) -> None:
+              hints: dict[tuple[str, str], float] | None = None,
+              declared: dict[tuple[str, str], float] | None = None) -> None:
         self.total, self.expected, self.t0 = total, dict(expected), time.perf_counter()
         self.workers, self.hints = max(1, workers), dict(hints or {})
+        self.declared = dict(declared or {})
 
     def finish(self, key: tuple[str, str], seconds: float, cached: bool) -> None:
         self.done += 1
         self.finished.add(key)
         if not cached:
             self.spent.append((seconds, self.hints.get(key, 1.0)))
+            if key in self.declared:
+                self.measured.append((seconds, self.declared[key]))
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -56,12 +66,24 @@ class _Clock:
         unknown = self.total - self.done - len(left)
         known = sum(self.expected[k] for k in left)
         if unknown > 0:
-            if not self.spent:
-                return None if not known else known / self.workers
-            per_hint = sum(t for t, _ in self.spent) / sum(h for _, h in self.spent)
-            waiting = [k for k in self.hints if k not in self.finished and k not in self.expected]
-            hinted = sum(self.hints[k] for k in waiting)
-            known += per_hint * (hinted + max(0, unknown - len(waiting)))
+            per_hint = sum(t for t, _ in self.spent) / sum(h for _, h in self.spent) if self.spent else None
+            # declared seconds assume a rate; once declared items have finished, this machine's own
+            rate = (sum(t for t, _ in self.measured) / sum(d for _, d in self.measured)
+                    if self.measured and sum(d for _, d in self.measured) > 0 else 1.0)
+            waiting = [k for k in set(self.hints) | set(self.declared)
+                       if k not in self.finished and k not in self.expected]
+            guessed = 0
+            for k in waiting:
+                guesses = ([self.declared[k] * rate] if k in self.declared else []) + (
+                    [per_hint * self.hints[k]] if per_hint is not None and k in self.hints else [])
+                if guesses:
+                    known += max(guesses)
+                    guessed += 1
+            rest = unknown - guessed
+            if rest > 0:
+                if per_hint is None:
+                    return None if not known else known / self.workers
+                known += per_hint * rest
         return known / self.workers
 
 
@@ -83,9 +105,12 @@ class PlainProgress:
         print(f"talkgen: {text}", file=self.stream, flush=True)
 
     def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
-              hints: dict[tuple[str, str], float] | None = None) -> None:
-        self.clock.start(total, expected, workers, hints)
-        self._say(f"{total} analyses to run or read from the cache")
+              hints: dict[tuple[str, str], float] | None = None,
+              declared: dict[tuple[str, str], float] | None = None) -> None:
+        self.clock.start(total, expected, workers, hints, declared)
+        left = self.clock.remaining()
+        self._say(f"{total} analyses to run or read from the cache"
+                  + (f"; about {_clock_text(left)} of work" if left is not None else ""))
 
     def begin(self, subject: str, analysis: str) -> None:
         self._say(f"[{self.clock.done + 1}/{self.clock.total}] {analysis} on {subject}: started")
@@ -117,8 +142,9 @@ class LiveProgress:
         self.running: list[str] = []  # what the workers are computing now
 
     def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
-              hints: dict[tuple[str, str], float] | None = None) -> None:
-        self.clock.start(total, expected, workers, hints)
+              hints: dict[tuple[str, str], float] | None = None,
+              declared: dict[tuple[str, str], float] | None = None) -> None:
+        self.clock.start(total, expected, workers, hints, declared)
         self.bar.start()
         self.task = self.bar.add_task("starting", total=total, left=_clock_text(self.clock.remaining()))
 

@@ -127,7 +127,8 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
                                                   if f"{k[0]}/{k[1]}" in runner.ledger},
                                workers=jobs if pools.pool is not None else 1,
                                hints={(i.subject.name, i.analysis.name): i.analysis.cost_hint for i in plan.items
-                                      if i.skip_reason is None})
+                                      if i.skip_reason is None},
+                               declared=_declared(plan))
                 for item in settled:
                     runner.report(item)
             if pools.pool is not None:
@@ -140,6 +141,19 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
             progress.close()
         _write_ledger(cache, runner.ledger)
     return [runner.done[(i.subject.name, i.analysis.name)] for i in plan.items]
+
+
+def _declared(plan: Plan) -> dict[tuple[str, str], float]:
+    """Seconds of work each item declares for its model, where the plan counted the model's multiply-adds."""
+    from talkgen.analyses.budget import declared_seconds
+
+    out = {}
+    for i in plan.items:
+        if i.skip_reason is None:
+            seconds = declared_seconds(i.analysis, i.subject, i.params)
+            if seconds is not None:
+                out[(i.subject.name, i.analysis.name)] = seconds
+    return out
 
 
 @contextlib.contextmanager

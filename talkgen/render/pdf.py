@@ -51,14 +51,19 @@ class _DevTools:
         to_chrome_r, self._out = os.pipe()
         self._in, from_chrome_w = os.pipe()
 
-        def fds() -> None:  # in the child: the pipe ends Chromium expects, at fds 3 and 4
+        def fds() -> None:  # in the child: the pipe ends Chromium expects, at fds 3 and 4, kept across exec
             a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
             os.dup2(a, 3)
             os.dup2(b, 4)
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
 
+        # not pass_fds=(3, 4): that marks the parent's fds 3 and 4 inheritable in the child before fds() runs,
+        # and fails (EBADF) when another thread of this process has just closed one of them. Every other fd
+        # Python opens is close-on-exec, so nothing else reaches Chromium.
         self.proc = subprocess.Popen([browser, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}",
                                       "about:blank"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=fds, pass_fds=(3, 4))
+                                     stderr=subprocess.PIPE, preexec_fn=fds, close_fds=False)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buf = b""
