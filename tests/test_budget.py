@@ -100,12 +100,15 @@ def test_the_first_estimate_of_a_large_audit_comes_from_the_declared_work(monkey
     clock = _Clock()
     clock.start(3, {}, workers=1, hints={("net", "weights"): 1.0, ("net", "loss-landscape"): 4.0,
                                         ("net", "saliency"): 2.0}, declared=big)
-    assert clock.remaining() == 900.0  # the weights' hint has no measured rate yet: what is declared, for now
+    assert clock.remaining() == 900.0 and clock.partial  # the weights' hint has no rate yet: a floor, for now
     clock.start(2, {}, workers=2, hints={}, declared=big)
-    assert clock.remaining() == 450.0  # 900 s of declared work over two workers
+    assert clock.remaining() == 450.0 and not clock.partial  # 900 s of declared work over two workers
     clock.finish(("net", "saliency"), 150.0, cached=False)  # this machine: half the declared time
     assert clock.remaining() == 150.0
 
     out = io.StringIO()
     PlainProgress(out).start(2, {}, workers=1, hints={}, declared=big)
     assert "2 analyses to run or read from the cache; about 15:00 of work" in out.getvalue()
+    out = io.StringIO()
+    PlainProgress(out).start(3, {}, workers=1, hints={("net", "weights"): 1.0}, declared=big)
+    assert "3 analyses to run or read from the cache; at least 15:00 of work" in out.getvalue()

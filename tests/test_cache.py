@@ -56,15 +56,25 @@ def test_second_build_runs_nothing_and_params_rerun_only_their_analysis(user_mod
     counted.clear()
     build(_config(user_model_dir, params={"probes": {"steps": 77}}), out)
     assert dict(counted) == {"probes": 1, "fingerprint": 1, "costs": 1}  # no twin reruns for an unrelated change
+    counted.clear()
+    build(_config(user_model_dir), out, force=True)  # --force: everything again, cache or not
+    assert dict(counted) == first
 
 
-def test_template_change_rerenders_without_rerunning(user_model_dir, tmp_path, counted, monkeypatch):
+def test_an_unchanged_build_writes_nothing_and_a_title_or_template_change_rerenders_without_rerunning(user_model_dir, tmp_path, counted, monkeypatch):
     from talkgen import build as build_mod
     from talkgen.resources import templates_dir
 
     out = tmp_path / "b"
     build(_config(user_model_dir), out)
     counted.clear()
+    # nothing changed: every output is left as it was (not even rewritten)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    report = build(_config(user_model_dir), out)
+    assert report.exit_code == 0 and set(report.outputs) == {"notebook", "slides", "report", "summary"}
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
+    build(_config(user_model_dir, title="A new title"), out)  # a config change renders again
+    assert "A new title" in (out / "slides.html").read_text()
     templates = tmp_path / "templates"
     shutil.copytree(templates_dir(), templates)
     path = templates / "commentary" / "weights.md.j2"
@@ -123,14 +133,6 @@ def test_a_new_analysis_plugs_in_and_caches(user_model_dir, tmp_path):
         _REGISTRY.pop("test-param-count")
 
 
-def test_force_ignores_the_cache(user_model_dir, tmp_path, counted):
-    out = tmp_path / "b"
-    build(_config(user_model_dir), out)
-    counted.clear()
-    build(_config(user_model_dir), out, force=True)
-    assert dict(counted) == _applicable(user_model_dir)
-
-
 def test_config_file_params_reach_the_analysis(user_model_dir, tmp_path):
     toml = user_model_dir / "talk.toml"
     toml.write_text('[[subjects]]\nname = "n"\nmodel = "models.py:make_model"\nweights = "weights.safetensors"\n'
@@ -170,17 +172,6 @@ def test_a_failing_analysis_becomes_an_error_slide_and_exit_1(user_model_dir, tm
             build(_config(user_model_dir, only=("test-broken",)), tmp_path / "strict", strict=True)
     finally:
         _REGISTRY.pop("test-broken")
-
-
-def test_unchanged_rebuild_leaves_outputs_untouched_and_a_config_change_rerenders(user_model_dir, tmp_path):
-    out = tmp_path / "b"
-    build(_config(user_model_dir), out)
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
-    report = build(_config(user_model_dir), out)
-    assert report.exit_code == 0 and set(report.outputs) == {"notebook", "slides", "report", "summary"}
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
-    build(_config(user_model_dir, title="A new title"), out)
-    assert "A new title" in (out / "slides.html").read_text()
 
 
 def test_a_changed_forward_with_the_same_weights_reruns(user_model_dir, tmp_path, counted):

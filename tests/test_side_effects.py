@@ -72,8 +72,13 @@ FAST = {"tsne_points": 40, "n_inputs": 80, "n_chars": 2000, "max_sequences": 20,
         "lanczos_iterations": 6, "lanczos_max_iterations": 10, "probes": 3}
 
 
+FAST_FOR = {"saliency": {"n_inputs": 4, "deletion_inputs": 8, "smooth_samples": 4, "ig_steps": 8, "ig_max_steps": 16,
+                         "random_orders": 2, "curve_steps": 8}}
+
+
 def _params(analysis):
-    return analysis.resolve_params("quick", {k: v for k, v in FAST.items() if k in analysis.params})
+    fast = FAST | FAST_FOR.get(analysis.name, {})
+    return analysis.resolve_params("quick", {k: v for k, v in fast.items() if k in analysis.params})
 
 
 CASES = [(name, fail) for name in registry() for fail in (None, 2, 25)]

@@ -17,7 +17,7 @@ from talkgen.meta import executors
 from talkgen.meta.zoo import ZooBuilder, ZooSpec, shard_chunks
 
 # four chunks of two members; the last chunk's members train longest (chunks are cut in order of steps)
-SPEC = ZooSpec(subject="digits-cnn", n=8, chunk=2, seed=5, steps=(40, 1200))
+SPEC = ZooSpec(subject="digits-cnn", n=8, chunk=2, seed=5, steps=(40, 600))
 
 
 def chunk_bytes(b: ZooBuilder) -> dict[str, bytes]:

@@ -42,6 +42,7 @@ class _Clock:
         self.declared: dict[tuple[str, str], float] = {}  # seconds of declared work (budget.declared_seconds)
         self.measured: list[tuple[float, float]] = []  # (seconds, declared seconds) of those computed so far
         self.finished: set[tuple[str, str]] = set()
+        self.partial = False  # the last estimate left out items it had no guess for (a floor, not an estimate)
 
     def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
               hints: dict[tuple[str, str], float] | None = None,
@@ -82,8 +83,10 @@ class _Clock:
             rest = unknown - guessed
             if rest > 0:
                 if per_hint is None:
+                    self.partial = True  # some items have no guess yet: what is known is a floor
                     return None if not known else known / self.workers
                 known += per_hint * rest
+        self.partial = False
         return known / self.workers
 
 
@@ -110,7 +113,8 @@ class PlainProgress:
         self.clock.start(total, expected, workers, hints, declared)
         left = self.clock.remaining()
         self._say(f"{total} analyses to run or read from the cache"
-                  + (f"; about {_clock_text(left)} of work" if left is not None else ""))
+                  + ("" if left is None else f"; {'at least' if self.clock.partial else 'about'} "
+                                            f"{_clock_text(left)} of work"))
 
     def begin(self, subject: str, analysis: str) -> None:
         self._say(f"[{self.clock.done + 1}/{self.clock.total}] {analysis} on {subject}: started")
