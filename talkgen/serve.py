@@ -55,10 +55,17 @@ _LIVE_SCRIPT = """<script>
     "color:#fff;font:18px/1.4 system-ui,sans-serif;padding:10px 16px;display:none;white-space:pre-wrap";
   const attach = () => document.body.appendChild(banner);
   document.body ? attach() : document.addEventListener("DOMContentLoaded", attach);
+  // the slide shown now, in the hash the reload reads: reveal.js writes it itself, but at most once a second,
+  // so a slide changed just before a rebuild would otherwise reload at the one before
+  function here() {
+    if (!window.Reveal || !Reveal.isReady || !Reveal.isReady()) return;
+    const slide = Reveal.getCurrentSlide(), at = Reveal.getIndices();
+    history.replaceState(null, "", slide && slide.id ? "#/" + slide.id : "#/" + at.h + (at.v ? "/" + at.v : ""));
+  }
   async function poll() {
     try {
       const s = await (await fetch("%(state)s", {cache: "no-store"})).json();
-      if (s.version !== seen) { location.reload(); return; }
+      if (s.version !== seen) { here(); location.reload(); return; }
       banner.textContent = s.error ? "Rebuild failed: " + s.error + " (showing the last good build)" : "";
       banner.style.display = s.error ? "block" : "none";
     } catch (e) { /* the server stopped: the page stays as it is */ }

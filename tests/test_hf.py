@@ -197,3 +197,61 @@ def test_an_lm_head_model_is_a_sequence_model_and_not_an_encoder(bert_dir, tmp_p
     assert s.task == "sequence-model"
     with torch.no_grad():
         assert s.model(s.data.x_test[:2]).shape[-1] == len(WORDS)
+
+
+def make_vit(directory: Path, size: int = 8) -> None:
+    """A ViTForImageClassification directory from a local config (random weights), with its image processor."""
+    cfg = transformers.ViTConfig(image_size=size, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=64, num_labels=3,
+                                 id2label={0: "cat", 1: "dog", 2: "bird"}, label2id={"cat": 0, "dog": 1, "bird": 2})
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(cfg).save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_text(json.dumps(
+        {"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5, 0.5, 0.5],
+         "image_std": [0.5, 0.5, 0.5]}))
+
+
+def test_a_vit_directory_audits_on_raw_pixels(tmp_path):
+    """A ViTForImageClassification directory is an image classifier: raw 0..255 pixels from an .npz go through its
+    preprocessor's rescale and normalisation, its classes are the config's names, and the audit completes; curvature
+    (a double backward through attention) runs on the math kernel of scaled_dot_product_attention."""
+    import numpy as np
+
+    from talkgen.models.hf import load_hf_subject
+
+    make_vit(tmp_path / "vit")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (36, 3, 8, 8)).astype(np.uint8)
+    np.savez(tmp_path / "images.npz", x=pixels, y=np.arange(36) % 3)
+    s = load_hf_subject(tmp_path / "vit", tmp_path / "images.npz", "vit")
+    assert s.task == "image-classifier" and s.data.classes == ("cat", "dog", "bird")
+    seen = torch.cat([s.data.x_train, s.data.x_test])
+    assert float(seen.min()) >= -1.0 and float(seen.max()) <= 1.0 and float(seen.min()) < -0.9  # (p / 255 - .5) / .5
+    assert "rescaled and normalised" in s.data.source and s.model(s.data.x_test[:2]).shape == (2, 3)
+    from talkgen.analyses.base import Context, get_analysis
+
+    small = {"saliency": {"n_inputs": 2, "deletion_inputs": 4, "smooth_samples": 2, "ig_steps": 4, "ig_max_steps": 8,
+                          "random_orders": 2, "curve_steps": 4},
+             "curvature": {"lanczos_iterations": 4, "lanczos_max_iterations": 6, "batch": 16, "top_k": 2}}
+    WANT = {"saliency": {"ig_completeness_gap", "deletion_auc.integrated_gradients", "deletion_auc_random"},
+            "curvature": {"top_eigenvalue", "trace"}}
+    for name, params in small.items():
+        a = get_analysis(name)
+        assert a.applies_to(s) is True
+        r = a.run(Context(subject=s, params=a.resolve_params("quick", params), seed=0, device=torch.device("cpu"),
+                          profile="quick"))
+        assert r.figures and all(np.isfinite(v.value) for k, v in r.summaries.items() if k in WANT[name]), name
+        assert WANT[name] <= set(r.summaries), (name, sorted(r.summaries)[:20])
+    out = tmp_path / "out"
+    proc = run_cli("audit", str(tmp_path / "vit"), "--data", str(tmp_path / "images.npz"), "--out", str(out),
+                   "--only", "model-card,weights")
+    assert proc.returncode == 0, proc.stderr
+    status = {a: v["status"] for a, v in json.loads((out / "summary.json").read_text())["subjects"]["vit"]
+              ["analyses"].items()}
+    assert status["model-card"] == status["weights"] == "ok", status
+    np.savez(tmp_path / "wrong.npz", x=pixels[:, :, :4, :4], y=np.arange(36) % 3)
+    from talkgen.errors import TalkgenError
+
+    with pytest.raises(TalkgenError, match=r"images shaped \(36, 3, 4, 4\); ViTForImageClassification takes "
+                                           r"\(N, 3, 8, 8\)"):
+        load_hf_subject(tmp_path / "vit", tmp_path / "wrong.npz", "vit")

@@ -41,12 +41,14 @@ def served(small_build, tmp_path):
     shutil.copytree(small_build.parent, project)
     toml = project / "talk.toml"
     toml.write_text('formats = ["slides"]\n' + toml.read_text())  # what a speaker rehearsing looks at
+    # its progress lines go to a file: a pipe nobody reads while the test runs could fill and stall a rebuild
+    err = open(tmp_path / "serve.err", "w")
     proc = subprocess.Popen([sys.executable, "-m", "talkgen", "serve", "--config", "talk.toml", "--out", "build",
-                             "--port", "0"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             "--port", "0"], cwd=project, stdout=subprocess.PIPE, stderr=err, text=True,
                             env=os.environ | {"PYTHONUNBUFFERED": "1"})
     try:
         line = proc.stdout.readline()  # "serving http://127.0.0.1:PORT/slides.html (Ctrl-C stops)"
-        assert line.startswith("serving http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert line.startswith("serving http://127.0.0.1:"), (line, (tmp_path / "serve.err").read_text())
         url = line.split()[1]
         _wait(lambda: _state(url)["version"] >= 1, 120)  # the first build, through the copied cache
         yield project, url, proc
@@ -58,6 +60,7 @@ def served(small_build, tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        err.close()
 
 
 def test_serve_reloads_an_edited_title_at_the_same_slide_and_shows_a_broken_config(browser, served):
@@ -118,7 +121,12 @@ def test_serve_reloads_an_edited_title_at_the_same_slide_and_shows_a_broken_conf
 
     # Ctrl-C stops it cleanly
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("serve did not stop within 60 s of Ctrl-C; its stderr ends: "
+                    + (project.parent / "serve.err").read_text()[-2000:])
+    assert code == 0
     assert "stopped" in proc.stdout.read()
 
 

@@ -85,8 +85,12 @@ def parameter_copy(model: nn.Module, dtype: torch.dtype | None = None) -> Params
 
 
 def hvp(loss: Callable[[Params], torch.Tensor], params: Params, v: Params) -> Params:
-    """Hessian-vector product by double backward."""
-    grads = torch.autograd.grad(loss(params), list(params.values()), create_graph=True)
-    dot = sum((g * v[k]).sum() for g, k in zip(grads, params))
-    hv = torch.autograd.grad(dot, list(params.values()))
+    """Hessian-vector product by double backward. Attention runs on scaled_dot_product_attention's math kernel
+    (its fused CPU and GPU kernels have no second derivative: a transformers model's curvature failed)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        grads = torch.autograd.grad(loss(params), list(params.values()), create_graph=True)
+        dot = sum((g * v[k]).sum() for g, k in zip(grads, params))
+        hv = torch.autograd.grad(dot, list(params.values()))
     return {k: h.detach() for k, h in zip(params, hv)}

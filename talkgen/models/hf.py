@@ -5,7 +5,9 @@ token model: ``(B, T)`` token ids -> logits, with the attention mask derived fro
 token. A ``*ForSequenceClassification`` model is a ``text-classifier`` (``(B, classes)``);
 ``*ForMaskedLM`` and ``*ForCausalLM`` are ``sequence-model``s (``(B, T, vocab)``); a base model (``BertModel``,
 ``RobertaModel``, ... loaded with ``AutoModel``) is a ``text-encoder``: ``(B, T)`` -> the sentence embedding
-``(B, hidden)``, mean-pooled or its first token as its pooling config says. Nothing is
+``(B, hidden)``, mean-pooled or its first token as its pooling config says. A ``*ForImageClassification``
+model (ViT, DeiT, ConvNeXt, ...) is an ``image-classifier`` on the images of an ``.npz`` (``x`` (N, C, H, W),
+labels ``y``), raw pixels preprocessed as its ``preprocessor_config.json`` says. Nothing is
 downloaded (``local_files_only``) and only safetensors weights are accepted, never pickles.
 
 Data is a text file with one sentence per line; a line ``label<TAB>sentence`` carries its label
@@ -121,18 +123,96 @@ def _read_sentences(path: Path, id2label: dict[int, str]) -> tuple[list[str], li
     return lines, None
 
 
+class HFImageModel(nn.Module):
+    """A transformers image classifier (``*ForImageClassification``: ViT, DeiT, BEiT, ConvNeXt, Swin, ...) behind
+    the talkgen image-classifier interface: pixel values ``(B, C, H, W)`` in, logits out."""
+
+    def __init__(self, hf: nn.Module) -> None:
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.hf(pixel_values=pixels).logits
+
+
+def _preprocess(d: Path, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """Raw pixels (no negative value: 0..255 or 0..1) through the rescale and normalisation steps of the model's
+    ``preprocessor_config.json``; values that are already normalised (some negative) are taken as they are."""
+    import json
+
+    try:
+        pre = json.loads((d / "preprocessor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return x, "taken as the model's pixel values (no preprocessor_config.json)"
+    if float(x.min()) < 0:
+        return x, "taken as the model's pixel values (already normalised: some are negative)"
+    steps = []
+    if pre.get("do_rescale", True) and float(x.max()) > 1.5:
+        x = x * float(pre.get("rescale_factor", 1 / 255))
+        steps.append("rescaled")
+    mean, std = pre.get("image_mean"), pre.get("image_std")
+    if pre.get("do_normalize", True) and mean is not None and std is not None:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        x = (x - torch.tensor(mean, dtype=x.dtype).view(shape)) / torch.tensor(std, dtype=x.dtype).view(shape)
+        steps.append("normalised")
+    return x, (" and ".join(steps) + " as preprocessor_config.json says") if steps else "taken as they are"
+
+
+def _image_subject(d: Path, tf, config, arch: str, data: str | Path | None, name: str) -> Subject:
+    from dataclasses import replace
+
+    from talkgen.data.user import load_user_data
+
+    if data is None:
+        raise TalkgenError(f"subject {name!r}: --data is required (an .npz of images x (N, C, H, W) and labels y)")
+    try:
+        hf = tf.AutoModelForImageClassification.from_pretrained(d, local_files_only=True, use_safetensors=True,
+                                                                attn_implementation="sdpa")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise TalkgenError(f"{d}: cannot load the weights ({' '.join(str(exc).split())[:200]})") from None
+    hf.eval()
+    sd = load_user_data(str(data))
+    channels = int(getattr(config, "num_channels", 3) or 3)
+    size = getattr(config, "image_size", None)
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size) if size else None
+    x = sd.x_train
+    if x.ndim != 4 or x.shape[1] != channels or (size and tuple(x.shape[2:]) != size and arch.startswith("ViT")):
+        want = f"(N, {channels}, {size[0]}, {size[1]})" if size else f"(N, {channels}, H, W)"
+        shape = (len(sd.x_train) + len(sd.x_test), *x.shape[1:])  # the file's, not the training split's
+        raise TalkgenError(f"{data}: images shaped {shape}; {arch} takes {want}")
+    x_train, how = _preprocess(d, sd.x_train)
+    x_test, _ = _preprocess(d, sd.x_test)
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    n_labels = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    top = int(max(sd.y_train.max(), sd.y_test.max()))
+    if top >= n_labels:
+        raise TalkgenError(f"{data}: label {top} is out of range for {arch} with {n_labels} classes")
+    numbered = all(c == str(i) for i, c in enumerate(sd.classes))
+    classes = tuple(id2label.get(i, str(i)) for i in range(n_labels)) if numbered else sd.classes
+    sd = replace(sd, x_train=x_train, x_test=x_test, classes=classes, source=f"{sd.source}; pixel values {how}")
+    return Subject(name=name, model=HFImageModel(hf).eval(), task="image-classifier", data=sd,
+                   source=f"transformers {arch} from {d}",
+                   card={"architecture": arch, "image_size": list(size) if size else None, "pixels": how})
+
+
 def load_hf_subject(directory: str | Path, data: str | Path | None, name: str) -> Subject:
-    """The model in ``directory`` as a Subject, with the sentences of ``data`` as its inputs."""
+    """The model in ``directory`` as a Subject, with the sentences (or, for an image classifier, the images) of
+    ``data`` as its inputs."""
     d = Path(directory)
     tf = _transformers()
     if not (d / "model.safetensors").is_file() and not list(d.glob("model-*.safetensors")):
         raise TalkgenError(f"{d}: no model.safetensors (only safetensors weights are loaded, never pickles)")
     try:
         config = tf.AutoConfig.from_pretrained(d, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise TalkgenError(f"{d}: cannot load the config ({' '.join(str(exc).split())[:200]})") from None
+    arch = (config.architectures or [""])[0]
+    if arch.endswith("ForImageClassification"):
+        return _image_subject(d, tf, config, arch, data, name)
+    try:
         tokenizer = tf.AutoTokenizer.from_pretrained(d, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise TalkgenError(f"{d}: cannot load the config or tokenizer ({' '.join(str(exc).split())[:200]})") from None
-    arch = (config.architectures or [""])[0]
     if arch.endswith("ForSequenceClassification"):
         auto, task = tf.AutoModelForSequenceClassification, "text-classifier"
     elif arch.endswith("ForMaskedLM"):
@@ -144,7 +224,8 @@ def load_hf_subject(directory: str | Path, data: str | Path | None, name: str) -
     else:
         raise TalkgenError(f"{d}: architecture {arch or '(none)'} is not supported; talkgen reads encoder base "
                            f"models ({', '.join(ENCODERS[:4])}, ...: *Model, as sentence encoders), "
-                           f"*ForSequenceClassification, *ForMaskedLM, *ForCausalLM and *LMHeadModel models")
+                           f"*ForSequenceClassification, *ForMaskedLM, *ForCausalLM, *LMHeadModel and "
+                           f"*ForImageClassification models")
     try:
         hf = auto.from_pretrained(d, local_files_only=True, use_safetensors=True, attn_implementation="sdpa")
     except (OSError, ValueError, RuntimeError) as exc:
