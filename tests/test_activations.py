@@ -49,3 +49,43 @@ def test_dead_units_and_rising_separability():
     assert r.data["layer_names"] == ["input", "fc1", "fc2"]
     assert r.summaries["input.knn_separability"].value == 1.0
     assert {f.id for f in r.figures} >= {"dead", "separability", "pca", "tsne"}
+
+
+def test_a_deep_wide_model_is_looked_at_on_evenly_spaced_layers_and_hashed_features(tiny_subject):
+    """More layers than max_layers: evenly spaced ones, the first and last kept; outputs wider than max_features
+    hashed (distances kept in expectation); both said in the result. A model within both runs as before."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from talkgen.analyses.activations import evenly_spaced, hashed
+    from talkgen.analyses.base import Context, get_analysis
+
+    assert evenly_spaced(tuple("abcdefghij"), 4) == ("a", "d", "g", "j")
+    assert evenly_spaced(("a", "b"), 4) == ("a", "b")
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(40, 20000, generator=g)
+    h = hashed(f, 2048, 0)
+    assert h.shape == (40, 2048)
+    assert torch.equal(hashed(f[:, :100], 2048, 0), f[:, :100])  # narrow enough: as it is
+    d, dh = torch.cdist(f, f), torch.cdist(h, h)
+    off = ~torch.eye(40, dtype=torch.bool)
+    ratio = (dh[off] / d[off])
+    assert abs(float(ratio.mean()) - 1) < 0.02 and float(ratio.std()) < 0.05  # distances kept within a few %
+
+    torch.manual_seed(0)
+    deep = nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(),
+                         *[m for _ in range(5) for m in (nn.Linear(24, 24), nn.ReLU())], nn.Linear(24, 3))
+    subject = dataclasses.replace(tiny_subject, model=deep)
+    a = get_analysis("activations")
+    params = a.resolve_params("quick", {"max_layers": 3, "max_features": 16, "tsne_layers": 0})
+    r = a.run(Context(subject=subject, params=params, seed=0, device=torch.device("cpu"), profile="quick"))
+    assert [l["name"] for l in r.data["layers"]] == ["1", "7", "13"]
+    # the two hidden layers are 24 wide (over 16); the input is 16, the logits 3
+    assert r.data["sampled"].startswith("3 of 7 layers, evenly spaced; 2 of 4 representations (the input and each "
+                                        "layer's output) hashed to 16 features")
+    whole = a.run(Context(subject=tiny_subject, params=a.resolve_params("quick", {"tsne_layers": 0}), seed=0,
+                          device=torch.device("cpu"), profile="quick"))
+    assert "sampled" not in whole.data and np.isfinite(whole.data["separability"]).all()

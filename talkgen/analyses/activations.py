@@ -40,6 +40,25 @@ def knn_separability(features: np.ndarray, labels: np.ndarray, k: int = 5, seed:
     return float(cross_val_score(KNeighborsClassifier(n_neighbors=neighbours), features, labels, cv=cv).mean())
 
 
+def evenly_spaced(names: tuple[str, ...], most: int) -> tuple[str, ...]:
+    """At most ``most`` of ``names``, evenly spaced, the first and the last included."""
+    if len(names) <= most:
+        return names
+    return tuple(names[int(i)] for i in np.unique(np.linspace(0, len(names) - 1, most).round().astype(int)))
+
+
+def hashed(features: torch.Tensor, width: int, seed: int) -> torch.Tensor:
+    """``features`` (N, D) as (N, ``width``) by signed feature hashing when D is larger (Weinberger et al. 2009):
+    each input feature is added, with a random sign, to one of ``width`` buckets, so that inner products and
+    distances are kept in expectation at a cost linear in N x D; unchanged when D <= width."""
+    if features.shape[1] <= width:
+        return features
+    g = torch.Generator().manual_seed(seed)
+    bucket = torch.randint(width, (features.shape[1],), generator=g)
+    sign = torch.randint(2, (features.shape[1],), generator=g, dtype=features.dtype) * 2 - 1
+    return torch.zeros(len(features), width, dtype=features.dtype).index_add_(1, bucket, features * sign)
+
+
 @register
 class Activations(Analysis):
     name = "activations"
@@ -47,15 +66,15 @@ class Activations(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Activations, layer by layer"
     section = "looking-in"
-    version = 7  # 5: separability gain and final separability as summaries (the talk picks on them); 6: with n,
+    version = 8  # 5: separability gain and final separability as summaries (the talk picks on them); 6: with n,
     # interval; 7: a token model's units are its hidden dimension (B, T, H), and its unit x time map is drawn
-    # from the last layer that keeps the sequence
+    # from the last layer that keeps the sequence; 8: at most max_layers layers, outputs over max_features hashed
     cost_hint = 3
     applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
-              "max_units_shown": 64}
-    quick = {"n_inputs": 300, "tsne_points": 200, "tsne_iterations": 300}
-    param_bounds = {"tsne_layers": (0, None)}  # 0: no t-SNE
+              "max_units_shown": 64, "max_layers": 48, "max_features": 8192}
+    quick = {"n_inputs": 300, "tsne_points": 200, "tsne_iterations": 300, "max_layers": 24, "max_features": 4096}
+    param_bounds = {"tsne_layers": (0, None), "max_layers": (2, None), "max_features": (16, None)}  # tsne 0: none
 
     sample_order = (("n_inputs", 50),)
 
@@ -64,7 +83,9 @@ class Activations(Analysis):
 
     def run(self, ctx: Context) -> Result:
         s = ctx.subject
-        layers = default_layers(s.model, s.layers)
+        every = default_layers(s.model, s.layers)
+        layers = evenly_spaced(every, ctx.params["max_layers"])
+        sampled = [f"{len(layers)} of {len(every)} layers, evenly spaced"] if len(layers) < len(every) else []
         n = min(ctx.params["n_inputs"], len(s.data.x_test))
         x, y = s.data.x_test[:n], s.data.y_test[:n]
         with torch.no_grad(), capture_outputs(s.model, layers) as outs:
@@ -128,6 +149,12 @@ class Activations(Analysis):
         data = {"layers": per_layer, "n_inputs": n}
         if classifier:
             figures += self._classifier_views(ctx, x, y.numpy(), acts, arrays, summaries, data)
+            if data.get("projected"):
+                sampled.append(f"{data['projected']} of {len(layers) + 1} representations (the input and each "
+                               f"layer's output) hashed to {ctx.params['max_features']:,} features (signed feature "
+                               "hashing, which keeps distances in expectation) for the neighbours, PCA and t-SNE")
+        if sampled:
+            data["sampled"] = "; ".join(sampled)
         elif sequence := [name for name in layers if acts[name].ndim == 3]:
             last = sequence[-1]  # the last layer that keeps the sequence (an encoder's pooled output does not)
             first = acts[last][0]  # (T, H) of the first sequence
@@ -157,7 +184,10 @@ class Activations(Analysis):
 
         s = ctx.subject
         names = ["input", *acts]
-        feats = [x.reshape(len(x), -1).float().numpy()] + [a.reshape(len(a), -1).numpy() for a in acts.values()]
+        cap = ctx.params["max_features"]
+        flat = [x.reshape(len(x), -1).float()] + [a.reshape(len(a), -1) for a in acts.values()]
+        data["projected"] = sum(f.shape[1] > cap for f in flat)
+        feats = [hashed(f, cap, ctx.seed + i).numpy() for i, f in enumerate(flat)]
         sep = [knn_separability(f, y, seed=ctx.seed) for f in feats]
         data["separability"] = sep
         data["layer_names"] = names
