@@ -56,6 +56,14 @@ def trigger_share(maps: torch.Tensor, region: torch.Tensor) -> np.ndarray:
     return (inside / m.sum(1).clamp_min(1e-12)).numpy()
 
 
+def _ig_batch(subject) -> int:
+    """Examples per backward pass of Integrated Gradients: 256 for a small model, fewer as one forward pass grows
+    (what a backward pass keeps grows with it: a ViT-Base at 224x224 took 24 GB at 256)."""
+    from talkgen.analyses.budget import macs_per_unit
+
+    return int(max(1, min(256, 2e10 // max(macs_per_unit(subject), 1.0))))
+
+
 @register
 class Attacks(Analysis):
     param_bounds = {"epsilons": (0, 1), "reference_eps": (0, 1)}
@@ -68,6 +76,14 @@ class Attacks(Analysis):
     params = {"n_inputs": 450, "epsilons": [0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3],
               "reference_eps": 0.1, "pgd_steps": 10, "ig_steps": 32, "random_draws": 5}
     quick = {"n_inputs": 120, "pgd_steps": 5, "ig_steps": 16, "random_draws": 2}
+
+    # per input: a prediction, a gradient (about three forward passes' work), Integrated Gradients (three per
+    # step), and at each epsilon the FGSM, IG and random predictions and PGD's steps
+    sample_order = (("n_inputs", 8), ("ig_steps", 4), ("pgd_steps", 1), ("random_draws", 1))
+
+    def passes(self, subject, params) -> float:
+        per_eps = 2 + params["random_draws"] + 3 * params["pgd_steps"] + 1
+        return params["n_inputs"] * (4 + 3 * params["ig_steps"] + len(params["epsilons"]) * per_eps)
 
     def applies_to(self, subject) -> bool | str:
         if subject.task != "image-classifier" or not subject.data.labelled:
@@ -97,7 +113,7 @@ class Attacks(Analysis):
             x, y = x_all, pred
         eps_list = [float(e) for e in p["epsilons"]]
         grad_sign = loss_gradient(model, x, y).sign()
-        ig = integrated_gradients(model, x, y, n_steps=int(p["ig_steps"]), internal_batch_size=256)
+        ig = integrated_gradients(model, x, y, n_steps=int(p["ig_steps"]), internal_batch_size=_ig_batch(s))
         ig_sign = -ig.sign()  # against the evidence for the true class
         gen = torch.Generator().manual_seed(ctx.seed)
         randoms = [torch.randint(0, 2, x.shape, generator=gen).float() * 2 - 1 for _ in range(int(p["random_draws"]))]
@@ -184,7 +200,7 @@ class Attacks(Analysis):
         area = float(region.float().mean())
         maps = {"gradient": saliency(model, x, pred),
                 "Integrated Gradients": integrated_gradients(model, x, pred, n_steps=int(p["ig_steps"]),
-                                                             internal_batch_size=256),
+                                                             internal_batch_size=_ig_batch(s)),
                 "Grad-CAM": grad_cam(model, x, pred)}
         shares = {k: trigger_share(v[:, 0], region) for k, v in maps.items()}
         to_target = float((pred == trigger.target).float().mean())

@@ -115,6 +115,16 @@ class Costs(Analysis):
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}
     quick = {"widths": [4, 8, 16], "epoch_batches": 8}
 
+    # timing an epoch: epoch_batches SGD steps (and two to warm up), each a forward and a backward pass (about
+    # three forward passes' work) over a batch; a large model times fewer, smaller steps (said so)
+    sample_order = (("epoch_batches", 1), ("batch", 4))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        rows = params["batch"] if subject.task.endswith("classifier") else max(1, params["batch"] // 4)
+        return 3 * (params["epoch_batches"] + 2) * rows * example_size(subject)
+
     def twins(self, subject, params) -> tuple[TwinRequest, ...]:
         """Untrained copies at each width, where the architecture has one: the pipeline times the
         analyses that run on width twins (with quick-profile settings, so both profiles fit). The activations
