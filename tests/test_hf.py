@@ -242,10 +242,14 @@ def test_a_vit_directory_audits_on_raw_pixels(tmp_path):
                           profile="quick"))
         assert r.figures and all(np.isfinite(v.value) for k, v in r.summaries.items() if k in WANT[name]), name
         assert WANT[name] <= set(r.summaries), (name, sorted(r.summaries)[:20])
-    out = tmp_path / "out"
-    proc = run_cli("audit", str(tmp_path / "vit"), "--data", str(tmp_path / "images.npz"), "--out", str(out),
-                   "--only", "model-card,weights")
-    assert proc.returncode == 0, proc.stderr
+    from talkgen.build import build
+    from talkgen.config import SubjectConfig, TalkConfig
+
+    out = tmp_path / "out"  # the directory as a subject of a build, as `talkgen audit DIR --data images.npz` makes it
+    report = build(TalkConfig(subjects=(SubjectConfig(name="vit", model=str(tmp_path / "vit"),
+                                                      data=str(tmp_path / "images.npz")),),
+                              only=("model-card", "weights"), formats=("report",)), out)
+    assert report.exit_code == 0
     status = {a: v["status"] for a, v in json.loads((out / "summary.json").read_text())["subjects"]["vit"]
               ["analyses"].items()}
     assert status["model-card"] == status["weights"] == "ok", status
