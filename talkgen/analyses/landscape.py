@@ -20,7 +20,10 @@ autograd; convolutional models in the channels-last memory format, which oneDNN 
 times faster on CPU). When the first parametrised module (a linear, convolution or embedding layer) reads
 the raw input, its output is linear in its own weights, ``f(x; W* + a D1 + b D2) = f(x; W*) +
 a f(x; D1) + b f(x; D2)``, so the three terms are computed once and each grid point only adds
-them (when that layer is a sizeable share of the FLOPs); every other layer runs per point. Each grid point is evaluated once. Assumptions: a
+them (when that layer is a sizeable share of the FLOPs); every other layer runs per point. Each grid point is evaluated once.
+Memory: the model, the copy that moves, and the directions (the line's one, the plane's two; kept in bfloat16 where
+three full copies would pass the budget's memory limit), so at most three copies of the weights besides the model's
+own. Assumptions: a
 cross-entropy loss; a model in eval mode (batch-norm statistics are the running ones).
 """
 
