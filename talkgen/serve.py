@@ -235,6 +235,14 @@ class Server:
     def serve(self) -> None:
         """Serve at once (a page asked for before the first build has finished says so), build, then watch and
         rebuild until Ctrl-C (or :meth:`shutdown`)."""
+        if threading.current_thread() is threading.main_thread():
+            import signal
+
+            # Ctrl-C stops the server even where it was started with SIGINT ignored (a background job of a
+            # script: the shell ignores SIGINT for it, and Python then never turns it into KeyboardInterrupt);
+            # SIGTERM stops it the same way
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
         watcher = threading.Thread(target=self._watch, name="talkgen-watch", daemon=True)
         watcher.start()
         self.say(f"serving {self.url} (Ctrl-C stops)", False)
