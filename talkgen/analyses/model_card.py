@@ -185,12 +185,17 @@ class ModelCard(Analysis):
         n = min(len(s.data.x_test), ctx.params["max_sequences"])
         x, y = s.data.x_test[:n], s.data.y_test[:n]  # (N, T) inputs and next-token targets
         losses, hits = [], []
+        # sequences per forward pass: up to 64, fewer where the logits (b, T, vocabulary) would pass 2^25 values
+        # (GPT-2's 50,257 tokens at 61 positions: 10 sequences, 120 MB of logits instead of 780 MB, and as much
+        # again for the cross-entropy's log-softmax)
+        step = max(1, min(64, 2**25 // max(1, x.shape[1] * len(s.data.classes))))
         with torch.no_grad():
-            for i in range(0, n, 64):
-                logits = s.model(x[i:i + 64])  # (b, T, V)
+            for i in range(0, n, step):
+                logits = s.model(x[i:i + step])  # (b, T, V)
                 losses.append(torch.nn.functional.cross_entropy(
-                    logits.transpose(1, 2), y[i:i + 64], reduction="none") / math.log(2))  # (b, T) bits
-                hits.append((logits.argmax(-1) == y[i:i + 64]).float())
+                    logits.transpose(1, 2), y[i:i + step], reduction="none") / math.log(2))  # (b, T) bits
+                hits.append((logits.argmax(-1) == y[i:i + step]).float())
+                del logits
         bits = torch.cat(losses).numpy()  # (N, T)
         acc = torch.cat(hits).numpy()
         per_pos_bits, per_pos_acc = bits.mean(0), acc.mean(0)

@@ -256,14 +256,18 @@ def load_hf_subject(directory: str | Path, data: str | Path | None, name: str) -
                        token_names=tokenizer.convert_ids_to_tokens)
     model = HFTokenModel(hf, pad).eval()
     with torch.no_grad():
-        out = torch.cat([model(tokens[i:i + 64]) for i in range(0, len(tokens), 64)])
+        width = model(tokens[:1]).shape[-1]  # classes, or the vocabulary of a language model
     if task == "text-classifier":
-        classes = tuple(id2label.get(i, str(i)) for i in range(out.shape[-1]))
-        y = torch.tensor(labels) if labels is not None else out.argmax(-1)
+        classes = tuple(id2label.get(i, str(i)) for i in range(width))
+        if labels is not None:
+            y = torch.tensor(labels)
+        else:  # the model's own answers stand in, one batch at a time (never every sentence's logits at once)
+            with torch.no_grad():
+                y = torch.cat([model(tokens[i:i + 64]).argmax(-1) for i in range(0, len(tokens), 64)])
     else:
         vocab = tokenizer.get_vocab()
         inv = {i: t for t, i in vocab.items()}
-        classes = tuple(inv.get(i, f"<{i}>") for i in range(out.shape[-1]))
+        classes = tuple(inv.get(i, f"<{i}>") for i in range(width))
         y = torch.cat([tokens[:, 1:], torch.full((len(tokens), 1), pad if pad is not None else 0)], 1)
         labels = labels or []  # next tokens are real labels for a language model
     labelled = labels is not None
