@@ -107,6 +107,8 @@ def run_shards(builder, executor: str, *, shards: int | None = None, address: st
     jobs = [((i, k), shard_chunks(missing, (i, k))) for i in range(k)]
     jobs = [(shard, todo) for shard, todo in jobs if todo]
     if executor == "local":
+        if threads:
+            builder.threads = threads
         for shard, todo in jobs:
             builder.train(todo)
         builder.write_index()
