@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from talkgen.analyses.base import Context, Result, get_analysis
-from talkgen.analyses.landscape import (PlaneEvaluator, basin_radii, centre_params,
+from talkgen.analyses.landscape import (PlaneEvaluator, basin_radii, parameter_views,
                                         filter_normalised_direction)
 from talkgen.analyses.loss import loss_batch, make_loss
 from talkgen.specs import Surface
@@ -79,7 +79,7 @@ def test_plane_evaluator_equals_the_plain_loss(case):
     g = torch.Generator().manual_seed(1)
     model = make().eval()
     x, y = mx(g), my(g)
-    centre = centre_params(model)
+    centre = parameter_views(model)
     d1 = {k: torch.randn(v.shape, generator=g) * 0.3 for k, v in centre.items()}  # biases move too
     d2 = filter_normalised_direction(centre, g)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -104,7 +104,7 @@ def test_the_first_layer_is_precomputed_by_default_only_where_it_is_a_large_shar
     narrow_first = nn.Sequential(nn.Linear(4, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 3))
     for model, n_in, expected in ((wide_first, 256, "0"), (narrow_first, 4, "")):
         x, y = torch.randn(8, n_in), torch.randint(0, 3, (8,))
-        centre = centre_params(model)
+        centre = parameter_views(model)
         d = filter_normalised_direction(centre, torch.Generator().manual_seed(0))
         assert PlaneEvaluator(model, x, y, centre, [d, d]).fast_path == expected
 
@@ -112,7 +112,7 @@ def test_the_first_layer_is_precomputed_by_default_only_where_it_is_a_large_shar
 def test_filter_normalisation_matches_each_filter_and_zeroes_biases():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 5))
-    params = centre_params(model)
+    params = parameter_views(model)
     d = filter_normalised_direction(params, torch.Generator().manual_seed(0))
     for k, p in params.items():
         if p.ndim == 1:  # conv and linear biases, batch-norm scale and shift
@@ -128,7 +128,7 @@ def test_grid_rows_are_direction_two_and_columns_direction_one():
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
-    centre = centre_params(model)
+    centre = parameter_views(model)
     d1 = {k: torch.randn(v.shape) for k, v in centre.items()}
     d2 = {k: torch.randn(v.shape) for k, v in centre.items()}
     ev = PlaneEvaluator(model, x, y, centre, [d1, d2])

@@ -36,13 +36,18 @@ from talkgen.specs import Bars, Curves, Table
 
 MIN_WIDTHS, MIN_FIT = 4, 0.9  # an exponent is quoted only from this many widths and this good a fit (R²)
 
+def batch_rows(subject, batch: int) -> int:
+    """Rows of a training batch: ``batch`` examples of a classifier, a quarter as many sequences of a sequence model."""
+    return batch if subject.task.endswith("classifier") else max(1, batch // 4)
+
+
 def epoch_seconds(subject, batch: int, steps: int, seed: int) -> tuple[float, int]:
     """(seconds for one epoch, batches per epoch), extrapolated from ``steps`` timed SGD steps."""
     from talkgen.analyses.loss import cross_entropy
 
     model = copy.deepcopy(subject.model).train()
     x, y = subject.data.x_train, subject.data.y_train
-    rows = batch if subject.task.endswith("classifier") else max(1, batch // 4)
+    rows = batch_rows(subject, batch)
     n_batches = max(1, math.ceil(len(x) / rows))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
@@ -122,8 +127,7 @@ class Costs(Analysis):
     def passes(self, subject, params) -> float:
         from talkgen.analyses.budget import example_size
 
-        rows = params["batch"] if subject.task.endswith("classifier") else max(1, params["batch"] // 4)
-        return 3 * (params["epoch_batches"] + 2) * rows * example_size(subject)
+        return 3 * (params["epoch_batches"] + 2) * batch_rows(subject, params["batch"]) * example_size(subject)
 
     def twins(self, subject, params) -> tuple[TwinRequest, ...]:
         """Untrained copies at each width, where the architecture has one: the pipeline times the

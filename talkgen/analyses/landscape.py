@@ -49,11 +49,6 @@ LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 MIN_SHARE = 0.2  # precompute the first layer when it is at least this share of a forward pass
 
 
-def centre_params(model: nn.Module) -> Params:
-    """Detached float copies of every distinct parameter, by name (tied ones once)."""
-    return {k: p.detach().clone() for k, p in model.named_parameters()}
-
-
 def parameter_views(model: nn.Module) -> Params:
     """Every distinct parameter of ``model`` by name, detached but not copied: to read, never to write (at the
     size of a large model a copy of the weights is a copy too many)."""
