@@ -135,27 +135,29 @@ class HFImageModel(nn.Module):
         return self.hf(pixel_values=pixels).logits
 
 
-def _preprocess(d: Path, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+def _preprocess(d: Path, xs: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], str]:
     """Raw pixels (no negative value: 0..255 or 0..1) through the rescale and normalisation steps of the model's
-    ``preprocessor_config.json``; values that are already normalised (some negative) are taken as they are."""
+    ``preprocessor_config.json``; values that are already normalised (some negative) are taken as they are. One
+    decision for all of ``xs`` (the training and test splits of one file), from the config read once."""
     import json
 
     try:
         pre = json.loads((d / "preprocessor_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return x, "taken as the model's pixel values (no preprocessor_config.json)"
-    if float(x.min()) < 0:
-        return x, "taken as the model's pixel values (already normalised: some are negative)"
+        return xs, "taken as the model's pixel values (no preprocessor_config.json)"
+    if min(float(x.min()) for x in xs) < 0:
+        return xs, "taken as the model's pixel values (already normalised: some are negative)"
     steps = []
-    if pre.get("do_rescale", True) and float(x.max()) > 1.5:
-        x = x * float(pre.get("rescale_factor", 1 / 255))
+    if pre.get("do_rescale", True) and max(float(x.max()) for x in xs) > 1.5:
+        xs = tuple(x * float(pre.get("rescale_factor", 1 / 255)) for x in xs)
         steps.append("rescaled")
     mean, std = pre.get("image_mean"), pre.get("image_std")
     if pre.get("do_normalize", True) and mean is not None and std is not None:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        x = (x - torch.tensor(mean, dtype=x.dtype).view(shape)) / torch.tensor(std, dtype=x.dtype).view(shape)
+        shape = (1, -1) + (1,) * (xs[0].ndim - 2)
+        xs = tuple((x - torch.tensor(mean, dtype=x.dtype).view(shape)) / torch.tensor(std, dtype=x.dtype).view(shape)
+                   for x in xs)
         steps.append("normalised")
-    return x, (" and ".join(steps) + " as preprocessor_config.json says") if steps else "taken as they are"
+    return xs, (" and ".join(steps) + " as preprocessor_config.json says") if steps else "taken as they are"
 
 
 def _image_subject(d: Path, tf, config, arch: str, data: str | Path | None, name: str) -> Subject:
@@ -180,8 +182,7 @@ def _image_subject(d: Path, tf, config, arch: str, data: str | Path | None, name
         want = f"(N, {channels}, {size[0]}, {size[1]})" if size else f"(N, {channels}, H, W)"
         shape = (len(sd.x_train) + len(sd.x_test), *x.shape[1:])  # the file's, not the training split's
         raise TalkgenError(f"{data}: images shaped {shape}; {arch} takes {want}")
-    x_train, how = _preprocess(d, sd.x_train)
-    x_test, _ = _preprocess(d, sd.x_test)
+    (x_train, x_test), how = _preprocess(d, (sd.x_train, sd.x_test))
     id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     n_labels = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
     top = int(max(sd.y_train.max(), sd.y_test.max()))
