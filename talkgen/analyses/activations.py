@@ -40,7 +40,7 @@ def knn_separability(features: np.ndarray, labels: np.ndarray, k: int = 5, seed:
     return float(cross_val_score(KNeighborsClassifier(n_neighbors=neighbours), features, labels, cv=cv).mean())
 
 
-def evenly_spaced(names: tuple[str, ...], most: int) -> tuple[str, ...]:
+def evenly_spaced(names: tuple, most: int) -> tuple:
     """At most ``most`` of ``names``, evenly spaced, the first and the last included."""
     if len(names) <= most:
         return names
@@ -213,7 +213,7 @@ class Activations(Analysis):
         pick = np.random.default_rng(ctx.seed).permutation(len(y))[:m]
         arrays["proj_labels"] = y[pick]
         # t-SNE is the expensive part: on a subsample, and on evenly spaced layers (input and last included)
-        tsne_at = set(np.unique(np.linspace(0, len(names) - 1, ctx.params["tsne_layers"]).round().astype(int)).tolist()
+        tsne_at = set(evenly_spaced(tuple(range(len(names))), ctx.params["tsne_layers"])
                       if ctx.params["tsne_layers"] else [])  # 0: no t-SNE
         panels: dict[str, list[str]] = {"pca": [], "tsne": []}
         for i, (name, f) in enumerate(zip(names, feats)):
