@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from talkgen.analyses.landscape import PlaneEvaluator, centre_params, filter_normalised_direction
+from talkgen.analyses.landscape import PlaneEvaluator, filter_normalised_direction, parameter_views
 from talkgen.analyses.loss import loss_batch
 from talkgen.models.samples import load_sample
 
@@ -52,7 +52,7 @@ def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
 
 def talkgen_plane(model, x, y, steps: int, **switches) -> tuple[float, np.ndarray]:
     g = torch.Generator().manual_seed(0)
-    centre = centre_params(model)
+    centre = {k: v.clone() for k, v in parameter_views(model).items()}
     d1, d2 = filter_normalised_direction(centre, g), filter_normalised_direction(centre, g)
     t = time.perf_counter()
     ev = PlaneEvaluator(model, x, y, centre, [d1, d2], **switches)

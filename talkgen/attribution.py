@@ -286,7 +286,7 @@ def grad_cam(model: nn.Module, inputs: torch.Tensor, target: Target = None, *,
             (g,) = torch.autograd.grad(score, acts)
     finally:
         handle.remove()
-    cam = (g.mean((2, 3), keepdim=True) * acts.detach()).sum(1, keepdim=True)
+    cam = (g.mean((2, 3), keepdim=True) * acts.detach()).sum(1, keepdim=True).cpu()  # the layer's device -> CPU
     if relu:
         cam = cam.clamp_min(0)
     cam = nn.functional.interpolate(cam, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
@@ -298,9 +298,11 @@ def input_embedding(model: nn.Module, tokens: torch.Tensor) -> nn.Module:
     from talkgen.models.introspect import modules_called
 
     for _, mod, args in modules_called(model, tokens, lambda m: isinstance(m, nn.Embedding)):
-        # the ids themselves, or a view of them (GPT-2 reshapes its input_ids before its token embedding)
+        # the ids themselves, or a view of them (GPT-2 reshapes its input_ids before its token embedding), or on
+        # a GPU their copy there
         if args and isinstance(args[0], torch.Tensor) and (args[0] is tokens or (
-                args[0].shape == tokens.shape and args[0].data_ptr() == tokens.data_ptr())):
+                args[0].shape == tokens.shape and (args[0].data_ptr() == tokens.data_ptr() if args[0].device ==
+                                                   tokens.device else torch.equal(args[0].cpu(), tokens)))):
             return mod
     raise ValueError("no nn.Embedding reads the token ids directly; token attributions need one")
 
@@ -314,7 +316,7 @@ def at_position(model: nn.Module, embedding: nn.Module, position: int | None,
 
     def f(e: torch.Tensor) -> torch.Tensor:
         rows = tokens[torch.arange(len(e)) % len(tokens)]
-        handle = embedding.register_forward_hook(lambda m, a, o: e)
+        handle = embedding.register_forward_hook(lambda m, a, o: e.to(o.device))  # where the model computes
         try:
             out = model(rows)
         finally:

@@ -372,7 +372,8 @@ def _write_outputs(config: TalkConfig, subjects: Sequence[SubjectFacts], outcome
     ledger = [{"subject": o.subject, "analysis": o.analysis, "status": o.status,
                "wall_s": o.cost.get("wall_s", ""), "peak_mem_mb": o.cost.get("peak_mem_mb", ""),
                "forward_passes": o.cost.get("forward_passes", ""),
-               "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached} for o in outcomes]
+               "backward_passes": o.cost.get("backward_passes", ""), "cached": o.cached,
+               **({"gpu_peak_mb": o.cost["gpu_peak_mb"]} if "gpu_peak_mb" in o.cost else {})} for o in outcomes]
     deck = build_deck(title=config.title, subtitle=config.subtitle, speaker=config.speaker,
                       outcomes=outcomes, catalogue=catalogue, templates=templates,
                       figure_cache=FigureCache(out / "cache" / "figures", config.talk.theme),

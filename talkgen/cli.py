@@ -425,17 +425,24 @@ def samples_list() -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where to write NAME.safetensors and NAME.json (default: the bundled sample_models/).")
 @click.option("--quick", is_flag=True, help="A shortened recipe (for tests); the card says so.")
-def samples_train(name, out, quick) -> None:
+@click.option("--device", default="cpu", show_default=True,
+              help="Torch device to train on (cpu, cuda, cuda:1, mps); the card names a device other than the CPU.")
+def samples_train(name, out, quick, device) -> None:
     """Train sample NAME from scratch, deterministically (same seed, same bytes).
 
     \b
     Example:
       talkgen samples train digits-cnn --out /tmp/samples
+      talkgen samples train digits-cnn --out /tmp/samples --device cuda
     """
+    from talkgen.config import device_problem
     from talkgen.models.samples import train_sample
     from talkgen.resources import sample_models_dir
 
-    card = train_sample(name, Path(out) if out else sample_models_dir(), quick=quick)
+    problem = device_problem(device)
+    if problem:
+        raise TalkgenError(f"--device {problem}")
+    card = train_sample(name, Path(out) if out else sample_models_dir(), quick=quick, device=device)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in card["metrics"].items())
     click.echo(f"trained {name} in {card['training_seconds']:.1f} s: {metrics}")
     click.echo(f"  weights sha256 {card['weights_sha256']}")
@@ -497,7 +504,9 @@ def _zoo_options(fn):
 @click.option("--workers", type=int, default=None, help="Processes of a local Ray or Dask cluster (default: the cores).")
 @click.option("--shards", type=int, default=None,
               help="Tasks with --executor ray/dask (default: one per missing chunk, at most 64).")
-def zoo_build(subject, n, seed, steps, out, shard, threads, executor, address, workers, shards) -> None:
+@click.option("--device", default="cpu", show_default=True,
+              help="Torch device the members train on (cpu, cuda, cuda:1, mps).")
+def zoo_build(subject, n, seed, steps, out, shard, threads, executor, address, workers, shards, device) -> None:
     """Train the zoo (or this shard of it); resumes where a killed run stopped.
 
     \b
@@ -505,7 +514,9 @@ def zoo_build(subject, n, seed, steps, out, shard, threads, executor, address, w
       talkgen zoo build --subject digits-cnn --n 1024 --out build
       talkgen zoo build --subject digits-cnn --n 1024 --executor dask --workers 8
       talkgen zoo build --subject digits-cnn --n 1024 --executor ray --address auto
+      talkgen zoo build --subject digits-cnn --n 1024 --device cuda
     """
+    from talkgen.config import device_problem
     from talkgen.meta.zoo import parse_shard, zoo_source
 
     from talkgen.outdir import check_output_dir, claim
@@ -518,14 +529,20 @@ def zoo_build(subject, n, seed, steps, out, shard, threads, executor, address, w
         raise TalkgenError(f"--shard names one job; --executor {executor} runs every shard (drop --shard)")
     if workers is not None and workers < 1:
         raise TalkgenError(f"--workers must be at least 1; got {workers}")
+    problem = device_problem(device) if executor == "local" else None  # an engine's workers may have GPUs we lack
+    if problem:
+        raise TalkgenError(f"--device {problem}")
     claim(check_output_dir(Path(out)))  # shards may run side by side: the zoo's chunks are written atomically
     b.threads = threads
+    import torch
+
+    b.device = torch.device(device)
     b.progress = _zoo_progress()
     if executor != "local":
         from talkgen.meta.executors import run_shards
 
         run_shards(b, executor, shards=shards, address=address, workers=workers, threads=threads,
-                   say=lambda line: click.echo(line, err=True))
+                   say=lambda line: click.echo(line, err=True), device=device)
         complete = not b.missing()
     else:
         complete = b.build(parse_shard(shard))

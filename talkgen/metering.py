@@ -32,7 +32,8 @@ class Cost:
     def to_json(self) -> dict[str, Any]:
         return {"wall_s": round(self.wall_s, 4), "peak_mem_mb": round(self.peak_mem_mb, 2),
                 "forward_passes": self.forward_passes, "backward_passes": self.backward_passes,
-                "examples_forward": self.examples_forward, "threads": self.threads}
+                "examples_forward": self.examples_forward, "threads": self.threads,
+                **{k: round(float(v), 2) for k, v in self.extra.items() if k == "gpu_peak_mb"}}
 
 
 class CostMeter:

@@ -49,7 +49,7 @@ def load_zoo(ctx: Context):
     sample = zoo_sample_for(ctx.subject)
     if sample is None:
         raise ValueError("no zoo applies to this subject")
-    return ensure_zoo(zoo_spec(sample, ctx.params), ctx.storage() / "zoo")
+    return ensure_zoo(zoo_spec(sample, ctx.params), ctx.storage() / "zoo", device=ctx.device)
 
 
 ZOO_PARAMS = {"zoo_members": 1024, "zoo_seed": 0, "zoo_steps": [30, 1500]}
@@ -87,7 +87,7 @@ def usable_members(zoo) -> tuple[np.ndarray, list[dict], dict[str, torch.Tensor]
 
 
 def subject_params(subject) -> dict[str, torch.Tensor]:
-    return {k: v.detach().float()[None] for k, v in subject.model.named_parameters()}
+    return {k: v.detach().float().cpu()[None] for k, v in subject.model.named_parameters()}  # the zoo's are on the CPU
 
 
 def measured_accuracy(subject) -> float:

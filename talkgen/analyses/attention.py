@@ -58,16 +58,17 @@ class _SDPARecorder(TorchFunctionMode):
             with torch.no_grad():
                 s = (q @ k.transpose(-1, -2)) * scale
                 if causal:
-                    s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+                    s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1),
+                                      float("-inf"))
                 if mask is not None:
                     s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
-                self.sink.append((self.stack[-1] if self.stack else "sdpa", s.softmax(-1).detach()))
+                self.sink.append((self.stack[-1] if self.stack else "sdpa", s.softmax(-1).detach().cpu()))
         return func(*args, **kwargs)
 
 
 @contextmanager
 def record_attention(model: nn.Module) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Inside the block, every forward pass of ``model`` appends (layer name, (B, heads, T, S))."""
+    """Inside the block, every forward pass of ``model`` appends (layer name, (B, heads, T, S)), on the CPU."""
     sink: list[tuple[str, torch.Tensor]] = []
     stack: list[str] = []
     handles = []
@@ -79,7 +80,7 @@ def record_attention(model: nn.Module) -> Iterator[list[tuple[str, torch.Tensor]
         handles.append(m.register_forward_hook(leave))
         if name.endswith("pattern") or name == "pattern":
             handles.append(m.register_forward_hook(
-                lambda mod, a, o, name=name: sink.append((name.rsplit(".pattern", 1)[0] or name, o.detach()))))
+                lambda mod, a, o, name=name: sink.append((name.rsplit(".pattern", 1)[0] or name, o.detach().cpu()))))
         if isinstance(m, nn.MultiheadAttention):
             def force(mod, args, kwargs):
                 kwargs = dict(kwargs, need_weights=True, average_attn_weights=False)
@@ -87,7 +88,7 @@ def record_attention(model: nn.Module) -> Iterator[list[tuple[str, torch.Tensor]
 
             handles.append(m.register_forward_pre_hook(force, with_kwargs=True))
             handles.append(m.register_forward_hook(
-                lambda mod, a, o, name=name: sink.append((name, o[1].detach())) if o[1] is not None else None))
+                lambda mod, a, o, name=name: sink.append((name, o[1].detach().cpu())) if o[1] is not None else None))
     mode = _SDPARecorder(sink, stack)
     try:
         with mode:

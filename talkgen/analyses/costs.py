@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from talkgen import devices
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, TwinRequest, register
 from talkgen.models.twins import widens
 from talkgen.specs import Bars, Curves, Table
@@ -60,6 +61,7 @@ def epoch_seconds(subject, batch: int, steps: int, seed: int) -> tuple[float, in
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            devices.sync(devices.device_of(model))  # a GPU queues its work: the clock waits for it
             if i >= 2:  # the first steps warm up allocators and kernels
                 times.append(time.perf_counter() - t0)
     return float(np.mean(times)) * n_batches, n_batches

@@ -61,7 +61,7 @@ def lanczos(loss, params: Params, k: int, iterations: int, seed: int, max_iterat
     limit = min(max(max_iterations or iterations, iterations), n)
     g = torch.Generator().manual_seed(seed)
     first = next(iter(params.values()))
-    q = torch.randn(n, generator=g, dtype=first.dtype)
+    q = torch.randn(n, generator=g, dtype=first.dtype).to(first.device)  # drawn on the CPU, used where H is
     q /= q.norm()
     basis = [q]
     alphas: list[float] = []
@@ -103,7 +103,7 @@ def hutchinson_trace(loss, params: Params, probes: int, seed: int) -> tuple[floa
     g = torch.Generator().manual_seed(seed + 1)
     values = []
     for _ in range(probes):
-        v = {k: (torch.randint(0, 2, t.shape, generator=g) * 2 - 1).to(t.dtype) for k, t in params.items()}
+        v = {k: (torch.randint(0, 2, t.shape, generator=g) * 2 - 1).to(t.device, t.dtype) for k, t in params.items()}
         hv = hvp(loss, params, v)
         values.append(float(sum((hv[k] * v[k]).sum() for k in params)))
     arr = np.array(values)

@@ -18,7 +18,8 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
         layers: module names as in ``model.named_modules()``.
     Returns:
         A dict layer name -> list of outputs, one per forward pass, filled as the block runs
-        (for a module returning a tuple, such as an LSTM's (output, state), its first element).
+        (for a module returning a tuple, such as an LSTM's (output, state), its first element), on the CPU
+        wherever the model computes.
     """
     modules = dict(model.named_modules())
     missing = [n for n in layers if n not in modules]
@@ -32,7 +33,7 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
                 if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
                     out = out[0]  # recurrent layers return (output, state)
                 if isinstance(out, torch.Tensor):
-                    captured[name].append(out.detach())
+                    captured[name].append(out.detach().cpu())  # analyses read captures on the CPU
             handles.append(modules[name].register_forward_hook(hook))
         yield captured
     finally:
@@ -46,7 +47,7 @@ def capture_inputs(model: nn.Module, layer: str) -> Iterator[list[tuple]]:
     module = dict(model.named_modules())[layer]
     seen: list[tuple] = []
     handle = module.register_forward_pre_hook(lambda _m, args: seen.append(tuple(
-        a.detach() if isinstance(a, torch.Tensor) else a for a in args)))
+        a.detach().cpu() if isinstance(a, torch.Tensor) else a for a in args)))
     try:
         yield seen
     finally:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from talkgen.analyses import budget
+from talkgen.devices import like
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch, loss_batch_size, loss_problem
 from talkgen.models.twins import initial_state
@@ -57,7 +58,7 @@ def parameter_views(model: nn.Module) -> Params:
 
 def cosine(a: Params, b: Params) -> float:
     """The cosine of the angle between two parameter-shaped vectors, without concatenating either."""
-    dot = sum(float((a[k].double() * b[k]).sum()) for k in a)  # one tensor at a time in float64
+    dot = sum(float((a[k].double() * like(b[k], a[k])).sum()) for k in a)  # one tensor at a time in float64
     na = math.sqrt(sum(float(a[k].double().square().sum()) for k in a))
     nb = math.sqrt(sum(float(b[k].double().square().sum()) for k in b))
     return dot / max(na * nb, 1e-30)
@@ -68,15 +69,16 @@ def filter_normalised_direction(params: Params, generator: torch.Generator,
     """A Gaussian direction with each filter rescaled to the norm of the same filter in ``params``
     (Li et al. 2018). Filters are slices along the first dimension (output units or channels);
     1-D tensors (biases, normalisation scales and shifts) get a zero direction. ``dtype``: what the
-    direction is kept in (the same draws, rounded: bfloat16 halves the memory of a large model's plane)."""
+    direction is kept in (the same draws, rounded: bfloat16 halves the memory of a large model's plane).
+    The directions are drawn and kept on the CPU (the same numbers wherever the model computes)."""
     out: Params = {}
     for k, p in params.items():
         if p.ndim <= 1:
-            out[k] = torch.zeros_like(p, dtype=dtype)
+            out[k] = torch.zeros(p.shape, dtype=dtype or p.dtype)
             continue
         d = torch.randn(p.shape, generator=generator, dtype=p.dtype)
         d_norm = d.flatten(1).norm(dim=1)
-        p_norm = p.flatten(1).norm(dim=1)
+        p_norm = p.flatten(1).norm(dim=1).cpu()
         scale = torch.where(d_norm > 0, p_norm / d_norm.clamp_min(1e-30), torch.zeros_like(d_norm))
         d.mul_(scale.view(-1, *([1] * (p.ndim - 1))))
         out[k] = d if dtype is None else d.to(dtype)
@@ -108,9 +110,11 @@ class PlaneEvaluator:
         live = dict(self.model.named_parameters())
         self.names = list(centre)
         self.live = [live[k] for k in self.names]
-        self.centre = [centre[k].to(self.live[i].dtype) for i, k in enumerate(self.names)]
-        # a direction kept in a narrower type (bfloat16, to save memory) is added as it is, widened per tensor
-        self.dirs = [[d[k] if d[k].dtype == torch.bfloat16 else d[k].to(self.live[i].dtype)
+        self.centre = [centre[k].to(self.live[i].device, self.live[i].dtype) for i, k in enumerate(self.names)]
+        # a direction kept in a narrower type (bfloat16, to save memory) is added as it is, widened per tensor;
+        # the directions go where the copy computes
+        self.dirs = [[d[k].to(self.live[i].device) if d[k].dtype == torch.bfloat16
+                      else d[k].to(self.live[i].device, self.live[i].dtype)
                       for i, k in enumerate(self.names)] for d in directions]
         self.x, self.y = x, y
         self.fast_path = ""
@@ -289,7 +293,7 @@ class LossLandscape(Analysis):
         init_state = dict(init_state)  # ours to empty (the tensors stay wherever the source keeps them too)
         # theta* - theta0, one tensor at a time, each initial tensor let go as soon as it is used: with the
         # model and an evaluator's moving copy, the line holds the weights three times over, no more
-        toward = {k: trained[k] - init_state.pop(k).to(v.dtype) for k, v in trained.items()}
+        toward = {k: trained[k] - init_state.pop(k).to(v.device, v.dtype) for k, v in trained.items()}
         del init_state
         # from initialisation (a = 0) to the trained weights (a = 1), train and test data; the point
         # (1 - a) theta0 + a theta* is theta* + (a - 1) (theta* - theta0)

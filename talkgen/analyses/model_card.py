@@ -47,8 +47,6 @@ class ModelCard(Analysis):
 
     def run(self, ctx: Context) -> Result:
         s, dev, bs = ctx.subject, ctx.device, ctx.params["batch_size"]
-        if dev.type != "cpu":
-            raise RuntimeError("model-card runs on the CPU copy of the model; use --device cpu")
         if s.task in ("char-lm", "sequence-model"):
             return self._sequence(ctx)
         if s.task == "text-encoder":

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkgen import devices
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.hooks import capture_inputs
 from talkgen.models.recurrent import last_lstm, lstm_states
@@ -110,7 +111,7 @@ class RNNCells(Analysis):
         text = labels_all["text"][:n]
         trained = self._states(s.model, x)
         init_model = copy.deepcopy(s.model)
-        with torch.random.fork_rng(devices=[]):
+        with devices.on_cpu(init_model), torch.random.fork_rng(devices=[]):  # the CPU's draws on every device
             torch.manual_seed(ctx.seed)
             for m in init_model.modules():
                 if hasattr(m, "reset_parameters"):

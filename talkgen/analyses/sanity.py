@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkgen import devices
 from talkgen.models.introspect import has_own_parameters, modules_called
 
 LINEAR_FIRST = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -69,8 +70,9 @@ def parametrised_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
 
 
 def reinitialise(module: nn.Module, seed: int) -> None:
-    """Draw the module's own parameters afresh, from its default initialisation where it has one."""
-    with torch.random.fork_rng(devices=[]):
+    """Draw the module's own parameters afresh, from its default initialisation where it has one. The draw is
+    made on the CPU (the same numbers wherever the model computes) and the module goes back where it was."""
+    with devices.on_cpu(module), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
@@ -104,7 +106,7 @@ def shifted_twin(model: nn.Module, x: torch.Tensor, shift: float) -> nn.Module |
     if not isinstance(mod, LINEAR_FIRST):
         where = f"{first[0]}, {type(mod).__name__}" if first[0] else f"the model itself, {type(mod).__name__}"
         return f"its first layer ({where}) is not linear or convolutional"
-    base = torch.full_like(x[:1], shift)
+    base = devices.like(torch.full_like(x[:1], shift), mod.weight)
     with torch.no_grad():
         if isinstance(mod, nn.Linear):
             correction = nn.functional.linear(base, mod.weight)

@@ -106,7 +106,7 @@ class Site:
         parts: list[torch.Tensor] = []
 
         def grab(t: torch.Tensor) -> None:
-            parts.append(_as_vectors(t.detach().float()))
+            parts.append(_as_vectors(t.detach().float()).cpu())  # the autoencoder trains on the CPU
 
         with torch.no_grad(), self.hook(grab):
             for i in range(0, len(x), batch):
@@ -118,7 +118,8 @@ class Site:
         def swap(t: torch.Tensor) -> torch.Tensor | None:
             if replace is None:
                 return None
-            return _from_vectors(replace(_as_vectors(t.float())).to(t.dtype), t)
+            # the replacement (the autoencoder) computes on the CPU; its output goes back where the model computes
+            return _from_vectors(replace(_as_vectors(t.float()).cpu()).to(t.device, t.dtype), t)
 
         total, count = 0.0, 0
         with torch.no_grad(), self.hook(swap):
@@ -149,16 +150,17 @@ def recurrent_splice_loss(model: nn.Module, lstm_name: str, lstm: nn.LSTM, site:
     The LSTM's input is recorded with a hook; the recurrence is replayed step by step with its own
     weights (``replace=None`` replays it unchanged; ``zero`` handled by the caller's function)."""
     from talkgen.analyses.hooks import capture_inputs
+    from talkgen.devices import like
 
-    w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
-    b = (lstm.bias_ih_l0 + lstm.bias_hh_l0) if lstm.bias else torch.zeros(4 * lstm.hidden_size)
+    w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0  # the replay computes where they live
+    b = (lstm.bias_ih_l0 + lstm.bias_hh_l0) if lstm.bias else w_ih.new_zeros(4 * lstm.hidden_size)
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
             xb, yb = x[i:i + batch], y[i:i + batch]
             with capture_inputs(model, lstm_name) as seen:
                 model(xb)
-            e = seen[0][0]                                      # (B, T, E)
+            e = like(seen[0][0], w_ih)                          # (B, T, E)
             B, T = e.shape[:2]
             h = e.new_zeros(B, lstm.hidden_size)
             c = e.new_zeros(B, lstm.hidden_size)
@@ -169,8 +171,8 @@ def recurrent_splice_loss(model: nn.Module, lstm_name: str, lstm: nn.LSTM, site:
                 ig, fg, gg, og = gates.chunk(4, dim=1)
                 c = torch.sigmoid(fg) * c + torch.sigmoid(ig) * torch.tanh(gg)
                 h = torch.sigmoid(og) * torch.tanh(c)
-                if replace is not None:
-                    h = replace(h)
+                if replace is not None:  # the autoencoder computes on the CPU
+                    h = like(replace(h.cpu()), w_ih)
                 outs.append(h)
             hs = torch.stack(outs, 1)                           # (B, T, H)
             logits = site.module(hs)

@@ -40,14 +40,15 @@ def spec_from_json(raw: dict[str, Any]):
 
 
 def train_shard(spec: dict[str, Any], shard: tuple[int, int], todo: list[int], threads: int | None,
-                zoo_dir: str) -> dict[str, bytes]:
+                zoo_dir: str, device: str = "cpu") -> dict[str, bytes]:
     """One task: train chunks ``todo`` of shard ``shard`` of the zoo ``spec`` (its ``asdict``), whose folder
     on the machine that submitted it is ``zoo_dir``.
 
     Where this worker sees that folder (one machine, or a shared file system), each chunk is written into
     it as soon as it is trained, training resumes from a chunk's saved state, a chunk already there is not
     trained again, and nothing is returned; the task notes in the zoo's attempts log when it started and
-    each chunk it trained. Elsewhere it trains in a scratch folder and returns the files, name -> bytes."""
+    each chunk it trained. Elsewhere it trains in a scratch folder and returns the files, name -> bytes.
+    The members train on ``device`` of the worker."""
     target = Path(zoo_dir)
     shared = (target / "spec.json").is_file() and os.access(target, os.W_OK)
     note = (lambda **kv: _note(target / ATTEMPTS, shard, **kv)) if shared else (lambda **kv: None)
@@ -55,7 +56,8 @@ def train_shard(spec: dict[str, Any], shard: tuple[int, int], todo: list[int], t
     from talkgen.meta.zoo import ZooBuilder  # torch: after the note, so that it is there from the task's start
 
     with tempfile.TemporaryDirectory(prefix="talkgen-zoo-") as scratch:
-        b = ZooBuilder(spec_from_json(spec), target.parent if shared else Path(scratch), threads=threads or 1)
+        b = ZooBuilder(spec_from_json(spec), target.parent if shared else Path(scratch), threads=threads or 1,
+                       device=device)
         b.dir.mkdir(parents=True, exist_ok=True)
         for c in todo:
             if not b.chunk_path(c).is_file():
@@ -87,10 +89,11 @@ def attempts(zoo_dir: Path) -> list[dict[str, Any]]:
 
 def run_shards(builder, executor: str, *, shards: int | None = None, address: str | None = None,
                workers: int | None = None, threads: int | None = None,
-               say: Callable[[str], None] | None = None) -> list[int]:
+               say: Callable[[str], None] | None = None, device: str = "cpu") -> list[int]:
     """Train every missing chunk of ``builder``'s zoo as ``shards`` independent tasks (default: one per
     missing chunk, at most 64) on ``executor``; returns the chunks written. A shard whose task failed for good
-    is named in the error raised after the others are written."""
+    is named in the error raised after the others are written. The members train on ``device`` (of each
+    worker: a Ray task on a GPU asks the cluster for one)."""
     from talkgen.meta.zoo import shard_chunks
 
     if executor not in EXECUTORS:
@@ -109,6 +112,9 @@ def run_shards(builder, executor: str, *, shards: int | None = None, address: st
     if executor == "local":
         if threads:
             builder.threads = threads
+        import torch
+
+        builder.device = torch.device(device)
         for shard, todo in jobs:
             builder.train(todo)
         builder.write_index()
@@ -129,7 +135,7 @@ def run_shards(builder, executor: str, *, shards: int | None = None, address: st
         say(f"zoo shard {shard[0] + 1}/{shard[1]} done ({len(written)} of {len(missing)} chunks)")
 
     run = _on_ray if executor == "ray" else _on_dask
-    run(jobs, spec, threads, zoo_dir, address, workers, land, failed, say)
+    run(jobs, spec, threads, zoo_dir, address, workers, land, failed, say, device)
     builder.write_index()
     if failed:
         raise TalkgenError(f"zoo shards failed on {executor}: {'; '.join(failed[:4])}; the other shards are written "
@@ -137,7 +143,7 @@ def run_shards(builder, executor: str, *, shards: int | None = None, address: st
     return sorted(written)
 
 
-def _on_ray(jobs, spec, threads, zoo_dir, address, workers, land, failed, say) -> None:
+def _on_ray(jobs, spec, threads, zoo_dir, address, workers, land, failed, say, device) -> None:
     try:
         import ray
     except ImportError:
@@ -150,8 +156,10 @@ def _on_ray(jobs, spec, threads, zoo_dir, address, workers, land, failed, say) -
             ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
     try:
         say(f"ray: {int(ray.cluster_resources().get('CPU', 0))} CPUs, {len(jobs)} shards")
-        task = ray.remote(num_cpus=1, max_retries=3)(train_shard)  # a worker that dies: its shard again
-        pending = {task.remote(spec, shard, todo, threads, zoo_dir): shard for shard, todo in jobs}
+        gpus = 1 if device.startswith("cuda") else 0  # Ray sets the task's CUDA_VISIBLE_DEVICES to the one it gives
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(train_shard)  # a worker that dies: its shard again
+        on = "cuda" if gpus else device
+        pending = {task.remote(spec, shard, todo, threads, zoo_dir, on): shard for shard, todo in jobs}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             shard = pending.pop(ready[0])
@@ -164,7 +172,7 @@ def _on_ray(jobs, spec, threads, zoo_dir, address, workers, land, failed, say) -
             ray.shutdown()
 
 
-def _on_dask(jobs, spec, threads, zoo_dir, address, workers, land, failed, say) -> None:
+def _on_dask(jobs, spec, threads, zoo_dir, address, workers, land, failed, say, device) -> None:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -178,7 +186,7 @@ def _on_dask(jobs, spec, threads, zoo_dir, address, workers, land, failed, say) 
         client = Client(cluster)
     try:
         say(f"dask: {len(client.scheduler_info()['workers'])} workers, {len(jobs)} shards")
-        futures = {client.submit(train_shard, spec, shard, todo, threads, zoo_dir, pure=False, retries=3): shard
+        futures = {client.submit(train_shard, spec, shard, todo, threads, zoo_dir, device, pure=False, retries=3): shard
                    for shard, todo in jobs}
         for future in as_completed(futures):
             shard = futures[future]

@@ -428,11 +428,15 @@ class Trainer:
 
     BETA1, BETA2, EPS, MOMENTUM = 0.9, 0.999, 1e-8, 0.9
 
-    def __init__(self, source: ZooSource, members: list[dict[str, Any]], batch_size: int) -> None:
+    def __init__(self, source: ZooSource, members: list[dict[str, Any]], batch_size: int,
+                 device: torch.device | str = "cpu") -> None:
         self.source, self.members, self.batch_size = source, members, batch_size
-        self.template = source.factory()
+        # the members train on ``device``; initial weights, batches and recipes are drawn on the CPU (the same
+        # numbers on every device) and moved there
+        self.device = torch.device(device)
+        self.template = source.factory().to(self.device)
         self.shapes = {k: tuple(v.shape) for k, v in self.template.named_parameters()}
-        self.forward, self.how = stacked_forward(self.template, source.x_train)
+        self.forward, self.how = stacked_forward(self.template, source.x_train.to(self.device))
         self.batches = _Batches(source, members)
         self.lr = torch.tensor([m["lr"] for m in members])
         self.wd_list = [float(m["weight_decay"]) for m in members]
@@ -446,14 +450,20 @@ class Trainer:
         self._views: tuple[list, list, list, tuple] | None = None
 
     def initial(self) -> TrainState:
-        p = init_members(self.source, self.members)
+        p = {k: v.to(self.device) for k, v in init_members(self.source, self.members).items()}
         zeros = lambda: {k: torch.zeros_like(v) for k, v in p.items()}  # noqa: E731
-        return TrainState(p, zeros(), zeros(), torch.zeros(len(self.members)), 0,
+        return TrainState(p, zeros(), zeros(), torch.zeros(len(self.members), device=self.device), 0,
                           torch.zeros(len(self.members), dtype=torch.bool))
+
+    def on_device(self, st: TrainState) -> TrainState:
+        """A state read from a file, moved to where the members train (the diverged mask stays on the CPU)."""
+        to = lambda d: {k: v.to(self.device) for k, v in d.items()}  # noqa: E731
+        return TrainState(to(st.params), to(st.buf1), to(st.buf2), st.counts.to(self.device), st.step,
+                          st.diverged.cpu())
 
     def step(self, st: TrainState, gen: torch.Generator) -> None:
         x, y = self.batches.draw(self.batch_size, gen)
-        self.step_on(st, x, y)
+        self.step_on(st, x.to(self.device), y.to(self.device))
 
     def step_on(self, st: TrainState, x: torch.Tensor, y: torch.Tensor) -> None:
         """One step of every member on its own batch: x (M, B, ...), y (M, B)."""
@@ -465,9 +475,9 @@ class Trainer:
         grads = torch.autograd.grad(losses.sum(), list(params.values()))
         with torch.no_grad():
             t = st.step
-            st.diverged |= ~torch.isfinite(losses)
+            st.diverged |= ~torch.isfinite(losses).cpu()
             live = (t < self.steps) & ~st.diverged
-            st.counts += live.float()  # the fused kernels read the step count after its increment
+            st.counts += live.float().to(st.counts.device)  # the fused kernels read the step count after its increment
             active = live.tolist()
             lr = (self.lr * 0.5 * (1 + torch.cos(math.pi * torch.clamp(t / self.steps, max=1.0)))).tolist()
             # torch's fused single-pass kernels, one call per member on its slices of every tensor:
@@ -501,11 +511,11 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, params: dict[str, torch.Tensor], x: torch.Tensor, batch: int = 512) -> torch.Tensor:
-        """(M, N) predicted classes of every member on the same inputs x (N, ...)."""
+        """(M, N) predicted classes of every member on the same inputs x (N, ...), on the CPU."""
         out = []
         for i in range(0, len(x), batch):
-            xb = x[i:i + batch]
-            out.append(self.forward(params, xb.expand(len(self.members), *xb.shape)).argmax(-1))
+            xb = x[i:i + batch].to(self.device)
+            out.append(self.forward(params, xb.expand(len(self.members), *xb.shape)).argmax(-1).cpu())
         return torch.cat(out, 1)
 
     @torch.no_grad()
@@ -526,13 +536,13 @@ class Trainer:
                 continue
             p1 = {k: v[i:i + 1] for k, v in params.items()}
             xs, ys = self.batches.train_subset(i)
-            tr = float((self.forward(p1, xs[None])[0].argmax(-1) == ys).float().mean())
+            tr = float((self.forward(p1, xs[None].to(self.device))[0].argmax(-1).cpu() == ys).float().mean())
             asr = float("nan")
             if m["trojan"]:
                 keep = src.y_test != m["target_class"]
                 mask, pattern = trigger_tensors(m, src.image_shape)
                 xt = apply_trigger(src.x_test[keep], mask, pattern)
-                asr = float((self.forward(p1, xt[None])[0].argmax(-1) == m["target_class"]).float().mean())
+                asr = float((self.forward(p1, xt[None].to(self.device))[0].argmax(-1) == m["target_class"]).float().mean())
             te = float(test_acc[i])
             r |= {"diverged": False, "train_accuracy": tr, "test_accuracy": te,
                   "generalisation_gap": tr - te, "attack_success_rate": asr}
@@ -582,8 +592,9 @@ class ZooBuilder:
     """Builds (or finishes, or reuses) the zoo of ``spec`` in ``root / spec.dirname()``."""
 
     def __init__(self, spec: ZooSpec, root: Path, *, save_every: int = 100, threads: int | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, device: torch.device | str = "cpu") -> None:
         self.spec, self.save_every, self.progress = spec, save_every, progress
+        self.device = torch.device(device)  # where the members train (their files hold CPU tensors)
         self.dir = Path(root) / spec.dirname()
         self.threads = threads
         self._source: ZooSource | None = None
@@ -642,11 +653,11 @@ class ZooBuilder:
 
     def _train_chunk(self, c: int, members: list[dict[str, Any]]) -> None:
         partial = self.dir / f"chunk-{c:04d}.partial.safetensors"
-        trainer = Trainer(self.source, members, self.spec.batch_size)
+        trainer = Trainer(self.source, members, self.spec.batch_size, self.device)
         elapsed = 0.0
         if partial.is_file():
             tensors, meta = _load_tensors(partial)
-            st = TrainState.from_tensors(tensors)
+            st = trainer.on_device(TrainState.from_tensors(tensors))
             elapsed = float(meta.get("seconds", 0.0))
         else:
             st = trainer.initial()
@@ -655,7 +666,8 @@ class ZooBuilder:
             gen = torch.Generator().manual_seed(hash_seed(self.spec.seed, c, st.step))
             trainer.step(st, gen)
             if st.step % self.save_every == 0 and st.step < trainer.total:
-                _save_tensors(partial, st.tensors(), {"seconds": str(elapsed + time.perf_counter() - t0)})
+                _save_tensors(partial, {k: v.cpu() for k, v in st.tensors().items()},
+                              {"seconds": str(elapsed + time.perf_counter() - t0)})
             if self.progress and st.step % 50 == 0:
                 self.progress(f"zoo chunk {c + 1}/{self.spec.n_chunks}: step {st.step}/{trainer.total}")
         records = trainer.evaluate(st)
@@ -664,7 +676,7 @@ class ZooBuilder:
         # the same threads); how long it took is beside it
         write_atomic(self.seconds_path(c), json.dumps({"seconds": seconds}).encode())
         # one metadata entry: safetensors writes several in a per-process hash order, and the bytes must not vary
-        _save_tensors(self.chunk_path(c), st.params,
+        _save_tensors(self.chunk_path(c), {k: v.cpu() for k, v in st.params.items()},
                       {"chunk": json.dumps({"records": records, "zoo": self.spec.key()}, sort_keys=True)})
         if partial.is_file():
             partial.unlink()
@@ -700,9 +712,11 @@ def hash_seed(*parts: int) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:7], "little")
 
 
-def ensure_zoo(spec: ZooSpec, root: Path, progress: Callable[[str], None] | None = None) -> Zoo:
-    """The finished zoo of ``spec`` under ``root``: reused when complete, else built or finished."""
-    b = ZooBuilder(spec, root, progress=progress)
+def ensure_zoo(spec: ZooSpec, root: Path, progress: Callable[[str], None] | None = None,
+               device: torch.device | str = "cpu") -> Zoo:
+    """The finished zoo of ``spec`` under ``root``: reused when complete, else built (its members trained on
+    ``device``) or finished."""
+    b = ZooBuilder(spec, root, progress=progress, device=device)
     if b.missing():
         b.build()
     return b.load()

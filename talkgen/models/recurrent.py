@@ -14,7 +14,9 @@ def last_lstm(model: nn.Module) -> str | None:
 
 def lstm_states(lstm: nn.LSTM, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Replay ``lstm`` on its input ``x`` step by step; returns h, c and the i, f, o gates of the
-    last layer, each (B, T, H). Matches ``lstm(x)``'s outputs (tested)."""
+    last layer, each (B, T, H), on the CPU. Matches ``lstm(x)``'s outputs (tested). Computes where the LSTM's
+    weights live."""
+    x = x.to(lstm.weight_ih_l0.device)
     if not lstm.batch_first:
         x = x.transpose(0, 1)
     B, T = x.shape[:2]
@@ -35,4 +37,4 @@ def lstm_states(lstm: nn.LSTM, x: torch.Tensor) -> dict[str, torch.Tensor]:
                 rec[k].append(v)
         out = {k: torch.stack(v, 1) for k, v in rec.items()}
         x = out["h"]
-    return out
+    return {k: v.cpu() for k, v in out.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from talkgen import devices
 from talkgen.data.bundled import digits
 from talkgen.errors import TalkgenError
 from talkgen.files import write_atomic
@@ -31,12 +33,17 @@ from talkgen.subject import Subject, SubjectData
 
 
 @contextlib.contextmanager
-def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
-    """A fixed thread count, deterministic kernels, seeded: the same bytes on every run on one machine."""
+def deterministic(seed: int, threads: int = 1, device: str = "cpu") -> Iterator[None]:
+    """A fixed thread count, deterministic kernels, seeded: the same bytes on every run on one machine. On a
+    GPU, kernels without a deterministic version warn instead of failing (and cuBLAS gets the workspace its
+    deterministic mode needs, when the process has not set one)."""
     old_threads = torch.get_num_threads()
     was_det = torch.are_deterministic_algorithms_enabled()
     set_torch_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    on_gpu = torch.device(device).type != "cpu"
+    if on_gpu:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=on_gpu)
     try:
         with seeded(seed):
             yield
@@ -290,16 +297,21 @@ def initial_state(name: str) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in spec.factory().state_dict().items()}
 
 
-def train_sample_model(name: str, quick: bool = False,
-                       on_checkpoint: Checkpointer | None = None) -> tuple[nn.Module, dict[str, Any], float]:
+def train_sample_model(name: str, quick: bool = False, on_checkpoint: Checkpointer | None = None,
+                       device: str = "cpu") -> tuple[nn.Module, dict[str, Any], float]:
+    """The sample trained from scratch: initialised on the CPU (the same weights on every device), trained on
+    ``device`` and returned on the CPU."""
     spec = _spec(name)
     data = spec.data()
-    with deterministic(0, spec.threads):
+    with deterministic(0, spec.threads, device):
         model = spec.factory()
-        start = time.perf_counter()
-        recipe = spec.train(model, data, quick, on_checkpoint or (lambda step, m: None))
-        seconds = time.perf_counter() - start
-    return model, {"recipe": recipe | {"threads": spec.threads}, "data": data}, seconds
+        with devices.placed(model, device):
+            start = time.perf_counter()
+            recipe = spec.train(model, data, quick, on_checkpoint or (lambda step, m: None))
+            devices.sync(device)
+            seconds = time.perf_counter() - start
+    extra = {"threads": spec.threads} | ({"device": str(device)} if torch.device(device).type != "cpu" else {})
+    return model, {"recipe": recipe | extra, "data": data}, seconds
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], final: Path) -> None:
@@ -308,8 +320,9 @@ def _atomic_save(tensors: dict[str, torch.Tensor], final: Path) -> None:
     write_atomic(final, save(tensors))
 
 
-def train_sample(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
-    """Train ``name`` from scratch and write NAME.safetensors, NAME.json (and checkpoints) into out_dir."""
+def train_sample(name: str, out_dir: Path, quick: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Train ``name`` from scratch (on ``device``) and write NAME.safetensors, NAME.json (and checkpoints) into
+    out_dir."""
     spec = _spec(name)
     saved: dict[str, torch.Tensor] = {}
     steps: list[int] = []
@@ -319,9 +332,9 @@ def train_sample(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any
             return
         steps.append(step)
         for k, v in model.state_dict().items():
-            saved[f"{step:06d}/{k}"] = v.detach().to(spec.checkpoint_dtype).contiguous().clone()
+            saved[f"{step:06d}/{k}"] = v.detach().to("cpu", spec.checkpoint_dtype).contiguous().clone()
 
-    model, info, seconds = train_sample_model(name, quick=quick, on_checkpoint=keep)
+    model, info, seconds = train_sample_model(name, quick=quick, on_checkpoint=keep, device=device)
     data: SubjectData = info["data"]
     with deterministic(0, spec.threads):
         metrics = spec.evaluate(model, data)

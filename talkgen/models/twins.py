@@ -48,7 +48,7 @@ def initial_state(subject, seed: int) -> tuple[dict[str, torch.Tensor], str]:
         return subject.initial_state(), "the exact initial weights, the sample's seeded initialisation"
     if subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0:
         return subject.load_checkpoints()[0][1], "the checkpoint saved at step 0"
-    fresh = copy.deepcopy(subject.model)
+    fresh = copy.deepcopy(subject.model).cpu()  # drawn on the CPU: the same numbers wherever the model computes
     with seeded(seed):
         for m in fresh.modules():
             if hasattr(m, "reset_parameters"):

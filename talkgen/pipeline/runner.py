@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from talkgen import devices
 from talkgen.analyses.base import Context
 from talkgen.cores import cap_threads, set_torch_threads
 from talkgen.errors import TalkgenError
@@ -57,16 +58,21 @@ def _side_effects(subject: Subject, before: dict[str, Any]) -> str | None:
 
 
 def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
-    before = model_state(item.subject.model)
     grad_mode = torch.is_grad_enabled()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
-            with CostMeter(item.subject.model) as meter:
-                result = item.analysis.run(ctx)
-    finally:
-        torch.set_grad_enabled(grad_mode)  # a global switch no analysis may leave flipped
-    problem = _side_effects(item.subject, before)
+    # the model computes on the build's device for this item (moved there and back; nothing moves on the CPU)
+    with devices.placed(item.subject.model, ctx.device):
+        before = model_state(item.subject.model)
+        try:
+            # manual_seed seeds every device: a GPU's generator is restored afterwards too
+            gpu = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=gpu):
+                torch.manual_seed(ctx.seed)
+                with devices.peak_memory(ctx.device) as gpu, CostMeter(item.subject.model) as meter:
+                    result = item.analysis.run(ctx)
+        finally:
+            torch.set_grad_enabled(grad_mode)  # a global switch no analysis may leave flipped
+        problem = _side_effects(item.subject, before)
+    meter.cost.extra.update(gpu)
     if problem:
         raise RuntimeError(f"analysis {item.analysis.name!r} {problem}")
     if not isinstance(result, Result):

@@ -88,14 +88,18 @@ def _provenance_markdown(deck: Deck) -> str:
     lines = ["## Provenance", "", "| item | value |", "| --- | --- |"]
     for key, value in p.get("facts", {}).items():
         lines.append(f"| {escape(key)} | {escape(str(value))} |")
-    lines += ["", "**Cost ledger** (wall time, peak extra resident memory, forward/backward passes of the subject model)",
-              "", "| subject | analysis | status | wall s | peak MB | forward | backward | cached |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in p.get("ledger", []):
-        row = dict(row) | {"cached": "yes" if row.get("cached") else "no"}
-        lines.append("| " + " | ".join(str(escape(str(row[k]))) for k in (
-            "subject", "analysis", "status", "wall_s", "peak_mem_mb", "forward_passes",
-            "backward_passes", "cached")) + " |")
+    ledger = p.get("ledger", [])
+    gpu = any("gpu_peak_mb" in row for row in ledger)  # a build on a GPU: its peak memory beside the RSS
+    keys = ("subject", "analysis", "status", "wall_s", "peak_mem_mb") + (("gpu_peak_mb",) if gpu else ()) + (
+        "forward_passes", "backward_passes", "cached")
+    heads = ["subject", "analysis", "status", "wall s", "peak MB"] + (["peak GPU MB"] if gpu else []) + [
+        "forward", "backward", "cached"]
+    what = "peak extra resident memory" + (", peak GPU memory allocated" if gpu else "")
+    lines += ["", f"**Cost ledger** (wall time, {what}, forward/backward passes of the subject model)",
+              "", "| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
+    for row in ledger:
+        row = {"gpu_peak_mb": ""} | dict(row) | {"cached": "yes" if row.get("cached") else "no"}
+        lines.append("| " + " | ".join(str(escape(str(row[k]))) for k in keys) + " |")
     return "\n".join(lines)
 
 
