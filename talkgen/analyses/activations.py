@@ -13,6 +13,9 @@ Assumptions: a classifier's test labels are its classes; for sequence models no 
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -66,9 +69,10 @@ class Activations(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Activations, layer by layer"
     section = "looking-in"
-    version = 8  # 5: separability gain and final separability as summaries (the talk picks on them); 6: with n,
+    version = 9  # 5: separability gain and final separability as summaries (the talk picks on them); 6: with n,
     # interval; 7: a token model's units are its hidden dimension (B, T, H), and its unit x time map is drawn
-    # from the last layer that keeps the sequence; 8: at most max_layers layers, outputs over max_features hashed
+    # from the last layer that keeps the sequence; 8: at most max_layers layers, outputs over max_features hashed;
+    # 9: one pass in batches sized to what they capture, keeping per-unit statistics (not every output)
     cost_hint = 3
     applies_text = "classifiers (maps, projections, separability) and sequence models (unit x time maps)"
     params = {"n_inputs": 1000, "tsne_points": 400, "tsne_layers": 4, "tsne_iterations": 500,
@@ -88,35 +92,19 @@ class Activations(Analysis):
         sampled = [f"{len(layers)} of {len(every)} layers, evenly spaced"] if len(layers) < len(every) else []
         n = min(ctx.params["n_inputs"], len(s.data.x_test))
         x, y = s.data.x_test[:n], s.data.y_test[:n]
-        with torch.no_grad(), capture_outputs(s.model, layers) as outs:
-            for i in range(0, n, 256):
-                s.model(x[i:i + 256])
-        acts = {name: torch.cat(outs[name]).float() for name in layers}
         classifier = s.task.endswith("classifier")
         tokens = example_size(s) > 1  # (B, T) token ids: a unit is a hidden dimension, not a position
         modules = dict(s.model.named_modules())
+        stats = self._pass(s.model, x, layers, modules, tokens, ctx.params["max_features"] if classifier else 0,
+                           ctx.seed)
         arrays: dict[str, np.ndarray] = {}
         summaries: dict[str, Scalar] = {}
         rows = []
         dead_frac, sat_frac, per_layer = [], [], []
-        for name, a in acts.items():
-            # units: channels for conv maps (B, C, ...), last dim for sequences (B, T, H), else features
-            if a.ndim >= 3 and not tokens:
-                per_unit = a.transpose(0, 1).reshape(a.shape[1], -1)       # (C, B*spatial)
-            else:
-                per_unit = a.reshape(-1, a.shape[-1]).T                      # (H, B*T) or (F, B)
-            dead = int((per_unit.max(1).values <= 0).sum())
-            module = modules[name]
-            # saturation is a property of a squashing non-linearity: measured on tanh and sigmoid outputs only
-            # (a ReLU has no saturated side; its stuck units are the dead ones counted above)
-            if isinstance(module, (torch.nn.Tanh, torch.nn.Hardtanh)):
-                stuck = per_unit.abs() > 0.99
-            elif isinstance(module, torch.nn.Sigmoid):
-                stuck = (per_unit < 0.01) | (per_unit > 0.99)
-            else:
-                stuck = None
-            sat = None if stuck is None else int((stuck.float().mean(1) > 0.99).sum())
-            units = per_unit.shape[0]
+        for name, st in stats.items():
+            units = len(st.unit_max)
+            dead = int((st.unit_max <= 0).sum())
+            sat = None if st.stuck is None else int((st.stuck / st.seen > 0.99).sum())
             dead_frac.append(dead / units)
             sat_frac.append(float("nan") if sat is None else sat / units)
             summaries[f"{name}.dead_fraction"] = Scalar(dead / units, "fraction",
@@ -125,7 +113,7 @@ class Activations(Analysis):
                 summaries[f"{name}.saturated_fraction"] = Scalar(sat / units, "fraction",
                                                                  f"units of {name} beyond ±0.99 on >99% of inputs")
             per_layer.append({"name": name, "units": units, "dead": dead, "saturated": sat,
-                              "shape": list(a.shape[1:])})
+                              "shape": list(st.shape)})
         arrays["dead_fraction"] = np.array(dead_frac)
         squashing = [l["name"] for l in per_layer if l["saturated"] is not None]
         if squashing:
@@ -148,16 +136,16 @@ class Activations(Analysis):
                 categories=tuple(layers), values=("dead_fraction",), series=("dead",), ylabel="fraction of units")]
         data = {"layers": per_layer, "n_inputs": n}
         if classifier:
-            figures += self._classifier_views(ctx, x, y.numpy(), acts, arrays, summaries, data)
+            figures += self._classifier_views(ctx, x, y.numpy(), stats, arrays, summaries, data)
             if data.get("projected"):
                 sampled.append(f"{data['projected']} of {len(layers) + 1} representations (the input and each "
                                f"layer's output) hashed to {ctx.params['max_features']:,} features (signed feature "
                                "hashing, which keeps distances in expectation) for the neighbours, PCA and t-SNE")
         if sampled:
             data["sampled"] = "; ".join(sampled)
-        elif sequence := [name for name in layers if acts[name].ndim == 3]:
+        elif sequence := [name for name in layers if len(stats[name].shape) == 2]:
             last = sequence[-1]  # the last layer that keeps the sequence (an encoder's pooled output does not)
-            first = acts[last][0]  # (T, H) of the first sequence
+            first = stats[last].first  # (T, H) of the first sequence
             shown = first[:, : ctx.params["max_units_shown"]].T.numpy()
             arrays["unit_time"] = shown
             figures.append(Heatmaps(
@@ -177,17 +165,69 @@ class Activations(Analysis):
         return Result(analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries,
                       figures=tuple(figures), tables=(table,), data=data)
 
-    def _classifier_views(self, ctx, x, y, acts, arrays, summaries, data) -> list:
+    @staticmethod
+    def _pass(model, x: torch.Tensor, layers: tuple, modules: dict, tokens: bool, hash_width: int,
+              seed: int) -> dict[str, SimpleNamespace]:
+        """One pass over ``x`` in batches, keeping per layer only what the slides read: each unit's largest
+        output, how often a squashing unit was stuck, the first example's output, and (``hash_width`` > 0, a
+        classifier) each example's representation hashed to at most that many features. A batch holds at most
+        about 2^26 captured floats (the whole set at once was a vocabulary-wide logit tensor per token on a
+        language model: gigabytes)."""
+        stats: dict[str, SimpleNamespace] = {}
+        rows, i = min(len(x), 8), 0  # a small first batch measures how much one example captures
+        with torch.no_grad(), capture_outputs(model, layers) as outs:
+            while i < len(x):
+                model(x[i:i + rows])
+                for k, name in enumerate(layers):
+                    a = torch.cat(outs[name]).float()  # this batch's output (twice the rows for a layer run twice)
+                    outs[name].clear()
+                    # units: channels for conv maps (B, C, ...), last dim for sequences (B, T, H), else features
+                    if a.ndim >= 3 and not tokens:
+                        per_unit = a.transpose(0, 1).reshape(a.shape[1], -1)       # (C, B*spatial)
+                    else:
+                        per_unit = a.reshape(-1, a.shape[-1]).T                      # (H, B*T) or (F, B)
+                    module = modules[name]
+                    # saturation is a property of a squashing non-linearity: measured on tanh and sigmoid outputs
+                    # only (a ReLU has no saturated side; its stuck units are the dead ones counted above)
+                    if isinstance(module, (torch.nn.Tanh, torch.nn.Hardtanh)):
+                        stuck = per_unit.abs() > 0.99
+                    elif isinstance(module, torch.nn.Sigmoid):
+                        stuck = (per_unit < 0.01) | (per_unit > 0.99)
+                    else:
+                        stuck = None
+                    st = stats.get(name)
+                    if st is None:
+                        st = stats[name] = SimpleNamespace(shape=tuple(a.shape[1:]), first=a[0].clone(),
+                                                           unit_max=per_unit.max(1).values, seen=0, feats=[],
+                                                           stuck=None if stuck is None else stuck.sum(1))
+                    else:
+                        st.unit_max = torch.maximum(st.unit_max, per_unit.max(1).values)
+                        if stuck is not None:
+                            st.stuck += stuck.sum(1)
+                    st.seen += per_unit.shape[1]
+                    if hash_width:
+                        st.feats.append(hashed(a.reshape(len(a), -1), hash_width, seed + k + 1).numpy())
+                i += rows
+                if i == rows:  # after the first batch: as many rows as keep a batch's captures near 2^26 floats
+                    per_row = sum(math.prod(st.shape) for st in stats.values())
+                    rows = int(max(1, min(256, 2**26 // max(per_row, 1))))
+        for st in stats.values():
+            st.stuck = None if st.stuck is None else st.stuck.double()
+            st.feats = np.concatenate(st.feats) if st.feats else None
+        return stats
+
+    def _classifier_views(self, ctx, x, y, stats, arrays, summaries, data) -> list:
         from sklearn.decomposition import PCA
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
 
         s = ctx.subject
-        names = ["input", *acts]
+        names = ["input", *stats]
         cap = ctx.params["max_features"]
-        flat = [x.reshape(len(x), -1).float()] + [a.reshape(len(a), -1) for a in acts.values()]
-        data["projected"] = sum(f.shape[1] > cap for f in flat)
-        feats = [hashed(f, cap, ctx.seed + i).numpy() for i, f in enumerate(flat)]
+        widths = [math.prod(x.shape[1:])] + [math.prod(st.shape) for st in stats.values()]
+        data["projected"] = sum(w > cap for w in widths)
+        # each layer's representation was hashed batch by batch in the pass (the same buckets for every batch)
+        feats = [hashed(x.reshape(len(x), -1).float(), cap, ctx.seed).numpy()] + [st.feats for st in stats.values()]
         sep = [knn_separability(f, y, seed=ctx.seed) for f in feats]
         data["separability"] = sep
         data["layer_names"] = names
@@ -206,7 +246,7 @@ class Activations(Analysis):
         out = [Bars(id="separability", title="Where the classes come apart",
                     caption="5-fold cross-validated 5-nearest-neighbour accuracy of the class from each "
                             "layer's representation; the input is the baseline.",
-                    alt="Bar chart of k-NN class separability from the input through " + ", ".join(acts) + ".",
+                    alt="Bar chart of k-NN class separability from the input through " + ", ".join(stats) + ".",
                     categories=tuple(names), values=("separability",), series=("k-NN accuracy",),
                     ylabel="class separability (accuracy)")]
         m = min(ctx.params["tsne_points"], len(y))
@@ -246,14 +286,14 @@ class Activations(Analysis):
                 label_names=tuple(s.data.classes), xlabel=f"{label} 1", ylabel=f"{label} 2", ticks=kind == "pca"))
         data["tsne_points"] = m
         data["tsne_layers"] = panels["tsne"]
-        conv = [(n, a) for n, a in acts.items() if a.ndim == 4]
+        conv = [(n, st.first) for n, st in stats.items() if len(st.shape) == 3]
         if conv:
             name, a = conv[0]
-            arrays["feature_maps"] = a[0].numpy()  # (C, H, W) for the first test input
+            arrays["feature_maps"] = a.numpy()  # (C, H, W) for the first test input
             out.insert(0, ImageGrid(
                 id="maps", title=f"Feature maps of {name} for one digit",
-                caption=f"The {a.shape[1]} channels of {name} on the first test example (class "
+                caption=f"The {a.shape[0]} channels of {name} on the first test example (class "
                         f"{s.data.classes[int(y[0])]}); red positive, blue negative.",
-                alt=f"A grid of {a.shape[1]} small feature-map images from {name}.",
+                alt=f"A grid of {a.shape[0]} small feature-map images from {name}.",
                 array="feature_maps", colorbar="activation", signed=True))
         return out
