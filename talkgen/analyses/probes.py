@@ -27,7 +27,7 @@ from talkgen.analyses.base import Analysis, Check, Context, Result, Scalar, regi
 from talkgen.analyses.hooks import capture_inputs, capture_outputs
 from talkgen.models.twins import initial_model
 from talkgen.specs import Curves, Table
-from talkgen.meta.probes import control_labels, fit_probe
+from talkgen.meta.probes import control_labels, fit_mlp_probes, fit_probe
 from talkgen.models.introspect import default_layers
 from talkgen.stats import CI_LEVEL, proportion, wilson_interval
 
@@ -83,9 +83,10 @@ class Probes(Analysis):
     order = 10
     title = "Probes: what each layer makes decodable"
     section = "method"
-    version = 5  # 2: linear probes solved to convergence (L-BFGS); 3: the untrained accuracy as a summary; 4: with n
+    version = 6  # 2: linear probes solved to convergence (L-BFGS); 3: the untrained accuracy as a summary; 4: with n
     # and interval, and the commonest label's accuracy; 5: a subject whose train and test inputs are one set (a file
-    # of sentences) is split 70/30, and labelled sentence encoders are probed
+    # of sentences) is split 70/30, and labelled sentence encoders are probed; 6: the MLP probes of a layer trained
+    # together (the same paths, other rounding)
     cost_hint = 10
     applies_text = "labelled classifiers, and character models with per-character labels"
     params = {"n_examples": 3000, "n_chars": 16000, "steps": 300, "hidden": 64, "max_features": 2048}
@@ -171,16 +172,22 @@ class Probes(Analysis):
         acc = {k: np.zeros((len(names), len(layers))) for k in
                ("linear", "mlp", "linear_control", "mlp_control", "linear_init")}
         majority = np.zeros(len(names))
+        controls = []
         for i, lab in enumerate(names):
             y = labels[lab]
             ctrl = control_labels(types, y, ctx.seed + i)
+            controls.append(ctrl)
             values, counts = np.unique(y[~tr], return_counts=True)
             majority[i] = counts.max() / counts.sum()
             for j, layer in enumerate(layers):
-                for kind in ("linear", "mlp"):
-                    acc[kind][i, j] = fit(reps[layer], y, kind)
-                    acc[f"{kind}_control"][i, j] = fit(reps[layer], ctrl, kind)
+                acc["linear"][i, j] = fit(reps[layer], y, "linear")
+                acc["linear_control"][i, j] = fit(reps[layer], ctrl, "linear")
                 acc["linear_init"][i, j] = fit(init_reps[layer], y, "linear")
+        for j, layer in enumerate(layers):  # every MLP probe of a layer (each concept and its control) in one pass
+            ys = [labels[lab] for lab in names] + controls
+            got = fit_mlp_probes(reps[layer][tr], [y[tr] for y in ys], reps[layer][~tr], [y[~tr] for y in ys],
+                                 steps=p["steps"], hidden=p["hidden"], seed=ctx.seed)
+            acc["mlp"][:, j], acc["mlp_control"][:, j] = got[:len(names)], got[len(names):]
         sel = {k: acc[k] - acc[f"{k}_control"] for k in ("linear", "mlp")}
         return SimpleNamespace(s=s, p=p, tr=tr, init_source=init_source, layers=layers, names=names, acc=acc,
                                sel=sel, majority=majority, title_of={lab: lab.replace("_", " ") for lab in names})

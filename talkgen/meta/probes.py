@@ -26,6 +26,9 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     """Held-out accuracy of a probe of ``kind`` ("linear" or "mlp") trained on (x_train, y_train)."""
     if kind not in ("linear", "mlp"):
         raise ValueError(f"unknown probe kind {kind!r}; use linear or mlp")
+    if kind == "mlp":
+        return fit_mlp_probes(x_train, [y_train], x_test, [y_test], hidden=hidden, steps=steps, lr=lr,
+                              weight_decay=weight_decay, seed=seed)[0]
     classes = np.unique(np.concatenate([y_train, y_test]))
     index = {c: i for i, c in enumerate(classes)}
     ytr = torch.as_tensor(np.vectorize(index.get)(y_train), dtype=torch.long)
@@ -38,19 +41,66 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
         return 1.0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if kind == "linear":
-            probe = linear_probe(xtr, ytr, k, weight_decay=weight_decay, tol=tol)
-        else:
-            probe = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
-            opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-            with torch.enable_grad():
-                for _ in range(steps):
-                    loss = nn.functional.cross_entropy(probe(xtr), ytr)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+        probe = linear_probe(xtr, ytr, k, weight_decay=weight_decay, tol=tol)
         with torch.no_grad():
             return float((probe(xte).argmax(1) == yte).float().mean())
+
+
+def fit_mlp_probes(x_train: np.ndarray, ys_train: list[np.ndarray], x_test: np.ndarray, ys_test: list[np.ndarray],
+                   *, hidden: int = 64, steps: int = 300, lr: float = 1e-2, weight_decay: float = 1e-4,
+                   seed: int = 0) -> list[float]:
+    """Held-out accuracy of one MLP probe per label set in ``ys_train`` (with ``ys_test``), all on the same
+    features, trained together: the P probes are the blocks of one wider network (hidden P x ``hidden``, a
+    block-diagonal output layer, each probe's classes beyond its own masked out) whose loss is the sum of theirs.
+    Their parameters are disjoint and Adam updates each entry from its own gradient, so every probe follows the
+    path it would alone, from the initialisation it would get alone (``seed``), at the cost of one pass."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    xtr = torch.as_tensor((x_train - mean) / std, dtype=torch.float32)
+    xte = torch.as_tensor((x_test - mean) / std, dtype=torch.float32)
+    d = xtr.shape[1]
+    out: list[float] = [1.0] * len(ys_train)  # a label set with one class: nothing to decode
+    ytr, yte, ks, which = [], [], [], []
+    for p, (a, b) in enumerate(zip(ys_train, ys_test)):
+        classes = np.unique(np.concatenate([a, b]))
+        if len(classes) < 2:
+            continue
+        ytr.append(torch.as_tensor(np.searchsorted(classes, a), dtype=torch.long))
+        yte.append(torch.as_tensor(np.searchsorted(classes, b), dtype=torch.long))
+        ks.append(len(classes))
+        which.append(p)
+    if not which:
+        return out
+    P, K = len(which), max(ks)
+    w1, b1 = torch.zeros(P, hidden, d), torch.zeros(P, hidden)
+    w2, b2 = torch.zeros(P, K, hidden), torch.zeros(P, K)
+    with torch.random.fork_rng(devices=[]):
+        for i, k in enumerate(ks):  # the initialisation each probe gets alone
+            torch.manual_seed(seed)
+            one = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
+            w1[i], b1[i] = one[0].weight.detach(), one[0].bias.detach()
+            w2[i, :k], b2[i, :k] = one[2].weight.detach(), one[2].bias.detach()
+    params = [t.requires_grad_(True) for t in (w1, b1, w2, b2)]
+    absent = torch.arange(K)[None, :] >= torch.tensor(ks)[:, None]  # (P, K): classes a probe does not have
+    y_train = torch.stack(ytr, 1)  # (n, P)
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(torch.einsum("nd,phd->nph", x, w1) + b1)
+        return (torch.einsum("nph,pkh->npk", h, w2) + b2).masked_fill(absent, float("-inf"))  # (n, P, K)
+
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(steps):
+            z = logits(xtr)
+            # the sum over probes of each one's mean cross-entropy: each probe's gradient is its own
+            loss = nn.functional.cross_entropy(z.reshape(-1, K), y_train.reshape(-1), reduction="sum") / len(xtr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        pred = logits(xte).argmax(-1)  # (n, P)
+        for i, p in enumerate(which):
+            out[p] = float((pred[:, i] == yte[i]).float().mean())
+    return out
 
 
 def linear_probe(x: torch.Tensor, y: torch.Tensor, k: int, *, weight_decay: float = 1e-4, tol: float = 1e-4,
