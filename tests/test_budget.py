@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from talkgen.analyses import budget
 from talkgen.analyses.base import get_analysis
 
@@ -112,3 +114,53 @@ def test_the_first_estimate_of_a_large_audit_comes_from_the_declared_work(monkey
     out = io.StringIO()
     PlainProgress(out).start(3, {}, workers=1, hints={("net", "weights"): 1.0}, declared=big)
     assert "3 analyses to run or read from the cache; at least 15:00 of work" in out.getvalue()
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["in-process", "workers"])
+def test_a_long_analysis_says_how_far_it_has_come(threads, tiny_subject, tmp_path, monkeypatch):
+    """Context.progress reports reach the progress lines, from the build's process and from its workers, with the
+    rest estimated at the rate so far; a report before the item has run a while, or too soon after the last, is
+    left out (here those times are 0 and 0.05 s)."""
+    import copy
+    import dataclasses
+    import io
+    import time
+
+    import torch
+
+    from talkgen.analyses.base import Analysis, Result, _REGISTRY, register
+    from talkgen.pipeline import Cache, make_plan, run_plan, runner
+    from talkgen.pipeline.progress import PlainProgress
+
+    @register
+    class Steps(Analysis):
+        name = "test-steps"
+        title = "reports its steps"
+        section = "looking-in"
+
+        def run(self, ctx):
+            for i in range(1, 5):
+                time.sleep(0.06)
+                ctx.progress(i, 4, "steps")
+                ctx.progress(i, 4, "steps")  # at once again: thinned out
+            return Result(analysis=self.name, subject=ctx.subject.name)
+
+    monkeypatch.setattr(runner, "STEP_FIRST", 0.0)
+    monkeypatch.setattr(runner, "STEP_EVERY", 0.05)
+    try:
+        other = copy.deepcopy(tiny_subject.model)
+        with torch.no_grad():
+            next(other.parameters()).add_(1.0)  # another model: not a cache hit of the first
+        subjects = [tiny_subject, dataclasses.replace(tiny_subject, name="other", model=other)]
+        out = io.StringIO()
+        outcomes = run_plan(make_plan(subjects, ["test-steps"], "quick"), Cache(tmp_path / "c"),
+                            progress=PlainProgress(out), threads=threads)
+        assert [o.status for o in outcomes] == ["ok", "ok"]
+        lines = out.getvalue().splitlines()
+        for s in ("tiny", "other"):
+            steps = [ln for ln in lines if ln.startswith(f"talkgen: test-steps on {s}: ")]
+            assert len(steps) == 4, lines  # one per step, the repeat left out
+            assert "1 of 4 steps after 0:00, about 0:00 more" in steps[0]
+            assert steps[-1].endswith("4 of 4 steps after 0:00")
+    finally:
+        _REGISTRY.pop("test-steps", None)

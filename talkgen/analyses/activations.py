@@ -96,7 +96,7 @@ class Activations(Analysis):
         tokens = example_size(s) > 1  # (B, T) token ids: a unit is a hidden dimension, not a position
         modules = dict(s.model.named_modules())
         stats = self._pass(s.model, x, layers, modules, tokens, ctx.params["max_features"] if classifier else 0,
-                           ctx.seed)
+                           ctx.seed, lambda done: ctx.progress(done, n, "inputs"))
         arrays: dict[str, np.ndarray] = {}
         summaries: dict[str, Scalar] = {}
         rows = []
@@ -167,7 +167,7 @@ class Activations(Analysis):
 
     @staticmethod
     def _pass(model, x: torch.Tensor, layers: tuple, modules: dict, tokens: bool, hash_width: int,
-              seed: int) -> dict[str, SimpleNamespace]:
+              seed: int, each=None) -> dict[str, SimpleNamespace]:
         """One pass over ``x`` in batches, keeping per layer only what the slides read: each unit's largest
         output, how often a squashing unit was stuck, the first example's output, and (``hash_width`` > 0, a
         classifier) each example's representation hashed to at most that many features. A batch holds at most
@@ -208,6 +208,8 @@ class Activations(Analysis):
                     if hash_width:
                         st.feats.append(hashed(a.reshape(len(a), -1), hash_width, seed + k + 1).numpy())
                 i += rows
+                if each is not None:
+                    each(min(i, len(x)))
                 if i == rows:  # after the first batch: as many rows as keep a batch's captures near 2^26 floats
                     per_row = sum(math.prod(st.shape) for st in stats.values())
                     rows = int(max(1, min(256, 2**26 // max(per_row, 1))))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -41,6 +41,8 @@ class Context:
     store: "Path | None" = None
     # For an analysis that gathers: the cost ledger entry of every result in ``deps`` (same keys).
     costs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Where ``progress`` reports go (the build's progress display, through the runner); None: nowhere.
+    report: "Callable[[float, float, str], None] | None" = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -54,6 +56,13 @@ class Context:
         if self.store is not None:
             return Path(self.store)
         return _scratch()
+
+    def progress(self, done: float, total: float, unit: str) -> None:
+        """How far a long analysis has come: ``done`` of ``total`` ``unit`` ("points", "layers", "batches").
+        Call it as often as is natural; the runner passes on a report only once the item has run a while, and
+        then every so often, with the time it expects the rest to take."""
+        if self.report is not None:
+            self.report(done, total, unit)
 
     def generator(self) -> torch.Generator:
         """A fresh torch generator seeded from the build seed (same seed, same bytes)."""

@@ -53,7 +53,7 @@ class LanczosFit:
 
 
 def lanczos(loss, params: Params, k: int, iterations: int, seed: int, max_iterations: int | None = None,
-            tolerance: float = 1e-3) -> LanczosFit:
+            tolerance: float = 1e-3, each=None) -> LanczosFit:
     """Lanczos on H with full re-orthogonalisation: at least ``iterations`` steps, then more (up to
     ``max_iterations``) until the ``k`` largest Ritz values have converged. A Ritz pair (theta, u = Q s)
     after m steps has residual beta_m |s_m| (the next off-diagonal times the last entry of s)."""
@@ -69,6 +69,8 @@ def lanczos(loss, params: Params, k: int, iterations: int, seed: int, max_iterat
     fit = None
     for j in range(limit):
         w = _flat(hvp(loss, params, _unflat(basis[-1], params)))
+        if each is not None:
+            each(j + 1)
         alphas.append(float(w @ basis[-1]))
         for _ in range(2):  # full re-orthogonalisation, twice ("twice is enough"): one pass lets ghost
             for b in basis:  # Ritz values appear once the top eigenvalues have converged
@@ -98,7 +100,7 @@ def lanczos_top_eigenvalues(loss, params: Params, k: int, iterations: int, seed:
     return lanczos(loss, params, k, iterations, seed).values
 
 
-def hutchinson_trace(loss, params: Params, probes: int, seed: int) -> tuple[float, float]:
+def hutchinson_trace(loss, params: Params, probes: int, seed: int, each=None) -> tuple[float, float]:
     """(trace estimate, its standard error) from ``probes`` Rademacher vectors."""
     g = torch.Generator().manual_seed(seed + 1)
     values = []
@@ -106,6 +108,8 @@ def hutchinson_trace(loss, params: Params, probes: int, seed: int) -> tuple[floa
         v = {k: (torch.randint(0, 2, t.shape, generator=g) * 2 - 1).to(t.device, t.dtype) for k, t in params.items()}
         hv = hvp(loss, params, v)
         values.append(float(sum((hv[k] * v[k]).sum() for k in params)))
+        if each is not None:
+            each(len(values))
     arr = np.array(values)
     return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else math.nan
 
@@ -150,11 +154,15 @@ class Curvature(Analysis):
         x, y = loss_batch(s, n, ctx.seed, ctx.params["seq_len"])
         params = parameter_copy(s.model)
         loss = make_loss(s.model, x, y)
+        most = ctx.params["lanczos_max_iterations"] + ctx.params["probes"]  # Lanczos may stop early: at most this
         fit = lanczos(loss, params, ctx.params["top_k"],
                       min(ctx.params["lanczos_iterations"], ctx.params["lanczos_max_iterations"]), ctx.seed,
-                      ctx.params["lanczos_max_iterations"])
+                      ctx.params["lanczos_max_iterations"],
+                      each=lambda j: ctx.progress(j, most, "Hessian-vector products (at most)"))
         top = fit.converged if len(fit.converged) else fit.values[:1]  # lambda1 is reported even unconverged
-        trace, trace_se = hutchinson_trace(loss, params, ctx.params["probes"], ctx.seed)
+        trace, trace_se = hutchinson_trace(loss, params, ctx.params["probes"], ctx.seed,
+                                           each=lambda i: ctx.progress(fit.steps + i, fit.steps + ctx.params["probes"],
+                                                                       "Hessian-vector products"))
         with torch.no_grad():
             loss_value = float(loss(params))
         n_params = sum(t.numel() for t in params.values())

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -99,7 +99,8 @@ class PlaneEvaluator:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, centre: Params,
                  directions: Sequence[Params], *, linear_first_layer: bool | None = None,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, each: Callable[[], None] | None = None) -> None:
+        self.each = each  # called after every point evaluated (progress)
         self.model = copy.deepcopy(model).eval()
         self.model.requires_grad_(False)
         self.channels_last = channels_last and x.ndim == 4 and any(
@@ -210,7 +211,10 @@ class PlaneEvaluator:
                 for c, t in zip(coeffs[1:], self._terms[2:]):
                     self._out.add_(t, alpha=float(c))
             logits = self.model(self.x)
-            return float(cross_entropy(logits, self.y)), _accuracy(logits, self.y)
+            out = float(cross_entropy(logits, self.y)), _accuracy(logits, self.y)
+        if self.each is not None:
+            self.each()
+        return out
 
     def grid(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Loss and accuracy at every (a[j], b[i]), as (len(b), len(a)) arrays; each point once."""
@@ -271,12 +275,18 @@ class LossLandscape(Analysis):
         return 3 if budget.fits_in_memory(subject, 3) else 2
 
     def run(self, ctx: Context) -> Result:
-        m = self._line(ctx)
-        self._plane(m, ctx)
+        total, done = 2 * ctx.params["line_points"] + ctx.params["grid"] ** 2 + 1, [0]
+
+        def tick() -> None:
+            done[0] += 1
+            ctx.progress(done[0], total, "loss evaluations")
+
+        m = self._line(ctx, tick)
+        self._plane(m, ctx, tick)
         return self._present(m, ctx)
 
     @staticmethod
-    def _line(ctx: Context) -> SimpleNamespace:
+    def _line(ctx: Context, tick: Callable[[], None] | None = None) -> SimpleNamespace:
         """The loss on the straight path from the initial to the trained weights, on training and held-out data."""
         s, p = ctx.subject, ctx.params
         seq = not s.task.endswith("classifier")
@@ -300,7 +310,7 @@ class LossLandscape(Analysis):
         alphas = np.linspace(-0.25, 1.25, p["line_points"])
         lines = {}
         for split, (xs, ys) in {"train": (x, y), "test": (xt, yt)}.items():
-            ev = PlaneEvaluator(s.model, xs, ys, trained, [toward])
+            ev = PlaneEvaluator(s.model, xs, ys, trained, [toward], each=tick)
             vals = [ev.evaluate((float(a) - 1.0,)) for a in alphas]
             lines[split] = (np.array([v[0] for v in vals]), np.array([v[1] for v in vals]))
             del ev  # one moving copy at a time
@@ -313,7 +323,7 @@ class LossLandscape(Analysis):
                                monotonic=bool(np.all(np.diff(l_path) <= 1e-4 * max(1.0, abs(l_path[0])))))
 
     @staticmethod
-    def _plane(m: SimpleNamespace, ctx: Context) -> None:
+    def _plane(m: SimpleNamespace, ctx: Context, tick: Callable[[], None] | None = None) -> None:
         """The loss on the plane of two random filter-normalised directions through the trained weights."""
         p = m.p
         narrow = not budget.fits_in_memory(m.s, 3)
@@ -322,7 +332,7 @@ class LossLandscape(Analysis):
         d2 = filter_normalised_direction(m.trained, m.g, dtype)
         m.narrow = ("the plane's two directions held in bfloat16 (the same random draws, rounded), so that "
                     "the model's weights are held three times at most" if dtype is not None else "")
-        m.ev = PlaneEvaluator(m.s.model, m.x, m.y, m.trained, [d1, d2])
+        m.ev = PlaneEvaluator(m.s.model, m.x, m.y, m.trained, [d1, d2], each=tick)
         coords = np.linspace(-p["span"], p["span"], p["grid"])
         m.coords = coords
         m.loss, m.acc = m.ev.grid(coords, coords)

@@ -201,7 +201,7 @@ class Saliency(Analysis):
                       labels={k: lab for k, lab, _ in methods}, x=x, xd=xd, target=target,
                       maps={k: as_map(a) for k, a in original.items()},
                       rel_gap=(gap.abs() / span.abs().clamp_min(1e-12)).numpy())
-        _cascade(m, model, ctx.seed)
+        _cascade(m, model, ctx.seed, lambda done, total: ctx.progress(done, total, "layers re-initialised"))
         _invariance(m, model, original)
         _deletion_insertion(m, model, target_d, ctx.seed)
         m.grad_cam_layer = (p["grad_cam_layer"] or next(
@@ -245,7 +245,7 @@ class _Measured:
         return {k: self.cascade_pass[k] and self.invariance_pass.get(k, True) and self.order_pass[k] for k in self.keys}
 
 
-def _cascade(m: _Measured, model: nn.Module, seed: int) -> None:
+def _cascade(m: _Measured, model: nn.Module, seed: int, each=None) -> None:
     """1. Cascading randomisation (Adebayo et al. 2018): maps as layers are re-initialised from the top."""
     cascade = sanity.cascading_models(model, m.x, seed)
     m.layer_names = [name for name, _ in cascade]
@@ -259,6 +259,8 @@ def _cascade(m: _Measured, model: nn.Module, seed: int) -> None:
             m.rho[i, j] = float(sanity.spearman_rows(m.maps[k].reshape(n, -1), new.reshape(n, -1)).mean())
             m.sim[i, j] = float(sanity.ssim(m.maps[k], new).mean())
             m.example_maps[k].append(new[0])
+        if each is not None:
+            each(j + 1, len(cascade))
     m.half = math.ceil(len(cascade) / 2) - 1  # index after the top half of the layers is randomised
     m.cascade_pass = {k: m.rho[i, m.half] < m.p["cascade_threshold"] for i, k in enumerate(m.keys)}
 

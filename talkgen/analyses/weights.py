@@ -91,7 +91,8 @@ class Weights(Analysis):
         nonfinite_total = 0
         cap = ctx.params["max_spectrum_rows"]
         sampled: list[str] = []
-        for m in mats:
+        for i, m in enumerate(mats):
+            ctx.progress(i, len(mats), "weight matrices")
             w = m.matrix  # (out, fan_in) float64
             n_bad = int((~torch.isfinite(w)).sum())
             finite = n_bad == 0

@@ -36,7 +36,7 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     xtr = torch.as_tensor((x_train - mean) / std, dtype=torch.float32)
     xte = torch.as_tensor((x_test - mean) / std, dtype=torch.float32)
-    k, d = len(classes), xtr.shape[1]
+    k = len(classes)
     if k < 2:
         return 1.0
     with torch.random.fork_rng(devices=[]):

@@ -25,6 +25,7 @@ class Progress(Protocol):
               declared: dict[tuple[str, str], float] | None = None) -> None: ...
     def begin(self, subject: str, analysis: str) -> None: ...
     def end(self, subject: str, analysis: str, status: str, seconds: float, cached: bool) -> None: ...
+    def step(self, subject: str, analysis: str, done: float, total: float, unit: str, seconds: float) -> None: ...
     def close(self) -> None: ...
 
 
@@ -90,6 +91,13 @@ class _Clock:
         return known / self.workers
 
 
+def _step_text(done: float, total: float, unit: str, seconds: float) -> str:
+    """'120 of 289 points after 0:40, about 0:56 more' (the rest at the rate so far)."""
+    more = seconds * (total - done) / done if done > 0 else None
+    return (f"{done:,.0f} of {total:,.0f} {unit} after {_clock_text(seconds)}"
+            + (f", about {_clock_text(more)} more" if more is not None and total > done else ""))
+
+
 def _clock_text(seconds: float | None) -> str:
     if seconds is None:
         return "estimating"
@@ -126,6 +134,9 @@ class PlainProgress:
         self._say(f"[{self.clock.done}/{self.clock.total}] {analysis} on {subject}: {how}; "
                   f"elapsed {_clock_text(self.clock.elapsed())}, about {_clock_text(left)} left")
 
+    def step(self, subject: str, analysis: str, done: float, total: float, unit: str, seconds: float) -> None:
+        self._say(f"{analysis} on {subject}: {_step_text(done, total, unit, seconds)}")
+
     def close(self) -> None:
         pass
 
@@ -144,6 +155,7 @@ class LiveProgress:
                             console=Console(stderr=True), transient=False)
         self.task = None
         self.running: list[str] = []  # what the workers are computing now
+        self.detail: dict[str, str] = {}  # how far each of them has come, when it said
 
     def start(self, total: int, expected: dict[tuple[str, str], float], workers: int = 1,
               hints: dict[tuple[str, str], float] | None = None,
@@ -157,10 +169,16 @@ class LiveProgress:
         self._describe()
 
     def _describe(self) -> None:
-        self.bar.update(self.task, description=" | ".join(self.running) or "working")
+        shown = [f"{r} ({self.detail[r]})" if r in self.detail else r for r in self.running]
+        self.bar.update(self.task, description=" | ".join(shown) or "working")
+
+    def step(self, subject: str, analysis: str, done: float, total: float, unit: str, seconds: float) -> None:
+        self.detail[f"{analysis} on {subject}"] = _step_text(done, total, unit, seconds)
+        self._describe()
 
     def end(self, subject: str, analysis: str, status: str, seconds: float, cached: bool) -> None:
         self.clock.finish((subject, analysis), seconds, cached)
+        self.detail.pop(f"{analysis} on {subject}", None)
         if f"{analysis} on {subject}" in self.running:
             self.running.remove(f"{analysis} on {subject}")
             self._describe()

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -85,6 +86,26 @@ def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
     return result, meter.cost.to_json()
 
 
+# an item's first progress report (Context.progress) after this many seconds, the next ones this far apart
+STEP_FIRST, STEP_EVERY = 10.0, 15.0
+
+
+class _Steps:
+    """The progress reports of one running item, thinned out (a short item reports nothing), each with the
+    seconds the item has run, sent by ``send`` to wherever the build's display is."""
+
+    def __init__(self, send: Callable[[tuple], None], subject: str, analysis: str) -> None:
+        self.send, self.key = send, (subject, analysis)
+        self.t0, self.last = time.monotonic(), None
+
+    def __call__(self, done: float, total: float, unit: str) -> None:
+        now = time.monotonic()
+        if done <= 0 or now - self.t0 < STEP_FIRST or (self.last is not None and now - self.last < STEP_EVERY):
+            return
+        self.last = now
+        self.send((*self.key, float(done), float(total), str(unit), now - self.t0))
+
+
 LEDGER = "ledger.json"  # subject/analysis -> seconds it took when last computed (the progress estimate)
 
 
@@ -127,6 +148,7 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
         with _torch_threads(1 if spread else threads):  # one thread everywhere when the work is spread
             if spread:  # fork before any thread of ours (the progress display) starts
                 _WORKER = runner  # what the workers inherit (by fork) to run items by their index
+                runner.steps = multiprocessing.get_context("fork").SimpleQueue()  # their progress reports
                 pools.get()
             if progress:
                 progress.start(len(runner.todo), {k: runner.ledger[f"{k[0]}/{k[1]}"] for k in runner.todo
@@ -215,6 +237,23 @@ class _Runner:
         self.ledger = _read_ledger(cache)
         self.todo = [(i.subject.name, i.analysis.name) for i in self.items if i.skip_reason is None]
         self.planned = {(i.subject.name, i.analysis.name) for i in self.items}
+        self.pid = os.getpid()  # the build's process: a worker sends its items' progress here through ``steps``
+        self.steps: Any = None
+
+    # -- progress inside an item --------------------------------------------------------------------------
+    def _send(self, step: tuple) -> None:
+        if self.steps is not None and os.getpid() != self.pid:
+            self.steps.put(step)
+        else:
+            self._show(step)
+
+    def _show(self, step: tuple) -> None:
+        if self.progress is not None and hasattr(self.progress, "step"):
+            self.progress.step(*step)
+
+    def _drain(self) -> None:
+        while self.steps is not None and not self.steps.empty():
+            self._show(self.steps.get())
 
     # -- one item -------------------------------------------------------------------------------------------
     def _record(self, item: PlanItem, out: Outcome, report: bool = True) -> None:
@@ -263,7 +302,8 @@ class _Runner:
                        profile=self.profile, deps={k: o.result for k, o in inputs.items()},  # type: ignore[misc]
                        twins={o.subject: o.twin_of for o in inputs.values() if o.twin_of} if gathers else {},
                        store=self.cache.root,
-                       costs={k: dict(o.cost) for k, o in inputs.items()} if gathers else {})
+                       costs={k: dict(o.cost) for k, o in inputs.items()} if gathers else {},
+                       report=_Steps(self._send, item.subject.name, item.analysis.name))
 
     def _settled(self, item: PlanItem) -> tuple[Outcome | None, dict[str, Outcome], str | None]:
         """(an outcome that needs no computing: skipped or a cache hit, the item's inputs, its key); None
@@ -370,7 +410,11 @@ class _Runner:
                                                                 message="its deps did not run"))
                         waiting.clear()
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                while True:  # pass on the workers' progress reports while waiting
+                    finished, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                    self._drain()
+                    if finished:
+                        break
                 for fut in finished:
                     i, key, locks = running.pop(fut)
                     busy -= locks
