@@ -48,7 +48,8 @@ def _outcomes(talk: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
         cache_dir = talk.pop("cache", None)
         config = TalkConfig.from_json(talk)
         subjects = [load_subject(s) for s in config.subjects]
-        plan = make_plan(subjects, select_names(config.only, config.skip), config.profile, config.params, config.seed)
+        plan = make_plan(subjects, select_names(config.only, config.skip), config.profile, config.params, config.seed,
+                         config.device)
         cache = Cache(Path(cache_dir) if cache_dir else Path(".talkgen-cache"))
         outcomes = run_plan(plan, cache, seed=config.seed, device=config.device, profile=config.profile)
         _RUNS[key] = {(o.subject, o.analysis): o for o in outcomes}

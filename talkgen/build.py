@@ -205,7 +205,7 @@ def build(config: TalkConfig, out: Path, *, force: bool = False, strict: bool = 
 
     names = select_names(config.only, config.skip)
     subjects = [load_subject(sc) for sc in config.subjects]
-    plan = make_plan(subjects, names, config.profile, config.params, config.seed)  # validates params too
+    plan = make_plan(subjects, names, config.profile, config.params, config.seed, config.device)  # validates params too
 
     outdir.claim(out)
     with outdir.locked(out):

@@ -30,23 +30,27 @@ def test_work_within_the_budget_runs_as_asked_and_above_it_is_halved_in_order(mo
     assert work == (2 * p["line_points"] + p["grid"] ** 2 + 1) * p["batch"] * 576
     assert budget.fit(landscape, tiny_subject, p, "quick") == (p, "", None)
 
-    monkeypatch.setitem(budget.BUDGET, "quick", work / 1.5)  # just over: the first parameter halved once
+    monkeypatch.setitem(budget.BUDGET_SECONDS, "quick", (work / 1.5) / budget.RATE)  # just over: the first parameter halved once
     sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
     assert skip is None and sized == p | {"batch": 128}
     assert note == f"sampled for a model of {n:,} parameters: batch 256 → 128"
 
-    monkeypatch.setitem(budget.BUDGET, "quick", work / 6)  # each halved in turn until it fits
+    monkeypatch.setitem(budget.BUDGET_SECONDS, "quick", (work / 6) / budget.RATE)  # each halved in turn until it fits
     sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
     assert skip is None and (sized["batch"], sized["grid"], sized["line_points"]) == (128, 8, 15)
     assert budget.work(landscape, tiny_subject, sized) <= work / 6
     assert note == f"sampled for a model of {n:,} parameters: batch 256 → 128, grid 17 → 8, line points 31 → 15"
 
-    monkeypatch.setitem(budget.BUDGET, "quick", work / 60)  # down to the least of each: within twice the budget
+    # the same seconds on a GPU are 50 times the work: as asked there (and the reason to skip names a GPU's time)
+    assert budget.fit(landscape, tiny_subject, p, "quick", "cuda:0") == (p, "", None)
+    assert budget.rate("cuda:1") == budget.RATES["cuda"] == 50 * budget.rate("cpu")
+
+    monkeypatch.setitem(budget.BUDGET_SECONDS, "quick", (work / 60) / budget.RATE)  # down to the least of each: within twice the budget
     sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
     assert skip is None and (sized["batch"], sized["grid"], sized["line_points"]) == (32, 7, 11)
     assert budget.work(landscape, tiny_subject, sized) <= 2 * work / 60
 
-    monkeypatch.setitem(budget.BUDGET, "quick", work / 1e6)  # even the least is far over: skipped, saying why
+    monkeypatch.setitem(budget.BUDGET_SECONDS, "quick", (work / 1e6) / budget.RATE)  # even the least is far over: skipped, saying why
     sized, note, skip = budget.fit(landscape, tiny_subject, p, "quick")
     assert sized == p and note == "" and "too large for the quick profile" in skip
     assert "[analyses.params.loss-landscape]" in skip
@@ -64,7 +68,7 @@ def test_a_sampled_analysis_says_so_on_its_slides_and_in_summary_json(user_model
                         only=("loss-landscape", "curvature"), formats=("slides", "report"))
     subject = load_subject(config.subjects[0])
     work = min(budget.work(get_analysis(a), subject, get_analysis(a).resolve_params("quick")) for a in config.only)
-    monkeypatch.setitem(budget.BUDGET, "quick", work / 3)  # both too costly for this budget: sampled
+    monkeypatch.setitem(budget.BUDGET_SECONDS, "quick", (work / 3) / budget.RATE)  # both too costly for this budget: sampled
     report = build(config, tmp_path / "out", threads=1)
     assert report.exit_code == 0
     analyses = json.loads((tmp_path / "out" / "summary.json").read_text())["subjects"]["net"]["analyses"]

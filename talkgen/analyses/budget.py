@@ -8,8 +8,10 @@ below each one's least) until it fits, and what was sampled is written on its sl
 when even the least is over twice the budget, the item is skipped up front, saying how large it would be.
 No analysis runs unbounded on a large model.
 
-The budgets assume this kind of machine does about 2e10 multiply-adds a second on dense layers: the quick
-profile allows about a minute of such work per analysis, the full profile about ten.
+The quick profile allows about a minute of work per analysis, the full profile about ten, at a rate assumed per
+kind of device (not measured, so that a talk is sized the same on every machine of a kind): 2e10 multiply-adds a
+second on a CPU (2 cores, float32, dense layers), 1e12 on a CUDA GPU, 2e11 on Apple's MPS. A build on a GPU
+therefore samples and skips less; its items' parameters, and so their cache keys, say what it ran.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from __future__ import annotations
 import weakref
 from typing import Any, Mapping
 
-BUDGET = {"quick": 1.2e12, "full": 1.2e13}  # multiply-adds per analysis
-RATE = 2e10  # multiply-adds per second this estimate assumes (2 cores, float32, dense layers)
+BUDGET_SECONDS = {"quick": 60.0, "full": 600.0}  # of work per analysis
+RATES = {"cpu": 2e10, "cuda": 1e12, "mps": 2e11}  # multiply-adds per second assumed on each kind of device
+RATE = RATES["cpu"]
+
+
+def rate(device: Any = "cpu") -> float:
+    """The multiply-adds per second the budgets assume on ``device`` ("cuda:1" is a CUDA device)."""
+    return RATES.get(str(device).split(":")[0], RATE)
 MEMORY_FACTOR = 3  # an analysis may hold the weights this many times over (the model's own copy included) ...
 MEMORY_FLOOR = 2 * 2**30  # ... or this many bytes, whichever is more (a small model is never held back)
 
@@ -84,12 +92,12 @@ def work(analysis: Any, subject: Any, params: Mapping[str, Any]) -> float | None
     return None if passes is None else passes * macs_per_unit(subject)
 
 
-def declared_seconds(analysis: Any, subject: Any, params: Mapping[str, Any]) -> float | None:
-    """The seconds ``analysis`` declares for ``subject`` at the assumed rate, once the model's multiply-adds were
-    counted (planning counts them where a model is large enough to matter); None otherwise."""
+def declared_seconds(analysis: Any, subject: Any, params: Mapping[str, Any], device: Any = "cpu") -> float | None:
+    """The seconds ``analysis`` declares for ``subject`` at the rate assumed on ``device``, once the model's
+    multiply-adds were counted (planning counts them where a model is large enough to matter); None otherwise."""
     macs = _MACS.get(subject.model)
     passes = analysis.passes(subject, params) if macs is not None else None
-    return None if passes is None else passes * macs / RATE
+    return None if passes is None else passes * macs / rate(device)
 
 
 def parameters(subject: Any) -> int:
@@ -112,15 +120,17 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str) -> tuple[dict[str, Any], str, str | None]:
-    """``params`` sized to the profile's budget: (params, what was sampled ("" when nothing), a reason to skip
-    (None when it runs))."""
+def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str,
+        device: Any = "cpu") -> tuple[dict[str, Any], str, str | None]:
+    """``params`` sized to the profile's budget on ``device``: (params, what was sampled ("" when nothing), a reason
+    to skip (None when it runs))."""
     p = dict(params)
     passes = analysis.passes(subject, p)
     if passes is None:
         return p, "", None
     n = parameters(subject)
-    budget = BUDGET.get(profile, BUDGET["full"])
+    speed = rate(device)
+    budget = BUDGET_SECONDS.get(profile, BUDGET_SECONDS["full"]) * speed
     if passes * _macs_bound(subject) <= budget and _memory(analysis, subject, p) is None:
         return p, "", None  # within the budget even at the bound: no forward pass to count (cheap planning)
     cost = passes * macs_per_unit(subject)
@@ -142,8 +152,8 @@ def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str) ->
             break
     if cost > 2 * budget:
         return dict(params), "", (f"too large for the {profile} profile at {n:,} parameters: even sampled it would "
-                                  f"take about {duration(cost / RATE)} here (the profile allows about "
-                                  f"{duration(budget / RATE)}); give it smaller parameters under "
+                                  f"take about {duration(cost / speed)} here (the profile allows about "
+                                  f"{duration(budget / speed)}); give it smaller parameters under "
                                   f"[analyses.params.{analysis.name}]"
                                   + (", or run --profile full" if profile != "full" else ""))
     if over := _memory(analysis, subject, p):

@@ -59,11 +59,12 @@ def _with_deps(names: list[str]) -> list[str]:
 
 
 def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
-              overrides: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> Plan:
+              overrides: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0, device: str = "cpu") -> Plan:
     """Every (subject, analysis) item, analysis-major: every subject's result of an analysis exists
     before the next analysis runs. Gathering analyses come last, and before them the twins they asked
     for (``Analysis.twins``) with every analysis that runs on that kind of twin: the comparison
-    baselines are ordinary, cached items of the plan."""
+    baselines are ordinary, cached items of the plan. Each item is sized to its profile's budget on
+    ``device`` (a GPU does more in the same time: ``talkgen.analyses.budget``)."""
     overrides = overrides or {}
     for a in overrides:
         if a not in registry():
@@ -72,7 +73,7 @@ def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
     params = {a.name: a.resolve_params(profile, overrides.get(a.name)) for a in analyses}
     plain = [a for a in analyses if not a.gathers]
     gatherers = [a for a in analyses if a.gathers]
-    items = [_item(s, a, params[a.name], profile) for a in plain for s in subjects]
+    items = [_item(s, a, params[a.name], profile, device) for a in plain for s in subjects]
     for twin, request in _twins(subjects, gatherers, params, seed):
         for a in plain:
             if request.kind in a.runs_on_twins:
@@ -81,18 +82,19 @@ def make_plan(subjects: Sequence[Subject], names: Sequence[str], profile: str,
                     p = a.resolve_params(request.profile, mine)
                 else:
                     p = a.resolve_params(profile, {**overrides.get(a.name, {}), **mine}) if mine else params[a.name]
-                items.append(_item(twin, a, p, request.profile or profile))
-    items += [_item(s, a, params[a.name], profile) for a in gatherers for s in subjects]
+                items.append(_item(twin, a, p, request.profile or profile, device))
+    items += [_item(s, a, params[a.name], profile, device) for a in gatherers for s in subjects]
     return Plan(tuple(items))
 
 
-def _item(subject: Subject, analysis: Analysis, params: Mapping[str, Any], profile: str) -> PlanItem:
+def _item(subject: Subject, analysis: Analysis, params: Mapping[str, Any], profile: str,
+          device: str = "cpu") -> PlanItem:
     from talkgen.analyses.budget import fit
 
     verdict = analysis.applies_to(subject)
     if verdict is not True:
         return PlanItem(subject, analysis, params, verdict or "does not apply")
-    sized, sampled, too_large = fit(analysis, subject, params, profile)
+    sized, sampled, too_large = fit(analysis, subject, params, profile, device)
     return PlanItem(subject, analysis, sized, too_large, sampled)
 
 

@@ -156,7 +156,7 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
                                workers=jobs if pools.pool is not None else 1,
                                hints={(i.subject.name, i.analysis.name): i.analysis.cost_hint for i in plan.items
                                       if i.skip_reason is None},
-                               declared=_declared(plan))
+                               declared=_declared(plan, device))
                 for item in settled:
                     runner.report(item)
             if pools.pool is not None:
@@ -171,14 +171,15 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
     return [runner.done[(i.subject.name, i.analysis.name)] for i in plan.items]
 
 
-def _declared(plan: Plan) -> dict[tuple[str, str], float]:
-    """Seconds of work each item declares for its model, where the plan counted the model's multiply-adds."""
+def _declared(plan: Plan, device: str = "cpu") -> dict[tuple[str, str], float]:
+    """Seconds of work each item declares for its model on ``device``, where the plan counted the model's
+    multiply-adds."""
     from talkgen.analyses.budget import declared_seconds
 
     out = {}
     for i in plan.items:
         if i.skip_reason is None:
-            seconds = declared_seconds(i.analysis, i.subject, i.params)
+            seconds = declared_seconds(i.analysis, i.subject, i.params, device)
             if seconds is not None:
                 out[(i.subject.name, i.analysis.name)] = seconds
     return out
