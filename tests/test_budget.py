@@ -168,3 +168,28 @@ def test_a_long_analysis_says_how_far_it_has_come(threads, tiny_subject, tmp_pat
             assert steps[-1].endswith("4 of 4 steps after 0:00")
     finally:
         _REGISTRY.pop("test-steps", None)
+
+
+def test_the_model_card_declares_its_work_and_reads_a_random_subset_when_over_budget(monkeypatch):
+    """The card reads both splits of a classifier; over the budget it reads a seeded random subset of each, and its
+    table and data say how many of how many."""
+    import torch
+
+    from talkgen.analyses.base import Context
+    from talkgen.models.samples import load_sample
+
+    s = load_sample("digits-cnn")
+    card = get_analysis("model-card")
+    p = card.resolve_params("quick")
+    assert card.passes(s, p) == len(s.data.x_test) + len(s.data.x_train)  # 450 + 1,347: as asked
+    assert budget.fit(card, s, p, "quick") == (p, "", None)
+    work = budget.work(card, s, p)
+    monkeypatch.setitem(budget.BUDGET_SECONDS, "quick", (work / 3) / budget.RATE)
+    sized, note, skip = budget.fit(card, s, p, "quick")
+    assert skip is None and sized["max_inputs"] < len(s.data.x_train) and "max inputs" in note
+    r = card.run(Context(subject=s, params=sized, seed=0, device=torch.device("cpu"), profile="quick"))
+    n = sized["max_inputs"]
+    assert r.summaries["train_accuracy"].n == n and r.summaries["test_accuracy"].n == min(n, len(s.data.x_test))
+    assert f"a random {n:,} of 1,347 examples" in r.data["sampled"]
+    again = card.run(Context(subject=s, params=sized, seed=0, device=torch.device("cpu"), profile="quick"))
+    assert again.summaries["test_accuracy"].value == r.summaries["test_accuracy"].value  # the same subset

@@ -40,10 +40,32 @@ class ModelCard(Analysis):
     runs_on_twins = ("initial",)
     title = "Meet the model"
     section = "title"
-    version = 3  # 2: accuracies carry their n and 95% interval; 3: sentence encoders get a card of their own
+    version = 4  # 2: accuracies carry their n and 95% interval; 3: sentence encoders get a card of their own;
+    # 4: at most max_inputs examples of each split (a seeded random subset, said so), and the work declared
     applies_text = "classifiers, sequence models, character language models and sentence encoders"
-    params = {"batch_size": 512, "max_sequences": 2000}
-    quick = {"max_sequences": 200}
+    params = {"batch_size": 512, "max_sequences": 2000, "max_inputs": 50000}
+    quick = {"max_sequences": 200, "max_inputs": 10000}
+    param_bounds = {"max_inputs": (100, None), "max_sequences": (10, None)}
+
+    # a forward pass per example read: both splits of a classifier (capped), the sequences of a sequence model or
+    # an encoder; a large model's card reads fewer
+    sample_order = (("max_inputs", 500), ("max_sequences", 50))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        if subject.task in ("char-lm", "sequence-model", "text-encoder"):
+            return min(len(subject.data.x_test), params["max_sequences"]) * example_size(subject)
+        splits = (subject.data.x_test,) + ((subject.data.x_train,) if subject.data.labelled else ())
+        return sum(min(len(x), params["max_inputs"]) for x in splits) * example_size(subject)
+
+    @staticmethod
+    def _subset(x: torch.Tensor, y: torch.Tensor, most: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """At most ``most`` rows of (x, y): all of them, or a seeded random subset in their order (True)."""
+        if len(x) <= most:
+            return x, y, False
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:most].sort().values
+        return x[keep], y[keep], True
 
     def run(self, ctx: Context) -> Result:
         s, dev, bs = ctx.subject, ctx.device, ctx.params["batch_size"]
@@ -55,11 +77,17 @@ class ModelCard(Analysis):
             return self._unlabelled(ctx)
         classes = s.data.classes
         k = len(classes)
-        test_pred = predict(s.model, s.data.x_test, dev, bs)
-        train_pred = predict(s.model, s.data.x_train, dev, bs)
-        y = s.data.y_test
+        most = ctx.params["max_inputs"]
+        x_test, y, cut_test = self._subset(s.data.x_test, s.data.y_test, most, ctx.seed)
+        x_train, y_train, cut_train = self._subset(s.data.x_train, s.data.y_train, most, ctx.seed + 1)
+        test_pred = predict(s.model, x_test, dev, bs)
+        ctx.progress(len(x_test), len(x_test) + len(x_train), "examples")
+        train_pred = predict(s.model, x_train, dev, bs)
         correct = int((test_pred == y).sum())
         n = len(y)
+        sampled = [f"{split}: a random {most:,} of {len(full):,} examples"
+                   for split, full, cut in (("test", s.data.x_test, cut_test), ("train", s.data.x_train, cut_train))
+                   if cut]
         test_accuracy = proportion(correct, n, "accuracy on the held-out test set")
         confusion = np.zeros((k, k), dtype=np.float64)  # (true, predicted)
         np.add.at(confusion, (y.numpy(), test_pred.clamp(0, k - 1).numpy()), 1)
@@ -70,7 +98,7 @@ class ModelCard(Analysis):
         summaries = {
             "parameters": Scalar(float(n_params), "count", "trainable and frozen parameters (tied counted once)"),
             "test_accuracy": test_accuracy,
-            "train_accuracy": proportion(int((train_pred == s.data.y_train).sum()), len(train_pred),
+            "train_accuracy": proportion(int((train_pred == y_train).sum()), len(train_pred),
                                          "accuracy on the training set"),
             "worst_class_accuracy": proportion(confusion[worst, worst], int(confusion[worst].sum()),
                                                "test accuracy of the hardest class") if k else
@@ -78,7 +106,8 @@ class ModelCard(Analysis):
         }
         rows = (("parameters", f"{n_params:,}"), ("task", s.task), ("source", s.source),
                 ("data", s.data.source), ("classes", ", ".join(classes)),
-                ("train / test examples", f"{len(s.data.x_train):,} / {n:,}"),
+                ("train / test examples", f"{len(s.data.x_train):,} / {len(s.data.x_test):,}"
+                 + (f" ({len(x_train):,} / {n:,} read)" if sampled else "")),
                 ("test accuracy", _estimate(summaries["test_accuracy"])),
                 ("train accuracy", _estimate(summaries["train_accuracy"])))
         return Result(
@@ -101,7 +130,7 @@ class ModelCard(Analysis):
             ),
             tables=(Table(id="card", title="Model card", columns=("item", "value"), rows=rows),),
             data={"classes": list(classes), "worst_class": classes[worst] if k else "",
-                  "n_test": n, "correct": correct},
+                  "n_test": n, "correct": correct, **({"sampled": "; ".join(sampled)} if sampled else {})},
         )
 
     def _encoder(self, ctx: Context) -> Result:
@@ -157,7 +186,8 @@ class ModelCard(Analysis):
         """No ground truth: what the model predicts, and nothing that pretends to be accuracy."""
         s = ctx.subject
         classes = s.data.classes
-        pred = predict(s.model, s.data.x_test, ctx.device, ctx.params["batch_size"])
+        x, _, cut = self._subset(s.data.x_test, s.data.y_test, ctx.params["max_inputs"], ctx.seed)
+        pred = predict(s.model, x, ctx.device, ctx.params["batch_size"])
         share = np.bincount(pred.clamp(0, len(classes) - 1).numpy(), minlength=len(classes)) / max(1, len(pred))
         n_params = parameter_count(s.model)
         top = int(np.argmax(share))
@@ -176,7 +206,8 @@ class ModelCard(Analysis):
                           categories=tuple(classes), values=("share",), series=("predicted share",),
                           ylabel="share of inputs"),),
             tables=(Table(id="card", title="Model card", columns=("item", "value"), rows=rows),),
-            data={"classes": list(classes), "n_inputs": len(pred), "top_class": classes[top], "unlabelled": True})
+            data={"classes": list(classes), "n_inputs": len(pred), "top_class": classes[top], "unlabelled": True,
+                  **({"sampled": f"a random {len(x):,} of {len(s.data.x_test):,} inputs"} if cut else {})})
 
     def _sequence(self, ctx: Context) -> Result:
         s = ctx.subject
