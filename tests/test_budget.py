@@ -193,3 +193,15 @@ def test_the_model_card_declares_its_work_and_reads_a_random_subset_when_over_bu
     assert f"a random {n:,} of 1,347 examples" in r.data["sampled"]
     again = card.run(Context(subject=s, params=sized, seed=0, device=torch.device("cpu"), profile="quick"))
     assert again.summaries["test_accuracy"].value == r.summaries["test_accuracy"].value  # the same subset
+
+
+def test_occlusion_windows_grow_with_the_image():
+    """Saliency's occlusion keeps to at most occlusion_windows windows along a side: a digit keeps its 2-pixel
+    window (4 per side), a 224-pixel image gets 14-pixel windows (16 per side, 256 forward passes, not 12,544)."""
+    from talkgen.analyses.saliency import image_methods, occlusion_window
+
+    p = get_analysis("saliency").resolve_params("quick")
+    assert (occlusion_window(p, (1, 1, 8, 8)), occlusion_window(p, (1, 3, 224, 224))) == (2, 14)
+    assert occlusion_window(p | {"occlusion_windows": 4}, (1, 3, 224, 224)) == 56
+    labels = dict((k, label) for k, label, _ in image_methods(p, 1.0, 0, False, (1, 3, 224, 224)))
+    assert labels["occlusion"] == "occlusion 14×14"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,16 @@ from talkgen.specs import Bars, Curves, ImageGrid, Table
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def image_methods(p: dict, data_range: float, seed: int, has_conv: bool) -> list[tuple[str, str, Method]]:
-    """(key, label, fn(model, x, target)) for every method the analysis runs."""
+def occlusion_window(p: Mapping[str, Any], shape: Sequence[int]) -> int:
+    """The occlusion window's side for images of ``shape`` (..., H, W): ``occlusion_window`` pixels, or larger where
+    that would mean more than ``occlusion_windows`` windows along a side (a 224-pixel image: 14-pixel windows, 256 in
+    all, instead of 12,544 at 2 pixels)."""
+    return max(int(p["occlusion_window"]), math.ceil(max(shape[-2:]) / int(p["occlusion_windows"])))
+
+
+def image_methods(p: dict, data_range: float, seed: int, has_conv: bool,
+                  shape: Sequence[int] = (1, 1)) -> list[tuple[str, str, Method]]:
+    """(key, label, fn(model, x, target)) for every method the analysis runs on images of ``shape``."""
     noise = p["smooth_noise"] * data_range
     ib = p["internal_batch_size"]
 
@@ -41,7 +49,7 @@ def image_methods(p: dict, data_range: float, seed: int, has_conv: bool) -> list
         return lambda m, x, t: A.smoothgrad(m, x, t, n_samples=p["smooth_samples"], stdev=noise, variant=variant,
                                             internal_batch_size=ib, generator=torch.Generator().manual_seed(seed))
 
-    w = p["occlusion_window"]
+    w = occlusion_window(p, shape)
     methods: list[tuple[str, str, Method]] = [
         ("gradient", "gradient", lambda m, x, t: A.saliency(m, x, t)),
         ("grad_x_input", "gradient × input", lambda m, x, t: A.input_x_gradient(m, x, t)),
@@ -71,20 +79,21 @@ def normalise(maps: np.ndarray) -> np.ndarray:
 
 @register
 class Saliency(Analysis):
-    param_bounds = {"input_shift": (None, None), "cascade_threshold": (0, 1)}
+    param_bounds = {"input_shift": (None, None), "cascade_threshold": (0, 1), "occlusion_windows": (1, None)}
     name = "saliency"
     order = 40
     runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "Saliency maps and their sanity checks"
     section = "looking-in"
-    version = 5  # 2: findings' titles agree in number; 3: the number of methods and of maps that fail randomisation;
+    version = 6  # 2: findings' titles agree in number; 3: the number of methods and of maps that fail randomisation;
     # 4: deletion and insertion AUCs with their n and interval; known-evidence rates too; 5: sentence encoders
-    # (attributions of the similarity to the next sentence), and the score a sentence deletion follows is named
+    # (attributions of the similarity to the next sentence), and the score a sentence deletion follows is named;
+    # 6: occlusion windows grow with the image (at most occlusion_windows along a side)
     cost_hint = 2
     applies_text = ("image classifiers (batch x channels x height x width); token models get per-token saliency "
                     "over their text")
     params = {"n_inputs": 64, "show": 6, "deletion_inputs": 256, "ig_steps": 50, "smooth_samples": 50,
-              "smooth_noise": 0.15, "occlusion_window": 2, "random_orders": 8, "curve_steps": 32,
+              "smooth_noise": 0.15, "occlusion_window": 2, "occlusion_windows": 16, "random_orders": 8, "curve_steps": 32,
               "input_shift": 1.0, "cascade_threshold": 0.3, "invariance_tolerance": 0.01,
               "internal_batch_size": 2048, "grad_cam_layer": "", "ig_tolerance": 0.01, "ig_max_steps": 800}
     quick = {"n_inputs": 12, "deletion_inputs": 48, "smooth_samples": 16, "ig_steps": 32, "random_orders": 4,
@@ -108,7 +117,8 @@ class Saliency(Analysis):
         # an image: each method's map (a backward pass per IG and SmoothGrad step, a forward pass per occlusion
         # window), made again for every layer the randomisation cascade re-initialises and for the shifted twin
         x = subject.data.x_test[:1]
-        windows = math.ceil(x.shape[-2] / params["occlusion_window"]) * math.ceil(x.shape[-1] / params["occlusion_window"])
+        w = occlusion_window(params, x.shape)
+        windows = math.ceil(x.shape[-2] / w) * math.ceil(x.shape[-1] / w)
         per_map = 3 * (params["ig_steps"] + 3 * params["smooth_samples"] + 4) + windows
         # the layers the cascade can re-initialise: every module with parameters of its own (no forward pass)
         layers = sum(1 for m in subject.model.modules() if has_own_parameters(m))
@@ -188,7 +198,7 @@ class Saliency(Analysis):
         xd = xt[pick[: p["deletion_inputs"]]].float()
         data_range = float(s.data.x_train.max() - s.data.x_train.min()) or 1.0
         has_conv = any(isinstance(mod, nn.Conv2d) for mod in model.modules())
-        methods = image_methods(p, data_range, ctx.seed, has_conv)
+        methods = image_methods(p, data_range, ctx.seed, has_conv, tuple(x.shape))
         with torch.no_grad():
             target, target_d = model(x).argmax(1), model(xd).argmax(1)
         # Integrated Gradients once, with its completeness gap; the other methods through their functions
