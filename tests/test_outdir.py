@@ -40,14 +40,20 @@ def test_clean_and_build_refuse_a_folder_talkgen_did_not_make(tmp_path):
     assert sorted(p.name for p in foreign.iterdir()) == [".draft.tmp", "chapter1.tex", "figures"]
 
 
+@pytest.fixture(scope="module")
+def own_cache(tmp_path_factory):
+    """talkgen's own cache folder for these runs (what the analyses declare, talkgen.analyses.index), made once."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
 @pytest.mark.parametrize("where", ["/", ".", "..", "~"])
-def test_root_home_and_working_folder_are_refused_outright(where, tmp_path):
+def test_root_home_and_working_folder_are_refused_outright(where, tmp_path, own_cache):
     work = tmp_path / "work"
     work.mkdir()
     (work / outdir.MARKER).write_text("even with a marker")
-    # talkgen's own cache folder (what the analyses declare, talkgen.analyses.index) is elsewhere, as
-    # XDG_CACHE_HOME says: the refused folder is the home folder itself in the "~" case
-    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache"),
+    # talkgen's own cache folder is elsewhere, as XDG_CACHE_HOME says: the refused folder is the home folder
+    # itself in the "~" case
+    env = os.environ | {"XDG_CACHE_HOME": str(own_cache),
                         "HOME": str(work) if where == "~" else str(tmp_path / "home")}
     for command in (["clean", "--out", where], ["build", "--only", "model-card", "--out", where]):
         proc = subprocess.run([sys.executable, "-m", "talkgen", *command], cwd=work, capture_output=True,
