@@ -6,13 +6,15 @@
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, in talkgen's environment
 #   GPU_CHECK_OUT=/tmp/x bash benchmarks/gpu_check.sh   # where the two builds go (default: a temporary folder)
+#   PYTHON=/opt/venv/bin/python3 PYTHONPATH=. bash benchmarks/gpu_check.sh   # talkgen from the checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${GPU_CHECK_OUT:-$(mktemp -d)}"
 mkdir -p "$out"
+py="${PYTHON:-python3}"
 
-gpu=$(python -c 'from talkgen.devices import present; print(next((d for d in present() if d != "cpu"), ""))')
-python - <<'PY'
+gpu=$("$py" -c 'from talkgen.devices import present; print(next((d for d in present() if d != "cpu"), ""))')
+"$py" - <<'PY'
 import torch
 from talkgen.devices import present
 print(f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}; devices present: {', '.join(present())}")
@@ -22,7 +24,7 @@ for i in range(torch.cuda.device_count()):
 PY
 
 echo "== device tests (every analysis, sample training, zoo, boundary; on each device present)"
-python -m pytest -q -p no:randomly -p no:cacheprovider -n 0 tests/test_devices.py
+"$py" -m pytest -q -p no:randomly -p no:cacheprovider -n 0 tests/test_devices.py
 
 if [ -z "$gpu" ]; then
   echo "== no GPU present: the quick builds on CUDA and their comparison are skipped"
@@ -30,14 +32,14 @@ else
   echo "== quick build of the built-in talk: CPU, then $gpu (fresh caches)"
   for d in cpu "$gpu"; do
     start=$(date +%s.%N)
-    talkgen build --profile quick --device "$d" --format slides --out "$out/build-$d" --quiet
+    "$py" -m talkgen build --profile quick --device "$d" --format slides --out "$out/build-$d" --quiet
     end=$(date +%s.%N)
-    python -c "print(f'  talkgen build --device $d: {$end - $start:.1f} s')"
+    "$py" -c "print(f'  talkgen build --device $d: {$end - $start:.1f} s')"
   done
   echo "== the two builds' numbers (largest relative difference per analysis)"
-  python benchmarks/devices.py --compare "$out/build-cpu" "$out/build-$gpu"
+  "$py" benchmarks/devices.py --compare "$out/build-cpu" "$out/build-$gpu"
 fi
 
 echo "== CPU against the GPU: attribution, zoo, loss landscape"
-python benchmarks/devices.py
+"$py" benchmarks/devices.py
 echo "gpu_check: done"
