@@ -37,6 +37,15 @@ class GradientFlow(Analysis):
     params = {"batch": 512, "max_checkpoints": 60}
     quick = {"batch": 128, "max_checkpoints": 10}
 
+    # a forward and a backward pass (about three forward passes) on one batch at each checkpoint looked at
+    sample_order = (("batch", 32), ("max_checkpoints", 3))
+
+    def passes(self, subject, params) -> float:
+        from talkgen.analyses.budget import example_size
+
+        checkpoints = min(len(subject.checkpoints), params["max_checkpoints"])
+        return 3 * checkpoints * batch_count(subject, params["batch"]) * example_size(subject)
+
     def applies_to(self, subject) -> bool | str:
         if subject.load_checkpoints is None or len(subject.checkpoints) < 2:
             return "needs saved training checkpoints (at least 2)"

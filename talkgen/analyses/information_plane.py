@@ -39,6 +39,14 @@ class InformationPlane(Analysis):
     params = {"bins": 30, "noise_var": 0.1, "max_checkpoints": 100, "max_inputs": 8192}
     quick = {"max_checkpoints": 8}
 
+    # a forward pass of every input at each checkpoint looked at (the estimates grow with the inputs, which
+    # max_inputs bounds, not with the model)
+    sample_order = (("max_checkpoints", 2),)
+
+    def passes(self, subject, params) -> float:
+        checkpoints = min(len(subject.checkpoints), params["max_checkpoints"])
+        return checkpoints * (len(subject.data.x_train) + len(subject.data.x_test))
+
     def applies_to(self, subject) -> bool | str:
         if subject.load_checkpoints is None or len(subject.checkpoints) < 2:
             return "needs saved training checkpoints (at least 2)"

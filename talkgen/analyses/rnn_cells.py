@@ -49,6 +49,13 @@ class RNNCells(Analysis):
     params = {"n_chars": 50_000, "excerpt_chars": 700}
     quick = {"n_chars": 20_000}
 
+    # per character: a forward pass of the trained model and of its re-initialised twin, and each one's LSTM
+    # replayed step by step (about as much again)
+    sample_order = (("n_chars", 2_000),)
+
+    def passes(self, subject, params) -> float:
+        return 4 * params["n_chars"]
+
     def applies_to(self, subject) -> bool | str:
         if last_lstm(subject.model) is None:
             return "needs a recurrent (nn.LSTM) layer"
