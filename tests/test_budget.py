@@ -72,13 +72,16 @@ def test_a_sampled_analysis_says_so_on_its_slides_and_in_summary_json(user_model
     report = build(config, tmp_path / "out", threads=1)
     assert report.exit_code == 0
     analyses = json.loads((tmp_path / "out" / "summary.json").read_text())["subjects"]["net"]["analyses"]
+    n = budget.parameters(subject)
     for name in ("loss-landscape", "curvature"):
         assert analyses[name]["status"] == "ok"
-        assert analyses[name]["sampled"].startswith(f"sampled for a model of {budget.parameters(subject):,} "
-                                                    f"parameters: batch "), analyses[name]
+        assert analyses[name]["sampled"].startswith(f"sampled for a model of {n:,} parameters: "), analyses[name]
+    # the landscape's batch is not named: the data has no more examples than its least batch (32), so halving it
+    # would save nothing, and it is left as asked
+    assert len(subject.data.x_train) <= 32
+    assert analyses["loss-landscape"]["sampled"].endswith("grid 17 → 7, line points 31 → 11")
     for output in ("report.html", "slides.html"):
-        assert f"Sampled for a model of {budget.parameters(subject):,} parameters: batch" in \
-            (tmp_path / "out" / output).read_text()
+        assert f"Sampled for a model of {n:,} parameters: grid 17 → " in (tmp_path / "out" / output).read_text()
 
 
 def test_the_first_estimate_of_a_large_audit_comes_from_the_declared_work(monkeypatch):
@@ -205,3 +208,17 @@ def test_occlusion_windows_grow_with_the_image():
     assert occlusion_window(p | {"occlusion_windows": 4}, (1, 3, 224, 224)) == 56
     labels = dict((k, label) for k, label, _ in image_methods(p, 1.0, 0, False, (1, 3, 224, 224)))
     assert labels["occlusion"] == "occlusion 14×14"
+
+
+def test_a_parameter_that_does_not_drive_the_work_is_not_halved(monkeypatch):
+    """A sequence model's card reads sequences: over the budget, max_sequences is halved and max_inputs (the
+    classifier's cap, first in the order) is left as asked and not reported."""
+    from talkgen.models.samples import load_sample
+
+    s = load_sample("python-charlstm")
+    card = get_analysis("model-card")
+    p = card.resolve_params("quick")
+    monkeypatch.setitem(budget.BUDGET_SECONDS, "quick", (budget.work(card, s, p) / 3) / budget.RATE)
+    sized, note, skip = budget.fit(card, s, p, "quick")
+    assert skip is None and sized["max_inputs"] == p["max_inputs"] and sized["max_sequences"] < p["max_sequences"]
+    assert "max inputs" not in note and "max sequences" in note

@@ -137,6 +137,9 @@ def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str,
     changed: dict[str, tuple[Any, Any]] = {}
     order = [k for k, _ in analysis.sample_order if k in p]
     least = dict(analysis.sample_order)
+    # a parameter that does not drive this subject's work even at its least (a classifier's cap on a sequence
+    # model's card, a batch larger than the data) is left as asked, and not reported as sampled
+    order = [k for k in order if not isinstance(p[k], int) or work(analysis, subject, p | {k: least[k]}) < cost]
     while cost > budget:
         moved = False
         for k in order:
