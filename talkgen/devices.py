@@ -2,10 +2,12 @@
 
 An analysis is written against the CPU: it feeds the model CPU tensors and reads its outputs with numpy.
 :func:`placed` moves the model's parameters and buffers to the build's device and, for a device other than
-the CPU, puts a boundary at the model's top module: the inputs of a forward call go to the device, its
-outputs come back to the CPU. Everything inside the network (every layer, every backward pass through it)
-runs on the device; only the batch and the answer cross, as they would from a CPU data loader. Autograd
-follows the copies, so a gradient with respect to a CPU input arrives on the CPU.
+the CPU, puts a boundary on its modules: the inputs of a call from outside the model (the model itself, or a
+layer an analysis calls by itself) go to the device, its outputs come back to the CPU; calls inside a forward
+pass are left alone. Everything inside the network (every layer, every backward pass through it) runs on the
+device; only the batch and the answer cross, as they would from a CPU data loader. Autograd follows the
+copies, so a gradient with respect to a CPU input arrives on the CPU. Forward hooks that keep what they see
+hand it over on the CPU (``talkgen.analyses.hooks``).
 
 What an analysis does with the parameters themselves (reading weights, adding a direction to them, a copy
 trained with SGD) it does with tensors made where the parameters live (:func:`like`) and read back with
@@ -114,8 +116,8 @@ def _remove(model: nn.Module) -> None:
 
 @contextlib.contextmanager
 def placed(model: nn.Module, device: torch.device | str, boundary: bool | None = None) -> Iterator[nn.Module]:
-    """``model`` on ``device`` for the block, with the CPU boundary at its top module; afterwards back
-    where it was and without the boundary, even on error.
+    """``model`` on ``device`` for the block, with the boundary on its modules (:func:`_install`); afterwards
+    back where it was and without the boundary, even on error.
 
     On the CPU nothing is moved and no boundary is put (``boundary=True`` puts one anyway: the tests use
     it to run the boundary's code on a machine without a GPU).

@@ -65,8 +65,8 @@ def _run_one(item: PlanItem, ctx: Context) -> tuple[Result, dict[str, Any]]:
         before = model_state(item.subject.model)
         try:
             # manual_seed seeds every device: a GPU's generator is restored afterwards too
-            gpu = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=gpu):
+            cuda_rng = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda_rng):
                 torch.manual_seed(ctx.seed)
                 with devices.peak_memory(ctx.device) as gpu, CostMeter(item.subject.model) as meter:
                     result = item.analysis.run(ctx)
