@@ -22,13 +22,13 @@ from typing import Any, Mapping
 BUDGET_SECONDS = {"quick": 60.0, "full": 600.0}  # of work per analysis
 RATES = {"cpu": 2e10, "cuda": 1e12, "mps": 2e11}  # multiply-adds per second assumed on each kind of device
 RATE = RATES["cpu"]
+MEMORY_FACTOR = 3  # an analysis may hold the weights this many times over (the model's own copy included) ...
+MEMORY_FLOOR = 2 * 2**30  # ... or this many bytes, whichever is more (a small model is never held back)
 
 
 def rate(device: Any = "cpu") -> float:
     """The multiply-adds per second the budgets assume on ``device`` ("cuda:1" is a CUDA device)."""
     return RATES.get(str(device).split(":")[0], RATE)
-MEMORY_FACTOR = 3  # an analysis may hold the weights this many times over (the model's own copy included) ...
-MEMORY_FLOOR = 2 * 2**30  # ... or this many bytes, whichever is more (a small model is never held back)
 
 
 _MACS: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
@@ -135,11 +135,11 @@ def fit(analysis: Any, subject: Any, params: Mapping[str, Any], profile: str,
         return p, "", None  # within the budget even at the bound: no forward pass to count (cheap planning)
     cost = passes * macs_per_unit(subject)
     changed: dict[str, tuple[Any, Any]] = {}
-    order = [k for k, _ in analysis.sample_order if k in p]
     least = dict(analysis.sample_order)
     # a parameter that does not drive this subject's work even at its least (a classifier's cap on a sequence
     # model's card, a batch larger than the data) is left as asked, and not reported as sampled
-    order = [k for k in order if not isinstance(p[k], int) or work(analysis, subject, p | {k: least[k]}) < cost]
+    order = [k for k, _ in analysis.sample_order
+             if k in p and (not isinstance(p[k], int) or work(analysis, subject, p | {k: least[k]}) < cost)]
     while cost > budget:
         moved = False
         for k in order:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.loss import predicted_classes
 from talkgen.models.introspect import parameter_count
 from talkgen.specs import Bars, Curves, Heatmaps, Table
 from talkgen.stats import CI_LEVEL, bootstrap_estimate, proportion
@@ -26,11 +27,6 @@ def _estimate(e: Scalar) -> str:
     if e.n is None or not e.n:
         return "n/a"
     return f"{e.value:.4f} ({CI_LEVEL:.0%} interval {e.lo:.4f} to {e.hi:.4f}; n = {e.n:,})"
-
-
-def predict(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch].to(device)).argmax(1).cpu() for i in range(0, len(x), batch)])
 
 
 @register
@@ -68,7 +64,7 @@ class ModelCard(Analysis):
         return x[keep], y[keep], True
 
     def run(self, ctx: Context) -> Result:
-        s, dev, bs = ctx.subject, ctx.device, ctx.params["batch_size"]
+        s, bs = ctx.subject, ctx.params["batch_size"]
         if s.task in ("char-lm", "sequence-model"):
             return self._sequence(ctx)
         if s.task == "text-encoder":
@@ -80,9 +76,9 @@ class ModelCard(Analysis):
         most = ctx.params["max_inputs"]
         x_test, y, cut_test = self._subset(s.data.x_test, s.data.y_test, most, ctx.seed)
         x_train, y_train, cut_train = self._subset(s.data.x_train, s.data.y_train, most, ctx.seed + 1)
-        test_pred = predict(s.model, x_test, dev, bs)
+        test_pred = predicted_classes(s.model, x_test, bs)  # on the build's device: the runner placed the model
         ctx.progress(len(x_test), len(x_test) + len(x_train), "examples")
-        train_pred = predict(s.model, x_train, dev, bs)
+        train_pred = predicted_classes(s.model, x_train, bs)
         correct = int((test_pred == y).sum())
         n = len(y)
         sampled = [f"{split}: a random {most:,} of {len(full):,} examples"
@@ -141,7 +137,7 @@ class ModelCard(Analysis):
         n = min(len(s.data.x_test), ctx.params["max_sequences"])
         x = s.data.x_test[:n]
         with torch.no_grad():
-            emb = torch.cat([s.model(x[i:i + 64].to(ctx.device)).float().cpu() for i in range(0, n, 64)])
+            emb = torch.cat([s.model(x[i:i + 64]).float() for i in range(0, n, 64)])
         unit = torch.nn.functional.normalize(emb, dim=-1)
         cos = (unit @ unit.T).numpy()
         off = cos[~np.eye(n, dtype=bool)]
@@ -187,7 +183,7 @@ class ModelCard(Analysis):
         s = ctx.subject
         classes = s.data.classes
         x, _, cut = self._subset(s.data.x_test, s.data.y_test, ctx.params["max_inputs"], ctx.seed)
-        pred = predict(s.model, x, ctx.device, ctx.params["batch_size"])
+        pred = predicted_classes(s.model, x, ctx.params["batch_size"])
         share = np.bincount(pred.clamp(0, len(classes) - 1).numpy(), minlength=len(classes)) / max(1, len(pred))
         n_params = parameter_count(s.model)
         top = int(np.argmax(share))

@@ -175,8 +175,8 @@ class Probes(Analysis):
         controls = []
         total, done = 3 * len(names) * len(layers) + len(layers), [0]
 
-        def fitted() -> None:
-            done[0] += 1
+        def fitted(n: int) -> None:
+            done[0] += n
             ctx.progress(done[0], total, "probe fits")
 
         for i, lab in enumerate(names):
@@ -189,14 +189,13 @@ class Probes(Analysis):
                 acc["linear"][i, j] = fit(reps[layer], y, "linear")
                 acc["linear_control"][i, j] = fit(reps[layer], ctrl, "linear")
                 acc["linear_init"][i, j] = fit(init_reps[layer], y, "linear")
-                done[0] += 2  # the task's and the control's
-                fitted()
+                fitted(3)
         for j, layer in enumerate(layers):  # every MLP probe of a layer (each concept and its control) in one pass
             ys = [labels[lab] for lab in names] + controls
             got = fit_mlp_probes(reps[layer][tr], [y[tr] for y in ys], reps[layer][~tr], [y[~tr] for y in ys],
                                  steps=p["steps"], hidden=p["hidden"], seed=ctx.seed)
             acc["mlp"][:, j], acc["mlp_control"][:, j] = got[:len(names)], got[len(names):]
-            fitted()
+            fitted(1)
         sel = {k: acc[k] - acc[f"{k}_control"] for k in ("linear", "mlp")}
         return SimpleNamespace(s=s, p=p, tr=tr, init_source=init_source, layers=layers, names=names, acc=acc,
                                sel=sel, majority=majority, title_of={lab: lab.replace("_", " ") for lab in names})

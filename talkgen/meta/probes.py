@@ -20,6 +20,20 @@ import torch
 from torch import nn
 
 
+def _standardised(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both splits as float32 tensors, scaled by the training split's per-feature mean and standard deviation."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    return (torch.as_tensor((x_train - mean) / std, dtype=torch.float32),
+            torch.as_tensor((x_test - mean) / std, dtype=torch.float32))
+
+
+def _class_indices(y_train: np.ndarray, y_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Both splits' labels as indices 0..k-1 of the k classes either split has, and k."""
+    classes = np.unique(np.concatenate([y_train, y_test]))
+    return (torch.as_tensor(np.searchsorted(classes, y_train), dtype=torch.long),
+            torch.as_tensor(np.searchsorted(classes, y_test), dtype=torch.long), len(classes))
+
+
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
               kind: str = "linear", hidden: int = 64, steps: int = 300, lr: float = 1e-2,
               weight_decay: float = 1e-4, seed: int = 0, tol: float = 1e-4) -> float:
@@ -29,14 +43,8 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     if kind == "mlp":
         return fit_mlp_probes(x_train, [y_train], x_test, [y_test], hidden=hidden, steps=steps, lr=lr,
                               weight_decay=weight_decay, seed=seed)[0]
-    classes = np.unique(np.concatenate([y_train, y_test]))
-    index = {c: i for i, c in enumerate(classes)}
-    ytr = torch.as_tensor(np.vectorize(index.get)(y_train), dtype=torch.long)
-    yte = torch.as_tensor(np.vectorize(index.get)(y_test), dtype=torch.long)
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    xtr = torch.as_tensor((x_train - mean) / std, dtype=torch.float32)
-    xte = torch.as_tensor((x_test - mean) / std, dtype=torch.float32)
-    k = len(classes)
+    ytr, yte, k = _class_indices(y_train, y_test)
+    xtr, xte = _standardised(x_train, x_test)
     if k < 2:
         return 1.0
     with torch.random.fork_rng(devices=[]):
@@ -54,19 +62,17 @@ def fit_mlp_probes(x_train: np.ndarray, ys_train: list[np.ndarray], x_test: np.n
     block-diagonal output layer, each probe's classes beyond its own masked out) whose loss is the sum of theirs.
     Their parameters are disjoint and Adam updates each entry from its own gradient, so every probe follows the
     path it would alone, from the initialisation it would get alone (``seed``), at the cost of one pass."""
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    xtr = torch.as_tensor((x_train - mean) / std, dtype=torch.float32)
-    xte = torch.as_tensor((x_test - mean) / std, dtype=torch.float32)
+    xtr, xte = _standardised(x_train, x_test)
     d = xtr.shape[1]
     out: list[float] = [1.0] * len(ys_train)  # a label set with one class: nothing to decode
     ytr, yte, ks, which = [], [], [], []
     for p, (a, b) in enumerate(zip(ys_train, ys_test)):
-        classes = np.unique(np.concatenate([a, b]))
-        if len(classes) < 2:
+        ia, ib, k = _class_indices(a, b)
+        if k < 2:
             continue
-        ytr.append(torch.as_tensor(np.searchsorted(classes, a), dtype=torch.long))
-        yte.append(torch.as_tensor(np.searchsorted(classes, b), dtype=torch.long))
-        ks.append(len(classes))
+        ytr.append(ia)
+        yte.append(ib)
+        ks.append(k)
         which.append(p)
     if not which:
         return out
