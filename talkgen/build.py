@@ -42,6 +42,14 @@ class BuildReport:
 
 
 def load_subject(sc: SubjectConfig) -> "Subject":
+    """The subject ``sc`` names, loaded; it can load its model again (``Subject.remake``), so that a large
+    model need not be held while analyses run on its twins."""
+    subject = _load_subject(sc)
+    subject.remake = lambda: _load_subject(sc).model
+    return subject
+
+
+def _load_subject(sc: SubjectConfig) -> "Subject":
     from talkgen.data import BUNDLED, load_bundled, load_user_data
     from talkgen.models.loading import load_model
     from talkgen.models.samples import load_sample

@@ -35,16 +35,52 @@ def default_threads() -> int:
     return available_cores()
 
 
-def tune_allocator() -> None:
-    """Let glibc keep large freed blocks for reuse instead of returning each to the kernel (Linux only): an
-    analysis that allocates and frees big arrays in a loop (pairwise distances, activations) otherwise
-    spends as much time zeroing fresh pages as computing. Worker processes inherit the setting."""
+_TUNED = False  # whether tune_allocator() ran in this process (the command line's own)
+
+
+def _mallopt(threshold: int, trim: int) -> None:
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 256 * 2**20)  # M_MMAP_THRESHOLD: blocks under 256 MB come from the reusable heap
-        libc.mallopt(-1, 512 * 2**20)  # M_TRIM_THRESHOLD: keep up to 512 MB of freed heap for reuse
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD: blocks under this come from the reusable heap
+        libc.mallopt(-1, trim)  # M_TRIM_THRESHOLD: freed heap kept for reuse up to this much
+    except (OSError, AttributeError):
+        pass
+
+
+def tune_allocator() -> None:
+    """Let glibc keep large freed blocks for reuse instead of returning each to the kernel (Linux only): an
+    analysis that allocates and frees big arrays in a loop (pairwise distances, activations) otherwise
+    spends as much time zeroing fresh pages as computing. Worker processes inherit the setting."""
+    global _TUNED
+    _TUNED = True
+    _mallopt(256 * 2**20, 512 * 2**20)
+
+
+def lean_allocator() -> None:
+    """For a large model: blocks of 32 MB and over (a copy of one of its weight matrices, in float64 or
+    not) are mapped and go back to the kernel when freed, and at most 64 MB of freed heap is kept, so one
+    analysis's copies are not held on to by the next; smaller blocks (a batch's activations) are still reused
+    from the heap. Undone by :func:`restore_allocator`."""
+    _mallopt(32 * 2**20, 64 * 2**20)
+
+
+def restore_allocator() -> None:
+    """Back to this process's setting before :func:`lean_allocator`: tuned where the command line tuned it,
+    else glibc's defaults (a 128 kB threshold that adapts, 128 kB of trim)."""
+    if _TUNED:
+        tune_allocator()
+    else:
+        _mallopt(128 * 2**10, 128 * 2**10)
+
+
+def release_memory() -> None:
+    """Return the heap's free memory to the kernel (glibc's ``malloc_trim``; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
 

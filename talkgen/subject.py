@@ -78,6 +78,9 @@ class Subject:
     # For a twin (``talkgen.models.twins``): the name of the subject it was made from. Twins are measured
     # for the analyses that compare against them; they are not subjects of the talk.
     twin_of: str | None = None
+    # How to make the model again (a twin's: the same weights each time), so that a large model's twin need
+    # not be held between the analyses that run on it (:meth:`release`, :meth:`restore`).
+    remake: Callable[[], torch.nn.Module] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -93,6 +96,27 @@ class Subject:
     def model_hash(self) -> str:
         """The weights and the code that computes with them: the model's identity in cache keys."""
         return model_identity(self.tensor_hash, self.model)
+
+    @property
+    def released(self) -> bool:
+        return self.model is None
+
+    def release(self) -> bool:
+        """Let go of the model (its hashes are kept) if it can be made again; whether it was let go."""
+        if self.remake is None or self.model is None:
+            return False
+        _ = self.model_hash  # what identifies it in cache keys stays known
+        self.model = None  # type: ignore[assignment]
+        return True
+
+    def restore(self) -> None:
+        """The model again, after :meth:`release` (the same weights: its hash is checked)."""
+        if self.model is None:
+            assert self.remake is not None
+            model = self.remake().eval()
+            if hash_module(model) != self.tensor_hash:
+                raise RuntimeError(f"{self.name}: the model made again differs from the one first made")
+            self.model = model
 
     @property
     def data_hash(self) -> str:

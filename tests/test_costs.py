@@ -26,6 +26,36 @@ def test_epoch_time_counts_every_batch(tiny_subject):
     assert batches == math.ceil(len(tiny_subject.data.x_train) / 5) and seconds > 0
 
 
+def test_epoch_timing_steps_the_model_itself_and_leaves_it_as_it_was(tiny_subject, monkeypatch):
+    """No copy of the model: every trainable parameter's update is computed once per step from its gradient
+    (which is then let go), and the weights, batch-norm statistics, modes and gradients are as before."""
+    import dataclasses
+
+    from torch import nn
+
+    from talkgen.hashing import hash_module
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    model[4].bias.requires_grad_(False)  # frozen: no update
+    s = dataclasses.replace(tiny_subject, model=model)
+    before, stats = hash_module(model), model[2].running_mean.clone()
+    seen = []
+    real_add = torch.add
+
+    def counted(a, b, *args, **kwargs):
+        if "out" in kwargs:
+            seen.append(tuple(a.shape))
+        return real_add(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "add", counted)
+    seconds, _ = epoch_seconds(s, batch=8, steps=3, seed=0)
+    trainable = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
+    assert seconds > 0 and sorted(seen) == sorted(trainable * 5)  # 3 timed steps and 2 to warm up
+    assert hash_module(model) == before and torch.equal(model[2].running_mean, stats)
+    assert not model.training and all(p.grad is None for p in model.parameters())
+
+
 def test_costs_gathers_the_ledger_and_the_checks(tiny_subject, tmp_path):
     from talkgen.pipeline import Cache, make_plan, run_plan
 

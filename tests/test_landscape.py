@@ -201,20 +201,62 @@ def test_surface_round_trips_and_draws(tmp_path):
     assert to_png(draw(spec, {"c": coords, "z": bad})).startswith(b"\x89PNG")
 
 
-def test_a_model_too_large_for_three_copies_keeps_its_plane_directions_in_bfloat16(tiny_subject, monkeypatch):
-    """Same draws, rounded: the plane of a large model is the small one's to bfloat16 precision, the result
-    says so, and the budget counts two extra copies of the weights for it instead of three."""
+def test_a_large_model_moves_itself_with_its_copies_on_disk_and_gets_the_same_numbers(tiny_subject, monkeypatch):
+    """A large model's landscape moves the model itself, keeps the trained weights and the directions in a
+    spill file: the same losses as the in-memory copies, the model left as it was, and the budget counts one
+    extra copy (the line's initial weights) instead of three."""
     from talkgen.analyses import budget
+    from talkgen.hashing import hash_module
 
     a = get_analysis("loss-landscape")
     params = a.resolve_params("quick", {"grid": 5, "line_points": 5, "batch": 16})
     ctx = Context(subject=tiny_subject, params=params, seed=0, device=torch.device("cpu"), profile="quick")
-    wide = a.run(ctx)
-    assert a.copies(tiny_subject, params) == 3 and "sampled" not in wide.data
-    monkeypatch.setattr(budget, "MEMORY_FLOOR", 0)  # the tiny model now counts as large: 3 copies allowed
-    narrow = a.run(ctx)
-    assert a.copies(tiny_subject, params) == 2 and "bfloat16" in narrow.data["sampled"]
-    np.testing.assert_array_equal(narrow.arrays["line_train_loss"], wide.arrays["line_train_loss"])
-    np.testing.assert_allclose(narrow.arrays["plane_loss"], wide.arrays["plane_loss"], rtol=0.02)
-    assert not np.array_equal(narrow.arrays["plane_loss"], wide.arrays["plane_loss"])
-    assert narrow.data["direction_cosine"] == pytest.approx(wide.data["direction_cosine"], abs=0.01)
+    before = hash_module(tiny_subject.model)
+    in_memory = a.run(ctx)
+    assert a.copies(tiny_subject, params) == 3 and not in_memory.data["spilled"]
+    monkeypatch.setattr(budget, "LARGE_MODEL_BYTES", 1)  # the tiny model now counts as large
+    spilled = a.run(ctx)
+    assert a.copies(tiny_subject, params) == 1 and spilled.data["spilled"]
+    for k in ("line_train_loss", "line_test_loss", "plane_loss", "plane_acc"):
+        np.testing.assert_allclose(spilled.arrays[k], in_memory.arrays[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert spilled.data["direction_cosine"] == pytest.approx(in_memory.data["direction_cosine"], rel=1e-9)
+    assert hash_module(tiny_subject.model) == before and not tiny_subject.model.training
+
+
+def test_a_spilled_evaluator_puts_the_model_back_even_when_a_point_fails(tiny_subject):
+    from talkgen.hashing import hash_module
+    from talkgen.spill import Spill
+
+    model = tiny_subject.model
+    x, y = tiny_subject.data.x_train[:16], tiny_subject.data.y_train[:16]
+    centre = parameter_views(model)
+    before = hash_module(model)
+    model.train()
+    with Spill() as spill:
+        d = filter_normalised_direction(centre, torch.Generator().manual_seed(0), spill=spill)
+        assert all(type(v).__name__ == "Spilled" for k, v in d.items() if centre[k].ndim > 1)
+        ev = PlaneEvaluator(model, x, y, centre, [d], spill=spill, linear_first_layer=True)
+        with pytest.raises(RuntimeError, match="boom"):
+            with ev:
+                ev.evaluate((0.5,))
+                assert hash_module(model) != before  # the model itself is moved
+                raise RuntimeError("boom")
+        assert hash_module(model) == before and model.training  # weights, mode and forward put back
+        assert all("forward" not in m.__dict__ for m in model.modules())
+        with pytest.raises(ValueError, match="model's own weights"):
+            PlaneEvaluator(model, x, y, {k: v + 1 for k, v in centre.items()}, [d], spill=spill)
+        assert model.training
+    model.eval()
+
+
+def test_spill_reads_back_what_was_written():
+    from talkgen.spill import Spill
+
+    tensors = [torch.randn(3, 5), torch.arange(7, dtype=torch.int64), torch.randn(4, 2).to(torch.bfloat16),
+               torch.randn(6, 4).t(), torch.zeros(0)]
+    with Spill() as spill:
+        handles = [spill.put(t) for t in tensors]
+        for t, h in zip(tensors, handles):
+            assert torch.equal(h.read(), t) and h.read().dtype == t.dtype
+        with pytest.raises(ValueError, match="cannot read"):
+            handles[0].read_into(torch.empty(5, 3))

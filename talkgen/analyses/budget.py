@@ -70,6 +70,16 @@ def _model_bytes(subject: Any) -> int:
     return sum(t.numel() * t.element_size() for t in unique_parameters(subject.model))
 
 
+LARGE_MODEL_BYTES = 2**28  # 256 MiB of parameters (64M in float32): a large model, run lean
+
+
+def large(subject: Any) -> bool:
+    """Whether ``subject``'s weights make it a large model: the build runs its analyses one at a time in its
+    own process, a twin's weights are held only while an analysis runs on it, and analyses that would copy
+    the weights keep the copies on disk (the loss landscape) or avoid them (the costs' training steps)."""
+    return _model_bytes(subject) >= LARGE_MODEL_BYTES
+
+
 def fits_in_memory(subject: Any, copies: float) -> bool:
     """Whether holding ``copies`` copies of the weights besides the model's own stays within the limit."""
     size = _model_bytes(subject)

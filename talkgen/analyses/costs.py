@@ -4,9 +4,10 @@ What it measures (gathers every earlier result of the build and its cost-ledger 
 
 * compute: every analysis's wall time, peak extra memory, forward and backward passes on this
   subject, and its overhead in units of one training epoch of the subject. The epoch is timed
-  here: a copy of the model takes ``epoch_batches`` SGD steps on training batches of
-  ``batch`` examples (windows for sequence models) after a warm-up, and the mean step time is
-  multiplied by the number of batches in the training set.
+  here: the model takes ``epoch_batches`` SGD steps on training batches of ``batch`` examples
+  (windows for sequence models) after a warm-up, each update computed beside the weights, not into
+  them (``epoch_seconds``: no copy of the model), and the mean step time is multiplied by the number
+  of batches in the training set.
 * scaling: for the digits CNN architecture, the main analyses (weights, activations, saliency,
   curvature, loss-landscape, with their quick-profile parameters) run again on untrained copies
   at several widths; wall time and peak memory against parameter count on log-log axes, with the
@@ -21,7 +22,6 @@ What it measures (gathers every earlier result of the build and its cost-ledger 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import Any
@@ -42,28 +42,62 @@ def batch_rows(subject, batch: int) -> int:
     return batch if subject.task.endswith("classifier") else max(1, batch // 4)
 
 
-def epoch_seconds(subject, batch: int, steps: int, seed: int) -> tuple[float, int]:
-    """(seconds for one epoch, batches per epoch), extrapolated from ``steps`` timed SGD steps."""
-    from talkgen.analyses.loss import cross_entropy
+def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3) -> tuple[float, int]:
+    """(seconds for one epoch, batches per epoch), extrapolated from ``steps`` timed SGD steps.
 
-    model = copy.deepcopy(subject.model).train()
+    A step is a forward pass in training mode, the backward pass and SGD's update ``p - lr * g`` of every
+    trainable parameter, on the subject's own model and without a copy of it: the update of each parameter is
+    computed as soon as its gradient is complete (a hook, as an optimiser fused into the backward pass does)
+    into a scratch buffer instead of into the weights, and the gradient is let go. The same arithmetic and
+    memory traffic as a step, with one parameter's gradient alive at a time; the model's weights are never
+    written, and its modes, buffers (batch-norm statistics) and gradients are put back afterwards."""
+    from talkgen.analyses.loss import cross_entropy
+    from talkgen.models.introspect import unique_parameters
+
+    model = subject.model
     x, y = subject.data.x_train, subject.data.y_train
     rows = batch_rows(subject, batch)
     n_batches = max(1, math.ceil(len(x) / rows))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    params = [p for p in unique_parameters(model) if p.requires_grad]
+    scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+    for p in params:
+        key = (p.device, p.dtype)
+        if key not in scratch or scratch[key].numel() < p.numel():
+            scratch[key] = torch.empty(p.numel(), device=p.device, dtype=p.dtype)
+
+    def update(p: torch.Tensor) -> None:
+        if p.grad is not None:
+            torch.add(p.detach(), p.grad, alpha=-lr, out=scratch[(p.device, p.dtype)][: p.numel()].view(p.shape))
+            p.grad = None
+
+    modes = {m: m.training for m in model.modules()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grads = [(p, p.grad) for p in params]
+    handles = [p.register_post_accumulate_grad_hook(update) for p in params]
     gen = torch.Generator().manual_seed(seed)
     times = []
-    with torch.enable_grad():
-        for i in range(steps + 2):
-            idx = torch.randint(0, len(x), (rows,), generator=gen)
-            t0 = time.perf_counter()
-            loss = cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            devices.sync(devices.device_of(model))  # a GPU queues its work: the clock waits for it
-            if i >= 2:  # the first steps warm up allocators and kernels
-                times.append(time.perf_counter() - t0)
+    try:
+        for p in params:
+            p.grad = None
+        model.train()
+        with torch.enable_grad():
+            for i in range(steps + 2):
+                idx = torch.randint(0, len(x), (rows,), generator=gen)
+                t0 = time.perf_counter()
+                cross_entropy(model(x[idx]), y[idx]).backward()
+                devices.sync(devices.device_of(model))  # a GPU queues its work: the clock waits for it
+                if i >= 2:  # the first steps warm up allocators and kernels
+                    times.append(time.perf_counter() - t0)
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for p, g in grads:
+            p.grad = g
+        for m, training in modes.items():
+            m.train(training)
     return float(np.mean(times)) * n_batches, n_batches
 
 
@@ -115,8 +149,9 @@ class Costs(Analysis):
     order = 90
     title = "What looking inside cost"
     section = "costs"
-    version = 5  # 2: tools checked and widths timed are summaries; 3: a fit's R² carries its n; 4: exponents in the
-    # legend only where a power law fits; 5: activations timed without t-SNE
+    version = 6  # 2: tools checked and widths timed are summaries; 3: a fit's R² carries its n; 4: exponents in the
+    # legend only where a power law fits; 5: activations timed without t-SNE; 6: the epoch timed on the model
+    # itself, each update computed beside the weights (no copy of the model)
     gathers = True
     applies_text = "any model (gathers the cost ledger of the analyses that ran before it)"
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}

@@ -21,10 +21,12 @@ times faster on CPU). When the first parametrised module (a linear, convolution 
 the raw input, its output is linear in its own weights, ``f(x; W* + a D1 + b D2) = f(x; W*) +
 a f(x; D1) + b f(x; D2)``, so the three terms are computed once and each grid point only adds
 them (when that layer is a sizeable share of the FLOPs); every other layer runs per point. Each grid point is evaluated once.
-Memory: the model, the copy that moves, and the directions (the line's one, the plane's two; kept in bfloat16 where
-three full copies would pass the budget's memory limit), so at most three copies of the weights besides the model's
-own. Assumptions: a
-cross-entropy loss; a model in eval mode (batch-norm statistics are the running ones).
+Memory: the model, the copy that moves, and the directions (the line's one, the plane's two), so at most three
+copies of the weights besides the model's own. A large model (``budget.large``) is moved itself instead, and the
+trained weights and the directions are written to an anonymous file on disk as they are made and read back one
+tensor at a time for each point (``talkgen.spill``; the same numbers): it holds the weights once, and once more
+only while the line's initial weights are drawn. Assumptions: a cross-entropy loss; a model in eval mode
+(batch-norm statistics are the running ones).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch
 from talkgen.models.twins import initial_state
 from talkgen.specs import Curves, Surface, Table
 from talkgen.models.introspect import has_own_parameters, modules_called
+from talkgen.spill import Spill, Spilled
 
 LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 MIN_SHARE = 0.2  # precompute the first layer when it is at least this share of a forward pass
@@ -56,21 +59,31 @@ def parameter_views(model: nn.Module) -> Params:
     return {k: p.detach() for k, p in model.named_parameters()}
 
 
+def _held(t: "torch.Tensor | Spilled") -> torch.Tensor:
+    return t.read() if isinstance(t, Spilled) else t
+
+
 def cosine(a: Params, b: Params) -> float:
-    """The cosine of the angle between two parameter-shaped vectors, without concatenating either."""
-    dot = sum(float((a[k].double() * like(b[k], a[k])).sum()) for k in a)  # one tensor at a time in float64
-    na = math.sqrt(sum(float(a[k].double().square().sum()) for k in a))
-    nb = math.sqrt(sum(float(b[k].double().square().sum()) for k in b))
-    return dot / max(na * nb, 1e-30)
+    """The cosine of the angle between two parameter-shaped vectors (tensors, or tensors of a spill file),
+    without concatenating either: one tensor of each at a time, in float64."""
+    dot = na = nb = 0.0
+    for k in a:
+        ta, tb = _held(a[k]).double(), _held(b[k])
+        tb = like(tb, ta).double()
+        dot += float((ta * tb).sum())
+        na += float(ta.square().sum())
+        nb += float(tb.square().sum())
+    return dot / max(math.sqrt(na * nb), 1e-30)
 
 
 def filter_normalised_direction(params: Params, generator: torch.Generator,
-                                dtype: torch.dtype | None = None) -> Params:
+                                dtype: torch.dtype | None = None, spill: Spill | None = None) -> Params:
     """A Gaussian direction with each filter rescaled to the norm of the same filter in ``params``
     (Li et al. 2018). Filters are slices along the first dimension (output units or channels);
     1-D tensors (biases, normalisation scales and shifts) get a zero direction. ``dtype``: what the
-    direction is kept in (the same draws, rounded: bfloat16 halves the memory of a large model's plane).
-    The directions are drawn and kept on the CPU (the same numbers wherever the model computes)."""
+    direction is kept in (the same draws, rounded: bfloat16 halves the memory). ``spill``: each tensor of
+    the direction goes to this file as soon as it is drawn (the same numbers; one tensor in memory at a time).
+    The directions are drawn on the CPU (the same numbers wherever the model computes)."""
     out: Params = {}
     for k, p in params.items():
         if p.ndim <= 1:
@@ -81,7 +94,8 @@ def filter_normalised_direction(params: Params, generator: torch.Generator,
         p_norm = p.flatten(1).norm(dim=1).cpu()
         scale = torch.where(d_norm > 0, p_norm / d_norm.clamp_min(1e-30), torch.zeros_like(d_norm))
         d.mul_(scale.view(-1, *([1] * (p.ndim - 1))))
-        out[k] = d if dtype is None else d.to(dtype)
+        d = d if dtype is None else d.to(dtype)
+        out[k] = d if spill is None else spill.put(d)
     return out
 
 
@@ -95,43 +109,119 @@ class PlaneEvaluator:
     Works on a private deep copy of ``model`` (eval mode, no autograd), whose parameters are
     overwritten in place for each point; the caller's model is never touched. ``fast_path`` says
     whether the first layer's output is precomputed (see the module docstring).
+
+    With ``spill`` (a large model), no copy is made: ``centre`` (the model's own weights, as tensors or as
+    tensors of the spill file) and the directions (tensors, or tensors of the spill file, read back one at a
+    time) move the model itself, and :meth:`close` (or leaving a ``with`` block) puts the centre back, bit
+    for bit, with the modules' train/eval modes. The process then holds the weights once, and one tensor
+    of each direction at a time.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, centre: Params,
                  directions: Sequence[Params], *, linear_first_layer: bool | None = None,
-                 channels_last: bool = True, each: Callable[[], None] | None = None) -> None:
+                 channels_last: bool = True, each: Callable[[], None] | None = None,
+                 spill: Spill | None = None) -> None:
         self.each = each  # called after every point evaluated (progress)
-        self.model = copy.deepcopy(model).eval()
-        self.model.requires_grad_(False)
-        self.channels_last = channels_last and x.ndim == 4 and any(
+        self.spill = spill
+        self._modes: dict[nn.Module, bool] = {}
+        self._overridden: nn.Module | None = None
+        self._buffers: dict[torch.dtype, torch.Tensor] = {}
+        if spill is None:
+            self.model = copy.deepcopy(model).eval()
+            self.model.requires_grad_(False)
+        else:
+            self.model = model
+            self._modes = {m: m.training for m in model.modules()}
+            model.eval()
+        self.channels_last = spill is None and channels_last and x.ndim == 4 and any(
             isinstance(m, nn.Conv2d) for m in self.model.modules())
         if self.channels_last:  # oneDNN's convolutions are several times faster on NHWC tensors
             self.model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         live = dict(self.model.named_parameters())
         self.names = list(centre)
-        self.live = [live[k] for k in self.names]
-        self.centre = [centre[k].to(self.live[i].device, self.live[i].dtype) for i, k in enumerate(self.names)]
-        # a direction kept in a narrower type (bfloat16, to save memory) is added as it is, widened per tensor;
-        # the directions go where the copy computes
-        self.dirs = [[d[k].to(self.live[i].device) if d[k].dtype == torch.bfloat16
+        self.live = [live[k].detach() for k in self.names]  # written under no_grad, through views
+        if spill is None:
+            self.centre: list[torch.Tensor | Spilled] = [
+                centre[k].to(self.live[i].device, self.live[i].dtype) for i, k in enumerate(self.names)]
+        else:
+            self.centre = [centre[k] for k in self.names]
+            for i, c in enumerate(self.centre):  # the centre is what close() puts back: it must be the model's own
+                same = (c.data_ptr() == self.live[i].data_ptr() if isinstance(c, torch.Tensor)
+                        else torch.equal(like(self._read(c), self.live[i]), self.live[i]))
+                if not same:  # nothing was written yet: the modes go back as they were
+                    for m, training in self._modes.items():
+                        m.train(training)
+                    self._modes = {}
+                    raise ValueError(f"with a spill file the centre must be the model's own weights ({self.names[i]})")
+            self.centre = [c if isinstance(c, Spilled) else spill.put(c) for c in self.centre]
+        # a direction kept in a narrower type (bfloat16) is added as it is, widened per tensor; the directions
+        # go where the copy computes; directions in the spill file stay there
+        self.dirs = [[d[k] if isinstance(d[k], Spilled) else
+                      d[k].to(self.live[i].device) if d[k].dtype == torch.bfloat16
                       else d[k].to(self.live[i].device, self.live[i].dtype)
                       for i, k in enumerate(self.names)] for d in directions]
         self.x, self.y = x, y
         self.fast_path = ""
         self._terms: list[torch.Tensor] = []
         self._out: torch.Tensor | None = None
-        if linear_first_layer is not False:
-            self._try_linear_first_layer(always=linear_first_layer is True)
+        try:
+            if linear_first_layer is not False:
+                self._try_linear_first_layer(always=linear_first_layer is True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self, t: Spilled) -> torch.Tensor:
+        """A spilled tensor read into this evaluator's buffer for its type (valid until the next read)."""
+        buf = self._buffers.get(t.dtype)
+        n = math.prod(t.shape)
+        if buf is None or buf.numel() < n:
+            largest = max((math.prod(p.shape) for p in self.live), default=n)
+            buf = self._buffers[t.dtype] = torch.empty(max(n, largest), dtype=t.dtype)
+        return t.read_into(buf[:n].view(t.shape))
+
+    def _tensor(self, t: torch.Tensor | Spilled, p: torch.Tensor) -> torch.Tensor:
+        return like(self._read(t), p) if isinstance(t, Spilled) else t
+
+    def close(self) -> None:
+        """With a spill file: the model's own weights, modes and forward put back (a no-op otherwise, and
+        the second time)."""
+        if self.spill is None or not self._modes:
+            return
+        with torch.no_grad():
+            for p, c in zip(self.live, self.centre):
+                if isinstance(c, Spilled):
+                    if p.device.type == "cpu" and p.is_contiguous():
+                        c.read_into(p)
+                    else:
+                        p.copy_(self._read(c))
+        if self._overridden is not None:
+            self._overridden.__dict__.pop("forward", None)
+            self._overridden = None
+        for m, training in self._modes.items():
+            m.train(training)
+        self._modes = {}
+        self._terms, self._out, self._buffers = [], None, {}
+
+    def __enter__(self) -> "PlaneEvaluator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- moving the copy -------------------------------------------------------------------------
     def _move(self, coeffs: Sequence[float]) -> None:
         with torch.no_grad():
             for i, p in enumerate(self.live):
-                p.copy_(self.centre[i])
-                for c, d in zip(coeffs, self.dirs):
-                    if c:
-                        p.add_(d[i], alpha=float(c))
+                c = self.centre[i]
+                if isinstance(c, Spilled) and p.device.type == "cpu" and p.is_contiguous():
+                    c.read_into(p)
+                else:
+                    p.copy_(self._tensor(c, p))
+                for coef, d in zip(coeffs, self.dirs):
+                    if coef:
+                        p.add_(self._tensor(d[i], p), alpha=float(coef))
 
     # -- the first layer, once ---------------------------------------------------------------------
     def _first_call(self) -> tuple[str, nn.Module, tuple, int] | None:
@@ -178,10 +268,13 @@ class PlaneEvaluator:
         if not always and self._first_layer_share(mod) < MIN_SHARE:
             return
         inp = args[0]
-        index = {id(p): i for i, p in enumerate(self.live)}
+        index = {p.data_ptr(): i for i, p in enumerate(self.live)}
 
-        def direction_of(p: torch.Tensor | None, d: list[torch.Tensor]) -> torch.Tensor | None:
-            return None if p is None else d[index[id(p)]].to(p.dtype)
+        def direction_of(p: torch.Tensor | None, d: list[torch.Tensor | Spilled]) -> torch.Tensor | None:
+            if p is None:
+                return None
+            t = d[index[p.data_ptr()]]
+            return (like(t.read(), p) if isinstance(t, Spilled) else t).to(p.dtype)
 
         def apply(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
             if isinstance(mod, nn.Linear):
@@ -198,7 +291,8 @@ class PlaneEvaluator:
         self._terms = terms
         self._out = torch.empty_like(terms[0])
         out = self._out
-        mod.forward = lambda *a, **k: out  # the private copy only
+        mod.forward = lambda *a, **k: out  # the private copy only, or undone by close()
+        self._overridden = mod
         self.fast_path = name
 
     # -- evaluation --------------------------------------------------------------------------------
@@ -251,8 +345,9 @@ class LossLandscape(Analysis):
     runs_on_twins = ("width",)  # the costs analysis times it at several widths
     title = "The loss landscape"
     section = "looking-in"
-    version = 4  # 2: the highest loss on the path from init to trained is a summary; 3: captions without nested
-    # parentheses; 4: the line's points from the trained weights (the same points, other rounding)
+    version = 5  # 2: the highest loss on the path from init to trained is a summary; 3: captions without nested
+    # parentheses; 4: the line's points from the trained weights (the same points, other rounding); 5: a large
+    # model's copies on disk (the same numbers), said in the table
     cost_hint = 2
     applies_text = "models trained with a cross-entropy loss (classifiers and sequence models)"
     # batch: examples for classifiers; sequence models use batch // 128 sequences of seq_len steps
@@ -270,9 +365,9 @@ class LossLandscape(Analysis):
         return points * loss_batch_size(subject, params["batch"], params["seq_len"])
 
     def copies(self, subject, params) -> float:
-        # the plane's two directions and the evaluator's moving copy of the model (the line: one direction);
-        # where three copies are too many, the directions are kept in bfloat16 (half a copy each)
-        return 3 if budget.fits_in_memory(subject, 3) else 2
+        # the plane's two directions and the evaluator's moving copy of the model (the line: one direction); a
+        # large model's copies go to a spill file on disk, and only the line's initial weights are made whole
+        return 1 if budget.large(subject) else 3
 
     def run(self, ctx: Context) -> Result:
         total, done = 2 * ctx.params["line_points"] + ctx.params["grid"] ** 2 + 1, [0]
@@ -281,12 +376,17 @@ class LossLandscape(Analysis):
             done[0] += 1
             ctx.progress(done[0], total, "loss evaluations")
 
-        m = self._line(ctx, tick)
-        self._plane(m, ctx, tick)
+        if not budget.large(ctx.subject):
+            m = self._line(ctx, tick)
+            self._plane(m, ctx, tick)
+            return self._present(m, ctx)
+        with Spill(ctx.store) as spill:  # a large model is moved in place: its copies wait on disk
+            m = self._line(ctx, tick, spill)
+            self._plane(m, ctx, tick, spill)
         return self._present(m, ctx)
 
     @staticmethod
-    def _line(ctx: Context, tick: Callable[[], None] | None = None) -> SimpleNamespace:
+    def _line(ctx: Context, tick: Callable[[], None] | None = None, spill: Spill | None = None) -> SimpleNamespace:
         """The loss on the straight path from the initial to the trained weights, on training and held-out data."""
         s, p = ctx.subject, ctx.params
         seq = not s.task.endswith("classifier")
@@ -302,41 +402,46 @@ class LossLandscape(Analysis):
         init_state, init_source = initial_state(s, ctx.seed)
         init_state = dict(init_state)  # ours to empty (the tensors stay wherever the source keeps them too)
         # theta* - theta0, one tensor at a time, each initial tensor let go as soon as it is used: with the
-        # model and an evaluator's moving copy, the line holds the weights three times over, no more
-        toward = {k: trained[k] - init_state.pop(k).to(v.device, v.dtype) for k, v in trained.items()}
+        # model and an evaluator's moving copy, the line holds the weights three times over, no more (with a
+        # spill file, each difference goes to disk as it is made: the weights once, and the initial ones)
+        toward: Params = {}
+        for k, v in trained.items():
+            diff = v - init_state.pop(k).to(v.device, v.dtype)
+            toward[k] = diff if spill is None else spill.put(diff)
+            del diff
         del init_state
+        centre: Params = trained if spill is None else {k: spill.put(v) for k, v in trained.items()}
         # from initialisation (a = 0) to the trained weights (a = 1), train and test data; the point
         # (1 - a) theta0 + a theta* is theta* + (a - 1) (theta* - theta0)
         alphas = np.linspace(-0.25, 1.25, p["line_points"])
         lines = {}
         for split, (xs, ys) in {"train": (x, y), "test": (xt, yt)}.items():
-            ev = PlaneEvaluator(s.model, xs, ys, trained, [toward], each=tick)
-            vals = [ev.evaluate((float(a) - 1.0,)) for a in alphas]
+            with PlaneEvaluator(s.model, xs, ys, centre, [toward], each=tick, spill=spill) as ev:
+                vals = [ev.evaluate((float(a) - 1.0,)) for a in alphas]
             lines[split] = (np.array([v[0] for v in vals]), np.array([v[1] for v in vals]))
             del ev  # one moving copy at a time
         del toward
         on_path = (alphas >= 0) & (alphas <= 1)
         a_path, l_path = alphas[on_path], lines["train"][0][on_path]
         chord = l_path[0] + (l_path[-1] - l_path[0]) * a_path
-        return SimpleNamespace(s=s, p=p, seq=seq, x=x, y=y, g=g, trained=trained, init_source=init_source,
-                               alphas=alphas, lines=lines, barrier=float(np.max(l_path - chord)),
+        return SimpleNamespace(s=s, p=p, seq=seq, x=x, y=y, g=g, trained=trained, centre=centre,
+                               init_source=init_source, alphas=alphas, lines=lines,
+                               barrier=float(np.max(l_path - chord)),
                                monotonic=bool(np.all(np.diff(l_path) <= 1e-4 * max(1.0, abs(l_path[0])))))
 
     @staticmethod
-    def _plane(m: SimpleNamespace, ctx: Context, tick: Callable[[], None] | None = None) -> None:
+    def _plane(m: SimpleNamespace, ctx: Context, tick: Callable[[], None] | None = None,
+               spill: Spill | None = None) -> None:
         """The loss on the plane of two random filter-normalised directions through the trained weights."""
         p = m.p
-        narrow = not budget.fits_in_memory(m.s, 3)
-        dtype = torch.bfloat16 if narrow and all(t.dtype == torch.float32 for t in m.trained.values()) else None
-        d1 = filter_normalised_direction(m.trained, m.g, dtype)
-        d2 = filter_normalised_direction(m.trained, m.g, dtype)
-        m.narrow = ("the plane's two directions held in bfloat16 (the same random draws, rounded), so that "
-                    "the model's weights are held three times at most" if dtype is not None else "")
-        m.ev = PlaneEvaluator(m.s.model, m.x, m.y, m.trained, [d1, d2], each=tick)
-        coords = np.linspace(-p["span"], p["span"], p["grid"])
-        m.coords = coords
-        m.loss, m.acc = m.ev.grid(coords, coords)
-        m.centre_loss, m.centre_acc = m.ev.evaluate((0.0, 0.0))
+        d1 = filter_normalised_direction(m.trained, m.g, spill=spill)
+        d2 = filter_normalised_direction(m.trained, m.g, spill=spill)
+        m.spilled = spill is not None
+        with PlaneEvaluator(m.s.model, m.x, m.y, m.centre, [d1, d2], each=tick, spill=spill) as m.ev:
+            coords = np.linspace(-p["span"], p["span"], p["grid"])
+            m.coords = coords
+            m.loss, m.acc = m.ev.grid(coords, coords)
+            m.centre_loss, m.centre_acc = m.ev.evaluate((0.0, 0.0))
         m.cosine = cosine(d1, d2)
         m.finite = np.isfinite(m.loss)
         m.radii = basin_radii(np.nan_to_num(m.loss, nan=1e30, posinf=1e30), coords, p["basin_delta"])
@@ -404,6 +509,8 @@ class LossLandscape(Analysis):
                 ("loss rise at half span", f"{m.rise_half:.4g} nats"),
                 ("grid", f"{p['grid']}×{p['grid']} over ±{p['span']:g}"),
                 ("first layer precomputed", m.ev.fast_path or "no"),
+                ("copies of the weights", "on disk, read back per point (a large model)" if m.spilled
+                 else "in memory"),
                 ("parameters", f"{n_params:,}"))
         return Result(
             analysis=self.name, subject=s.name, arrays=arrays, summaries=summaries, figures=figures,
@@ -413,5 +520,5 @@ class LossLandscape(Analysis):
                   "direction_cosine": m.cosine, "fast_path": m.ev.fast_path, "monotonic": m.monotonic,
                   "points": p["grid"] ** 2 + 2 * p["line_points"], "n_params": n_params,
                   "nonfinite_points": int((~m.finite).sum()),
-                  "test_loss_trained": float(lines["test"][0][np.argmin(np.abs(alphas - 1))])}
-            | ({"sampled": m.narrow} if m.narrow else {}))
+                  "test_loss_trained": float(lines["test"][0][np.argmin(np.abs(alphas - 1))]),
+                  "spilled": m.spilled})

@@ -25,7 +25,8 @@ from torch import nn
 
 from talkgen.analyses.base import Analysis, Check, Context, Result, Scalar, register, value_of
 from talkgen.analyses.hooks import capture_inputs, capture_outputs
-from talkgen.models.twins import initial_model
+from talkgen.analyses import budget
+from talkgen.models.twins import initial_model, initialised_in_place
 from talkgen.specs import Curves, Table
 from talkgen.meta.probes import control_labels, fit_mlp_probes, fit_probe
 from talkgen.models.introspect import default_layers
@@ -164,8 +165,13 @@ class Probes(Analysis):
         the same architecture at initialisation."""
         s, p = ctx.subject, ctx.params
         reps, labels, types, tr = self._data(s.model, s, p)
-        init_model, init_source = initial_model(s, ctx.seed)
-        init_reps, _, _, _ = self._data(init_model, s, p)
+        if budget.large(s):  # the model itself at initialisation, its trained weights on disk meanwhile
+            with initialised_in_place(s, ctx.seed, ctx.store) as (init_model, init_source):
+                init_reps, _, _, _ = self._data(init_model, s, p)
+        else:
+            init_model, init_source = initial_model(s, ctx.seed)
+            init_reps, _, _, _ = self._data(init_model, s, p)
+        del init_model
         layers, names = list(reps), list(labels)
         fit = lambda r, y, kind: fit_probe(r[tr], y[tr], r[~tr], y[~tr], kind=kind, steps=p["steps"],  # noqa: E731
                                            hidden=p["hidden"], seed=ctx.seed)

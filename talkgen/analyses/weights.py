@@ -94,7 +94,9 @@ class Weights(Analysis):
         for i, m in enumerate(mats):
             ctx.progress(i, len(mats), "weight matrices")
             w = m.matrix  # (out, fan_in) float64
-            n_bad = int((~torch.isfinite(w)).sum())
+            finite_mask = torch.isfinite(w)
+            n_bad = w.numel() - int(torch.count_nonzero(finite_mask))  # no int64 copy of the mask, as sum() makes
+            del finite_mask
             finite = n_bad == 0
             nonfinite_total += n_bad
             fro = float(torch.linalg.matrix_norm(w, "fro")) if finite else math.nan
@@ -130,6 +132,7 @@ class Weights(Analysis):
                            "stable_rank": stable, "max_rank": min(w.shape), "nonfinite": n_bad})
             rows.append((m.name, m.kind, "x".join(map(str, m.shape)), f"{w.numel():,}",
                          _fmt(fro), _fmt(spectral), _fmt(stable) + f" / {min(w.shape)}"))
+            w = view = None  # let this matrix's copies go before the next one is made
         for f in fits:
             key = f["key"]
             summaries[f"{key}.alpha"] = Scalar(f["alpha"], "", f"power-law exponent of the ESD tail of {f['label']}")

@@ -64,7 +64,8 @@ class WeightMatrix:
     def matrix(self) -> torch.Tensor:
         """(rows, cols) as a float64 copy on the CPU, made when asked for: one matrix at a time, never the whole
         model in float64 at once."""
-        return self.param.to("cpu", torch.float64).reshape(self.matrix_shape).clone()
+        m = self.param.to("cpu", torch.float64).reshape(self.matrix_shape)
+        return m.clone() if m.data_ptr() == self.param.data_ptr() else m  # a copy, made once
 
 
 def weight_matrices(model: nn.Module) -> list[WeightMatrix]:

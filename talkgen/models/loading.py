@@ -112,13 +112,31 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
-    """Load ``state`` strictly; an error lists every missing, unexpected and mis-shaped key."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k} file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+def load_safetensors_into(model: nn.Module, path: str) -> None:
+    """Load a ``.safetensors`` file into ``model`` strictly (as :func:`load_weights_into`), one tensor at a
+    time: the file is read in place of the model's initial weights, never held beside them whole (a large
+    model loads in its own size, not twice it)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.isfile(path):
+        raise TalkgenError(f"weights file not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            own = model.state_dict(keep_vars=True)
+            _check_fit(own, shapes, path)
+            with torch.no_grad():
+                for k, t in own.items():
+                    t.copy_(f.get_tensor(k))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TalkgenError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+def _check_fit(own: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], path: str) -> None:
+    missing = sorted(set(own) - set(shapes))
+    unexpected = sorted(set(shapes) - set(own))
+    mismatched = [f"{k} file {shapes[k]} vs model {tuple(own[k].shape)}"
+                  for k in sorted(set(own) & set(shapes)) if shapes[k] != tuple(own[k].shape)]
     problems = []
     if missing:
         problems.append("missing: " + ", ".join(missing))
@@ -128,6 +146,11 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], path: st
         problems.append("shape mismatch: " + "; ".join(mismatched))
     if problems:
         raise TalkgenError(f"{path}: weights do not fit the model ({' | '.join(problems)})")
+
+
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """Load ``state`` strictly; an error lists every missing, unexpected and mis-shaped key."""
+    _check_fit(model.state_dict(), {k: tuple(v.shape) for k, v in state.items()}, path)
     model.load_state_dict(state)
 
 
@@ -181,7 +204,10 @@ def load_model(spec: str, weights: str | None = None) -> tuple[nn.Module, str]:
         if not isinstance(model, nn.Module):
             raise TalkgenError(f"{spec}: factory returned {type(model).__name__}, not a torch.nn.Module")
         source = spec
-        if weights:
+        if weights and weights.endswith(".safetensors"):
+            load_safetensors_into(model, weights)
+            source = f"{spec} + {os.path.abspath(weights)}"
+        elif weights:
             load_weights_into(model, load_state_dict(weights), weights)
             source = f"{spec} + {os.path.abspath(weights)}"
     model.eval()

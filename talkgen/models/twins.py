@@ -12,14 +12,18 @@ pipeline runs analyses on it like on any other: cached, isolated and checked for
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import inspect
+import itertools
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from talkgen.seeding import seeded
+from talkgen.spill import Spill
 from talkgen.subject import Subject
 
 
@@ -42,17 +46,24 @@ def make_twin(subject: Subject, kind: str, width: int | None, seed: int) -> Subj
     raise ValueError(f"unknown twin kind {kind!r}")
 
 
+def _reinitialised(model: nn.Module, seed: int) -> nn.Module:
+    """``model`` itself, moved to the CPU, with every module's default initialisation drawn again (seeded, on
+    the CPU: the same numbers wherever the model computes)."""
+    model = model.cpu()
+    with seeded(seed):
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return model
+
+
 def initial_state(subject, seed: int) -> tuple[dict[str, torch.Tensor], str]:
     """The weights training started from, and where they came from."""
     if subject.initial_state is not None:
         return subject.initial_state(), "the exact initial weights, the sample's seeded initialisation"
     if subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0:
         return subject.load_checkpoints()[0][1], "the checkpoint saved at step 0"
-    fresh = copy.deepcopy(subject.model).cpu()  # drawn on the CPU: the same numbers wherever the model computes
-    with seeded(seed):
-        for m in fresh.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+    fresh = _reinitialised(copy.deepcopy(subject.model), seed)
     return ({k: v.detach() for k, v in fresh.state_dict().items()},  # the fresh copy's own tensors: no second copy
             f"a fresh default initialisation (seed {seed}), not the weights this model started from")
 
@@ -66,12 +77,45 @@ def initial_source(subject) -> str:
     return "a fresh default initialisation, not the weights this model started from"
 
 
-def initial_model(subject, seed: int) -> tuple[nn.Module, str]:
-    """A copy of the subject's model holding its initial weights (see :func:`initial_state`)."""
+def initial_model(subject, seed: int, into: nn.Module | None = None) -> tuple[nn.Module, str]:
+    """A copy of the subject's model holding its initial weights (see :func:`initial_state`): one copy of
+    the weights, however they are found. ``into``: a copy of the subject's model (its trained weights) to
+    put them into, e.g. the model loaded again from its files; by default a deep copy of ``subject.model``."""
+    model = into if into is not None else copy.deepcopy(subject.model)
+    if subject.initial_state is None and not (subject.load_checkpoints is not None and subject.checkpoints
+                                              and subject.checkpoints[0] == 0):
+        return _reinitialised(model, seed).eval(), f"a fresh default initialisation (seed {seed}), not the weights this model started from"
     state, source = initial_state(subject, seed)
-    model = copy.deepcopy(subject.model)
     model.load_state_dict(state)
     return model.eval(), source
+
+
+@contextlib.contextmanager
+def initialised_in_place(subject, seed: int, folder: str | None = None) -> Iterator[tuple[nn.Module, str]]:
+    """(the subject's own model holding its initial weights, where they came from) for the ``with`` block, and
+    its trained weights and buffers back afterwards, bit for bit: for a large model, whose trained weights
+    wait in a spill file on disk (in ``folder``) instead of in a second copy. A model on a GPU gets a copy
+    (:func:`initial_model`): its initialisation is drawn on the CPU."""
+    model = subject.model
+    if any(t.device.type != "cpu" for t in itertools.chain(model.parameters(), model.buffers())):
+        init, source = initial_model(subject, seed)
+        yield init, source
+        return
+    tensors = {id(t): t.detach() for t in itertools.chain(model.parameters(), model.buffers())}
+    modes = {m: m.training for m in model.modules()}
+    with Spill(folder) as spill:
+        saved = [(t, spill.put(t)) for t in tensors.values()]
+        try:
+            yield initial_model(subject, seed, into=model)
+        finally:
+            with torch.no_grad():
+                for t, h in saved:
+                    if t.is_contiguous():
+                        h.read_into(t)
+                    else:
+                        t.copy_(h.read())
+            for m, training in modes.items():
+                m.train(training)
 
 
 def at_initialisation(subject: Subject, seed: int) -> Subject:
@@ -79,7 +123,9 @@ def at_initialisation(subject: Subject, seed: int) -> Subject:
     model, source = initial_model(subject, seed)
     return dataclasses.replace(subject, name=twin_name(subject.name, "initial"), model=model,
                                source=f"{subject.source} ({source})", checkpoints=(), load_checkpoints=None,
-                               initial_state=None, card={}, twin_of=subject.name)
+                               initial_state=None, card={}, twin_of=subject.name,
+                               remake=lambda: initial_model(subject, seed, into=subject.remake() if subject.remake
+                                                            else None)[0])
 
 
 def widens(subject: Subject) -> bool:
@@ -90,8 +136,12 @@ def widens(subject: Subject) -> bool:
 
 def at_width(subject: Subject, width: int, seed: int) -> Subject:
     """The subject's architecture at ``width``, freshly initialised (seeded), on the subject's data."""
-    with seeded(seed):
-        model = type(subject.model)(width=width, n_classes=len(subject.data.classes)).eval()
+    def make() -> nn.Module:
+        with seeded(seed):
+            return type(subject.model)(width=width, n_classes=len(subject.data.classes)).eval()
+
+    model = make()
     return dataclasses.replace(subject, name=twin_name(subject.name, "width", width), model=model,
                                source=f"{type(model).__name__}(width={width}), untrained", checkpoints=(),
-                               load_checkpoints=None, initial_state=None, card={}, twin_of=subject.name)
+                               load_checkpoints=None, initial_state=None, card={}, twin_of=subject.name,
+                               remake=make)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import multiprocessing
 import os
@@ -17,7 +18,7 @@ import torch
 
 from talkgen import devices
 from talkgen.analyses.base import Context
-from talkgen.cores import cap_threads, set_torch_threads
+from talkgen.cores import cap_threads, lean_allocator, release_memory, restore_allocator, set_torch_threads
 from talkgen.errors import TalkgenError
 from talkgen.pipeline.cache import Cache, cache_key
 from talkgen.metering import CostMeter
@@ -140,8 +141,12 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
     Outcomes come back in plan order whatever order the items ran in."""
     global _WORKER
     runner = _Runner(plan, cache, seed, device, profile, force, strict, progress, after_each)
-    jobs = threads if threads and device == "cpu" else 1
+    large = _large(plan)
+    jobs = threads if threads and device == "cpu" and not large else 1
     pools = _Pools(jobs)
+    if large:
+        lean_allocator()
+        runner.lean = True
     try:
         settled = runner.settle()  # skips and cache hits, before any worker exists
         spread = jobs > 1 and runner.to_compute() > 1
@@ -165,10 +170,29 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
     finally:
         pools.close()
         _WORKER = None
+        if large:
+            restore_allocator()
+            for s in {id(i.subject): i.subject for i in plan.items if i.subject.twin_of is None}.values():
+                s.restore()  # the caller's subjects as they were given (twins stay let go: made when asked)
         if progress:
             progress.close()
         _write_ledger(cache, runner.ledger)
     return [runner.done[(i.subject.name, i.analysis.name)] for i in plan.items]
+
+
+def _large(plan: Plan) -> bool:
+    """Whether a model of the plan is large (``budget.large``) and its items run one at a time, in this
+    process, with every thread: its analyses keep the cores busy in their matrix products by themselves, and
+    two at once (or a forked worker's writes to the model's pages) would hold two analyses' copies."""
+    from talkgen.analyses.budget import large
+
+    seen: set[int] = set()
+    for i in plan.items:
+        if i.skip_reason is None and id(i.subject) not in seen:
+            seen.add(id(i.subject))
+            if large(i.subject):
+                return True
+    return False
 
 
 def _declared(plan: Plan, device: str = "cpu") -> dict[tuple[str, str], float]:
@@ -234,6 +258,7 @@ class _Runner:
         self.items, self.cache, self.seed, self.dev = plan.items, cache, seed, torch.device(device)
         self.profile, self.force, self.strict, self.progress = profile, force, strict, progress
         self.after_each = after_each
+        self.lean = False  # a large model's plan: memory handed back after each item
         self.done: dict[tuple[str, str], Outcome] = {}
         self.ledger = _read_ledger(cache)
         self.todo = [(i.subject.name, i.analysis.name) for i in self.items if i.skip_reason is None]
@@ -354,8 +379,35 @@ class _Runner:
             out, inputs, key = self._settled(item)
             if out is None:
                 assert key is not None
-                out = _compute(item, self._context(item, inputs), self.cache, key, self.after_each)
+                if self.lean:  # a large model's twin is held only while an analysis runs on it
+                    out = self._hold(item, key)
+                if out is None:
+                    out = _compute(item, self._context(item, inputs), self.cache, key, self.after_each)
+                if self.lean:  # what this item freed goes back to the kernel before the next one starts
+                    gc.collect()
+                    release_memory()
             self._record(item, out)
+
+    def _hold(self, item: PlanItem, key: str) -> Outcome | None:
+        """The item's model made again if it was let go, every other model that can be made again (a twin's,
+        a subject's loaded from files) let go until an analysis runs on it; the item's failure if its model
+        could not be made again."""
+        let_go = False
+        for other in {id(i.subject): i.subject for i in self.items}.values():
+            if other is not item.subject and other.release():
+                let_go = True
+        if let_go:
+            gc.collect()
+            release_memory()  # back to the kernel before the next model is made
+        try:
+            if item.subject.released:
+                item.subject.restore()
+                gc.collect()
+                release_memory()  # what making it again took beside it
+        except Exception as exc:  # noqa: BLE001 - as an analysis's own failure: the build goes on
+            return Outcome(item.subject.name, item.analysis.name, "failed", key=key,
+                           message=" ".join(f"{type(exc).__name__}: {exc}".split()))
+        return None
 
     # -- in worker processes ------------------------------------------------------------------------------
     def run_parallel(self, pools: _Pools, jobs: int) -> None:
