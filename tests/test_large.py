@@ -107,3 +107,21 @@ def test_safetensors_load_one_tensor_at_a_time_strictly(tmp_path):
     with pytest.raises(TalkgenError, match="not a valid safetensors file"):
         load_safetensors_into(dst, str(tmp_path / "bad.safetensors"))
     assert np.isfinite(dst[0].weight.detach().numpy()).all()
+
+
+def test_lean_runs_one_subjects_items_together_so_each_model_is_made_again_once(tiny_subject, tmp_path,
+                                                                                 monkeypatch):
+    import dataclasses
+
+    other = dataclasses.replace(_trained(copy.deepcopy(tiny_subject)), name="other")
+    made = {"tiny": 0, "other": 0}
+    for s in (tiny_subject, other):
+        saved = copy.deepcopy(s.model)
+        s.remake = (lambda saved, name: lambda: made.__setitem__(name, made[name] + 1) or copy.deepcopy(saved))(
+            saved, s.name)
+    plain = run_plan(make_plan([tiny_subject, other], ["weights", "activations"], "quick"), Cache(tmp_path / "p"))
+    monkeypatch.setattr(budget, "LARGE_MODEL_BYTES", 1)
+    lean = run_plan(make_plan([tiny_subject, other], ["weights", "activations"], "quick"), Cache(tmp_path / "l"))
+    assert _summaries(lean) == _summaries(plain)
+    assert made == {"tiny": 1, "other": 1}  # other's made again for its items, tiny's at the end
+    assert not tiny_subject.released and not other.released

@@ -167,17 +167,29 @@ def run_plan(plan: Plan, cache: Cache, *, seed: int = 0, device: str = "cpu", pr
             if pools.pool is not None:
                 runner.run_parallel(pools, jobs)
             runner.run_serial()  # what is left: everything (one job), or the gathering analyses
+        if large:
+            _give_back(plan)
     finally:
         pools.close()
         _WORKER = None
         if large:
             restore_allocator()
-            for s in {id(i.subject): i.subject for i in plan.items if i.subject.twin_of is None}.values():
-                s.restore()  # the caller's subjects as they were given (twins stay let go: made when asked)
+            with contextlib.suppress(Exception):  # the build is failing already: the first error is the one to say
+                _give_back(plan)
         if progress:
             progress.close()
         _write_ledger(cache, runner.ledger)
     return [runner.done[(i.subject.name, i.analysis.name)] for i in plan.items]
+
+
+def _give_back(plan: Plan) -> None:
+    """The caller's subjects with their models, as they were given (twins stay let go: made when asked)."""
+    for s in {id(i.subject): i.subject for i in plan.items if i.subject.twin_of is None}.values():
+        try:
+            s.restore()
+        except Exception as exc:  # noqa: BLE001 - its files changed while the build ran
+            raise TalkgenError(f"subject {s.name!r}: its model could not be loaded again after the analyses "
+                               f"({' '.join(str(exc).split())[:200]})") from None
 
 
 def _large(plan: Plan) -> bool:
@@ -371,7 +383,7 @@ class _Runner:
 
     # -- one at a time, in this process -----------------------------------------------------------------
     def run_serial(self) -> None:
-        for item in self.items:
+        for item in self._order():
             if (item.subject.name, item.analysis.name) in self.done:
                 continue
             if self.progress and item.skip_reason is None:
@@ -387,6 +399,16 @@ class _Runner:
                     gc.collect()
                     release_memory()
             self._record(item, out)
+
+    def _order(self) -> list[PlanItem]:
+        """Plan order; when lean, one subject's items together (each subject's and twin's in the plan's order,
+        the gathering analyses last), so that a model let go is made again once, not once per analysis."""
+        if not self.lean:
+            return list(self.items)
+        first: dict[int, int] = {}
+        for n, i in enumerate(self.items):
+            first.setdefault(id(i.subject), n)
+        return sorted(self.items, key=lambda i: (i.analysis.gathers, first[id(i.subject)]))
 
     def _hold(self, item: PlanItem, key: str) -> Outcome | None:
         """The item's model made again if it was let go, every other model that can be made again (a twin's,
