@@ -173,3 +173,21 @@ def test_an_unrelated_parameter_reruns_neither_the_scaling_study_nor_the_untrain
     run_plan(make_plan([s], names, "quick", params | {"attacks": {"pgd_steps": 3}}), Cache(tmp_path))
     # attacks reruns (its parameter changed) and the two analyses that gather every result; no twin runs
     assert dict(calls) == {("digits-cnn", "attacks"): 1, ("digits-cnn", "fingerprint"): 1, ("digits-cnn", "costs"): 1}
+
+
+def test_a_large_models_training_step_holds_one_copy_of_its_weights_at_most(tiny_subject, monkeypatch):
+    """The rows of a large model's timed step: as many as one copy of its weights' memory holds, measured on one
+    row (what the forward saves for the backward, the parameters left out, and the logits' gradient)."""
+    from talkgen.analyses import budget
+    from talkgen.analyses.costs import _step_bytes_per_row, batch_rows, step_rows
+
+    x, y = tiny_subject.data.x_train, tiny_subject.data.y_train
+    per_row = _step_bytes_per_row(tiny_subject.model, x, y)
+    logits = tiny_subject.model(x[:1]).numel() * 4
+    assert per_row > logits and not tiny_subject.model.training
+    assert step_rows(tiny_subject, 64) == batch_rows(tiny_subject, 64) == 64  # not large: as asked
+    monkeypatch.setattr(budget, "LARGE_MODEL_BYTES", 1)
+    monkeypatch.setattr(budget, "model_bytes", lambda s: 3 * per_row + 1)
+    assert step_rows(tiny_subject, 64) == 3
+    monkeypatch.setattr(budget, "model_bytes", lambda s: 1)
+    assert step_rows(tiny_subject, 64) == 1

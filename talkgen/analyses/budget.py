@@ -64,6 +64,11 @@ def _macs_bound(subject: Any) -> float:
     return float(parameters(subject)) * per_use
 
 
+def model_bytes(subject: Any) -> int:
+    """The bytes of ``subject``'s weights (tied ones once)."""
+    return _model_bytes(subject)
+
+
 def _model_bytes(subject: Any) -> int:
     from talkgen.models.introspect import unique_parameters
 

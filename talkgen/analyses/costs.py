@@ -42,6 +42,48 @@ def batch_rows(subject, batch: int) -> int:
     return batch if subject.task.endswith("classifier") else max(1, batch // 4)
 
 
+def _step_bytes_per_row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """The memory one row of a training batch costs a step: what the forward pass saves for the backward
+    (the parameters themselves left out: they are held anyway), and the logits' gradient besides."""
+    from talkgen.analyses.loss import cross_entropy
+
+    own = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in own and ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    training = {m: m.training for m in model.modules()}
+    try:
+        model.train()
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x[:1])
+            cross_entropy(out, y[:1])
+    finally:
+        for m, mode in training.items():
+            m.train(mode)
+    return total + out.numel() * out.element_size()
+
+
+def step_rows(subject, batch: int) -> int:
+    """The rows of a timed training step: :func:`batch_rows`; for a large model (``budget.large``) no more than
+    one copy of its weights' worth of memory holds (measured for one row), so that the step does not hold
+    a language model's vocabulary-wide logits for a whole batch (smaller steps, more of them per epoch)."""
+    from talkgen.analyses import budget
+
+    rows = batch_rows(subject, batch)
+    if budget.large(subject):
+        per_row = _step_bytes_per_row(subject.model, subject.data.x_train, subject.data.y_train)
+        rows = max(1, min(rows, budget.model_bytes(subject) // max(1, per_row)))
+    return rows
+
+
 def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3) -> tuple[float, int]:
     """(seconds for one epoch, batches per epoch), extrapolated from ``steps`` timed SGD steps.
 
@@ -56,7 +98,7 @@ def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3) 
 
     model = subject.model
     x, y = subject.data.x_train, subject.data.y_train
-    rows = batch_rows(subject, batch)
+    rows = step_rows(subject, batch)
     n_batches = max(1, math.ceil(len(x) / rows))
     params = [p for p in unique_parameters(model) if p.requires_grad]
     scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -151,7 +193,7 @@ class Costs(Analysis):
     section = "costs"
     version = 6  # 2: tools checked and widths timed are summaries; 3: a fit's R² carries its n; 4: exponents in the
     # legend only where a power law fits; 5: activations timed without t-SNE; 6: the epoch timed on the model
-    # itself, each update computed beside the weights (no copy of the model)
+    # itself, each update computed beside the weights (no copy of the model), a large model's steps sized to memory
     gathers = True
     applies_text = "any model (gathers the cost ledger of the analyses that ran before it)"
     params = {"widths": [4, 8, 16, 32, 64], "epoch_batches": 20, "batch": 64}
@@ -182,6 +224,8 @@ class Costs(Analysis):
         costs = {key.partition("/")[2]: c for key, c in ctx.costs.items() if key.partition("/")[0] == s.name}
         names = [a for a in mine if a != self.name and costs.get(a)]
         epoch_s, n_batches = epoch_seconds(s, int(p["batch"]), int(p["epoch_batches"]), ctx.seed)
+        rows = step_rows(s, int(p["batch"]))
+        unit = "examples" if s.task.endswith("classifier") else "sequences"
         wall = np.array([float(costs[a].get("wall_s", 0.0)) for a in names])
         mem = np.array([float(costs[a].get("peak_mem_mb", 0.0)) for a in names])
         fwd = [int(costs[a].get("forward_passes", 0)) for a in names]
@@ -200,8 +244,8 @@ class Costs(Analysis):
             figures.append(Bars(
                 id="compute", title="What each analysis cost, in epochs of training",
                 caption=f"Wall time of every analysis on {s.name} in this build (from the cost ledger{on}) "
-                        f"divided by one training epoch ({epoch_s:.2f} s: {n_batches} SGD steps at batch "
-                        f"{p['batch']}, timed over {p['epoch_batches']} steps). Log scale.",
+                        f"divided by one training epoch ({epoch_s:.2f} s: {n_batches} SGD steps of {rows} "
+                        f"{unit}, timed over {p['epoch_batches']} steps). Log scale.",
                 alt="Bars of each analysis's cost in training epochs, log scale.",
                 categories=tuple(names), values=("epochs",), series=("wall time / one epoch",),
                 ylabel="cost in training epochs", logy=True))

@@ -67,12 +67,15 @@ def cosine(a: Params, b: Params) -> float:
     """The cosine of the angle between two parameter-shaped vectors (tensors, or tensors of a spill file),
     without concatenating either: one tensor of each at a time, in float64."""
     dot = na = nb = 0.0
+    chunk = 2**22  # float64 pieces of 32 MB: never a whole tensor widened at once (a vocabulary's embedding)
     for k in a:
-        ta, tb = _held(a[k]).double(), _held(b[k])
-        tb = like(tb, ta).double()
-        dot += float((ta * tb).sum())
-        na += float(ta.square().sum())
-        nb += float(tb.square().sum())
+        ta = _held(a[k]).reshape(-1)
+        tb = like(_held(b[k]), ta).reshape(-1)
+        for i in range(0, ta.numel(), chunk):
+            ca, cb = ta[i:i + chunk].double(), tb[i:i + chunk].double()
+            dot += float(ca @ cb)
+            na += float(ca @ ca)
+            nb += float(cb @ cb)
     return dot / max(math.sqrt(na * nb), 1e-30)
 
 
