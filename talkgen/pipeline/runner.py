@@ -95,11 +95,13 @@ class _Steps:
     """The progress reports of one running item, thinned out (a short item reports nothing), each with the
     seconds the item has run, sent by ``send`` to wherever the build's display is."""
 
-    def __init__(self, send: Callable[[tuple], None], subject: str, analysis: str) -> None:
-        self.send, self.key = send, (subject, analysis)
+    def __init__(self, send: Callable[[tuple], None], subject: str, analysis: str, lean: bool = False) -> None:
+        self.send, self.key, self.lean = send, (subject, analysis), lean
         self.t0, self.last = time.monotonic(), None
 
     def __call__(self, done: float, total: float, unit: str) -> None:
+        if self.lean:  # a large model's step (a matrix, a point) is over: its freed memory goes back now
+            release_memory()
         now = time.monotonic()
         if done <= 0 or now - self.t0 < STEP_FIRST or (self.last is not None and now - self.last < STEP_EVERY):
             return
@@ -341,7 +343,7 @@ class _Runner:
                        twins={o.subject: o.twin_of for o in inputs.values() if o.twin_of} if gathers else {},
                        store=self.cache.root,
                        costs={k: dict(o.cost) for k, o in inputs.items()} if gathers else {},
-                       report=_Steps(self._send, item.subject.name, item.analysis.name))
+                       report=_Steps(self._send, item.subject.name, item.analysis.name, lean=self.lean))
 
     def _settled(self, item: PlanItem) -> tuple[Outcome | None, dict[str, Outcome], str | None]:
         """(an outcome that needs no computing: skipped or a cache hit, the item's inputs, its key); None
