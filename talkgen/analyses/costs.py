@@ -84,8 +84,10 @@ def step_rows(subject, batch: int) -> int:
     return rows
 
 
-def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3) -> tuple[float, int]:
-    """(seconds for one epoch, batches per epoch), extrapolated from ``steps`` timed SGD steps.
+def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3,
+                  rows: int | None = None) -> tuple[float, int]:
+    """(seconds for one epoch, batches per epoch), extrapolated from ``steps`` timed SGD steps of ``rows`` rows
+    (default: :func:`step_rows` of ``batch``).
 
     A step is a forward pass in training mode, the backward pass and SGD's update ``p - lr * g`` of every
     trainable parameter, on the subject's own model and without a copy of it: the update of each parameter is
@@ -98,7 +100,7 @@ def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3) 
 
     model = subject.model
     x, y = subject.data.x_train, subject.data.y_train
-    rows = step_rows(subject, batch)
+    rows = rows or step_rows(subject, batch)
     n_batches = max(1, math.ceil(len(x) / rows))
     params = [p for p in unique_parameters(model) if p.requires_grad]
     scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -223,8 +225,8 @@ class Costs(Analysis):
         mine = {key.partition("/")[2]: r for key, r in ctx.deps.items() if key.partition("/")[0] == s.name}
         costs = {key.partition("/")[2]: c for key, c in ctx.costs.items() if key.partition("/")[0] == s.name}
         names = [a for a in mine if a != self.name and costs.get(a)]
-        epoch_s, n_batches = epoch_seconds(s, int(p["batch"]), int(p["epoch_batches"]), ctx.seed)
-        rows = step_rows(s, int(p["batch"]))
+        rows = step_rows(s, int(p["batch"]))  # measured once for a large model
+        epoch_s, n_batches = epoch_seconds(s, int(p["batch"]), int(p["epoch_batches"]), ctx.seed, rows=rows)
         unit = "examples" if s.task.endswith("classifier") else "sequences"
         wall = np.array([float(costs[a].get("wall_s", 0.0)) for a in names])
         mem = np.array([float(costs[a].get("peak_mem_mb", 0.0)) for a in names])
