@@ -57,22 +57,31 @@ def _reinitialised(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
+def _from_checkpoint(subject) -> bool:
+    """Whether the subject saved a checkpoint at step 0 (its initial weights, exactly)."""
+    return bool(subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0)
+
+
+def _fresh_source(seed: int) -> str:
+    return f"a fresh default initialisation (seed {seed}), not the weights this model started from"
+
+
 def initial_state(subject, seed: int) -> tuple[dict[str, torch.Tensor], str]:
     """The weights training started from, and where they came from."""
     if subject.initial_state is not None:
         return subject.initial_state(), "the exact initial weights, the sample's seeded initialisation"
-    if subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0:
+    if _from_checkpoint(subject):
         return subject.load_checkpoints()[0][1], "the checkpoint saved at step 0"
     fresh = _reinitialised(copy.deepcopy(subject.model), seed)
-    return ({k: v.detach() for k, v in fresh.state_dict().items()},  # the fresh copy's own tensors: no second copy
-            f"a fresh default initialisation (seed {seed}), not the weights this model started from")
+    # the fresh copy's own tensors: no second copy
+    return {k: v.detach() for k, v in fresh.state_dict().items()}, _fresh_source(seed)
 
 
 def initial_source(subject) -> str:
     """Where :func:`initial_state` takes the initial weights from, without loading them."""
     if subject.initial_state is not None:
         return "the exact initial weights, the sample's seeded initialisation"
-    if subject.load_checkpoints is not None and subject.checkpoints and subject.checkpoints[0] == 0:
+    if _from_checkpoint(subject):
         return "the checkpoint saved at step 0"
     return "a fresh default initialisation, not the weights this model started from"
 
@@ -82,9 +91,8 @@ def initial_model(subject, seed: int, into: nn.Module | None = None) -> tuple[nn
     the weights, however they are found. ``into``: a copy of the subject's model (its trained weights) to
     put them into, e.g. the model loaded again from its files; by default a deep copy of ``subject.model``."""
     model = into if into is not None else copy.deepcopy(subject.model)
-    if subject.initial_state is None and not (subject.load_checkpoints is not None and subject.checkpoints
-                                              and subject.checkpoints[0] == 0):
-        return _reinitialised(model, seed).eval(), f"a fresh default initialisation (seed {seed}), not the weights this model started from"
+    if subject.initial_state is None and not _from_checkpoint(subject):
+        return _reinitialised(model, seed).eval(), _fresh_source(seed)
     state, source = initial_state(subject, seed)
     model.load_state_dict(state)
     return model.eval(), source
