@@ -33,9 +33,10 @@ batch is a copy of input r % B.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from typing import Callable, Sequence, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -90,17 +91,20 @@ def _gradients(model, x: torch.Tensor, target: torch.Tensor, batch: int | None =
     return out
 
 
-def saliency(model, inputs: torch.Tensor, target: Target = None, *, abs: bool = True) -> torch.Tensor:
-    """The gradient of the target score with respect to the input (its absolute value by default)."""
+def saliency(model, inputs: torch.Tensor, target: Target = None, *, abs: bool = True,
+             internal_batch_size: int | None = None) -> torch.Tensor:
+    """The gradient of the target score with respect to the input (its absolute value by default),
+    ``internal_batch_size`` rows per backward pass (all of them by default)."""
     t = resolve_target(model, inputs, target)
-    g = _gradients(model, inputs, t)
+    g = _gradients(model, inputs, t, internal_batch_size)
     return g.abs() if abs else g
 
 
-def input_x_gradient(model, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
+def input_x_gradient(model, inputs: torch.Tensor, target: Target = None, *,
+                     internal_batch_size: int | None = None) -> torch.Tensor:
     """The input times the gradient of the target score."""
     t = resolve_target(model, inputs, target)
-    return inputs.detach() * _gradients(model, inputs, t)
+    return inputs.detach() * _gradients(model, inputs, t, internal_batch_size)
 
 
 def quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -346,9 +350,24 @@ class Similarity(nn.Module):
         return torch.nn.functional.cosine_similarity(e, ref, dim=-1)[:, None]
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Inside the block no parameter of ``model`` asks for a gradient (the input's gradient is the same), so a
+    forward pass saves only what the backward pass to the input needs, not each layer's input for its weights'
+    gradient; every parameter's flag is put back afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def token_attributions(model: nn.Module, tokens: torch.Tensor, position: int | None, target: Target = None, *,
                        method: str = "grad_x_input", embedding: nn.Module | None = None,
-                       baseline_token: int | None = None, **params) -> torch.Tensor:
+                       baseline_token: int | None = None, rows: int | None = None, **params) -> torch.Tensor:
     """How much each token of ``tokens`` (B, T) matters to the model's output at ``position``, (B, T).
 
     Methods act on the token embeddings: ``gradient`` is the L2 norm of the gradient per token;
@@ -358,19 +377,30 @@ def token_attributions(model: nn.Module, tokens: torch.Tensor, position: int | N
     (e.g. a space or a padding token: an in-distribution "blank"), or zeros when it is None.
     ``target`` defaults to the model's predicted token at ``position`` (``position=None`` for a
     sequence classifier whose output is (B, classes)). With ``integrated_gradients`` and
-    ``return_convergence_delta=True``, returns (scores, completeness gap per row).
+    ``return_convergence_delta=True``, returns (scores, completeness gap per row). ``rows``: at most this many
+    rows per pass (``internal_batch_size``; never fewer than one per sequence of ``tokens``), e.g. what a large
+    language model's logits allow. The model's parameters ask for no gradient meanwhile (:func:`frozen`).
     """
     if method not in TOKEN_METHODS:
         raise ValueError(f"unknown token attribution method {method!r}; use one of {', '.join(TOKEN_METHODS)}")
+    if rows is not None:
+        params["internal_batch_size"] = min(rows, params.get("internal_batch_size") or rows)
+    with frozen(model):
+        return _token_attributions(model, tokens, position, target, method, embedding, baseline_token, params)
+
+
+def _token_attributions(model: nn.Module, tokens: torch.Tensor, position: int | None, target: Target,
+                        method: str, embedding: nn.Module | None, baseline_token: int | None,
+                        params: dict) -> torch.Tensor:
     embedding = embedding or input_embedding(model, tokens)
     f = at_position(model, embedding, position, tokens)
     with torch.no_grad():
         e = embedding(tokens)
         base = torch.zeros_like(e) if baseline_token is None else embedding(torch.full_like(tokens, baseline_token))
     if method == "gradient":
-        return saliency(f, e, target, abs=False).norm(dim=-1)
+        return saliency(f, e, target, abs=False, **params).norm(dim=-1)
     if method == "grad_x_input":
-        return input_x_gradient(f, e, target).sum(-1)
+        return input_x_gradient(f, e, target, **params).sum(-1)
     if method == "integrated_gradients":
         if params.get("return_convergence_delta"):
             attr, gap = integrated_gradients(f, e, target, baselines=base, **params)

@@ -35,7 +35,7 @@ def _update_tensor(h: "hashlib._Hash", name: str, t: "torch.Tensor") -> None:
     h.update(str(t.dtype).encode())
     h.update(repr(tuple(t.shape)).encode())
     if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # the tensor's own bytes, not a copy
 
 
 def hash_tensors(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:

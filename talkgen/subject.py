@@ -124,9 +124,11 @@ class Subject:
 
     def nonfinite_parameters(self) -> dict[str, int]:
         """Parameter name -> count of NaN/inf entries, for those that have any."""
+        from talkgen.models.introspect import nonfinite_count
+
         bad = {}
         for name, p in self.model.named_parameters():
-            n = int((~torch.isfinite(p.detach())).sum())
+            n = nonfinite_count(p)
             if n:
                 bad[name] = n
         return bad

@@ -77,6 +77,29 @@ def test_recording_from_scaled_dot_product_attention():
     torch.testing.assert_close(maps[0], expected.detach())
 
 
+def test_maps_and_token_attributions_a_few_rows_at_a_time_are_the_same():
+    """A large language model's passes take a few sequences at a time (its logits bound them): the maps, and every
+    token attribution, are those of one pass over all of them; the parameters ask for gradients again after."""
+    from talkgen import attribution as A
+
+    torch.manual_seed(0)
+    model = SDPAModel().eval()
+    tokens = torch.randint(0, 10, (5, 6))
+    names, maps = attention_maps(model, tokens)
+    names2, maps2 = attention_maps(model, tokens, rows=2)
+    assert names2 == names and maps2[0].shape == maps[0].shape == (5, 2, 6, 6)
+    torch.testing.assert_close(maps2[0], maps[0])
+    for method in A.TOKEN_METHODS:
+        kw = {"n_steps": 8} if method == "integrated_gradients" else {}
+        whole = A.token_attributions(model, tokens[:3], 4, None, method=method, **kw)
+        few = A.token_attributions(model, tokens[:3], 4, None, method=method, rows=1, **kw)
+        torch.testing.assert_close(few, whole, msg=method)
+        assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="unknown token attribution method"):
+        A.token_attributions(model, tokens, 4, None, method="lime", rows=1)
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_recording_from_multihead_attention_even_on_the_fast_path():
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True).eval()

@@ -222,3 +222,45 @@ def test_a_parameter_that_does_not_drive_the_work_is_not_halved(monkeypatch):
     sized, note, skip = budget.fit(card, s, p, "quick")
     assert skip is None and sized["max_inputs"] == p["max_inputs"] and sized["max_sequences"] < p["max_sequences"]
     assert "max inputs" not in note and "max sequences" in note
+
+
+def test_a_large_models_passes_take_as_many_rows_as_half_its_weights_hold(tiny_subject, monkeypatch):
+    """Rows per pass: as asked for a model that is not large; for a large one, what one row's pass costs (measured
+    once, on one row: what the forward saves, the largest tensor, the output) within half the weights' bytes."""
+    import torch
+
+    saved, largest, out = budget.row_bytes(tiny_subject)
+    assert out == tiny_subject.model(tiny_subject.data.x_train[:1]).numel() * 4
+    assert saved >= largest > 0
+    assert budget.row_bytes(tiny_subject) is budget.row_bytes(tiny_subject)  # measured once
+    assert budget.pass_rows(tiny_subject, 500) == budget.pass_rows(tiny_subject, 500, grad=True) == 500
+    assert budget.pass_budget(tiny_subject) is None and budget.pass_rows(tiny_subject, None, grad=True) is None
+    monkeypatch.setattr(budget, "LARGE_MODEL_BYTES", 1)
+    monkeypatch.setattr(budget, "model_bytes", lambda s: 2 * (7 * (saved + 2 * out)))
+    assert budget.pass_budget(tiny_subject) == 7 * (saved + 2 * out)
+    assert budget.pass_rows(tiny_subject, 500, grad=True) == 7
+    assert budget.pass_rows(tiny_subject, 5, grad=True) == 5  # never more than asked
+    assert budget.pass_rows(tiny_subject, None, grad=True) == 7  # as many as the budget holds
+    assert budget.pass_rows(tiny_subject, 500) == 7 * (saved + 2 * out) // (largest + 3 * out)
+    monkeypatch.setattr(budget, "model_bytes", lambda s: 1)
+    assert budget.pass_rows(tiny_subject, 500) == budget.pass_rows(tiny_subject, 500, grad=True) == 1
+    assert not tiny_subject.model.training and all(p.grad is None for p in tiny_subject.model.parameters())
+    assert torch.is_grad_enabled()
+
+
+def test_measuring_a_row_keeps_nothing_alive(tiny_subject):
+    """The measured pass is never run backward and keeps no saved tensor: a model let go after it is freed (a
+    saved output of its own node would be a cycle autograd cannot free, holding the graph and every weight)."""
+    import copy
+    import dataclasses
+    import gc
+    import weakref
+
+    model = copy.deepcopy(tiny_subject.model)
+    s = dataclasses.replace(tiny_subject, model=model)
+    assert budget.row_bytes(s, train=True)[0] > 0
+    gone = weakref.ref(model)
+    weights = [weakref.ref(p) for p in model.parameters()]
+    del model, s
+    gc.collect()
+    assert gone() is None and all(w() is None for w in weights)

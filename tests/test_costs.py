@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from talkgen.analyses import costs as costs_module
 from talkgen.analyses.costs import epoch_seconds, fit_exponent
 
 
@@ -45,13 +46,15 @@ def test_epoch_timing_steps_the_model_itself_and_leaves_it_as_it_was(tiny_subjec
 
     def counted(a, b, *args, **kwargs):
         if "out" in kwargs:
-            seen.append(tuple(a.shape))
+            seen.append(a.numel())
         return real_add(a, b, *args, **kwargs)
 
     monkeypatch.setattr(torch, "add", counted)
+    monkeypatch.setattr(costs_module, "SCRATCH_ELEMENTS", 100)  # the 16x16 weight updated 100 values at a time
     seconds, _ = epoch_seconds(s, batch=8, steps=3, seed=0)
-    trainable = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
-    assert seconds > 0 and sorted(seen) == sorted(trainable * 5)  # 3 timed steps and 2 to warm up
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert seconds > 0 and sum(seen) == 5 * trainable  # 3 timed steps and 2 to warm up
+    assert max(seen) == 100 and seen.count(100) == 5 * 2  # 256 values: 100, 100 and 56
     assert hash_module(model) == before and torch.equal(model[2].running_mean, stats)
     assert not model.training and all(p.grad is None for p in model.parameters())
 
@@ -175,19 +178,62 @@ def test_an_unrelated_parameter_reruns_neither_the_scaling_study_nor_the_untrain
     assert dict(calls) == {("digits-cnn", "attacks"): 1, ("digits-cnn", "fingerprint"): 1, ("digits-cnn", "costs"): 1}
 
 
-def test_a_large_models_training_step_holds_one_copy_of_its_weights_at_most(tiny_subject, monkeypatch):
-    """The rows of a large model's timed step: as many as one copy of its weights' memory holds, measured on one
-    row (what the forward saves for the backward, the parameters left out, and the logits' gradient)."""
-    from talkgen.analyses import budget
-    from talkgen.analyses.costs import _step_bytes_per_row, batch_rows, step_rows
+def test_a_tied_weight_is_stepped_use_by_use_and_tied_again_afterwards(tiny_subject):
+    """Tied weights (an embedding shared with the output layer): each use gets a parameter of its own on the same
+    memory for the timed steps, updated as soon as its gradient is complete; afterwards one parameter again."""
+    import dataclasses
 
-    x, y = tiny_subject.data.x_train, tiny_subject.data.y_train
-    per_row = _step_bytes_per_row(tiny_subject.model, x, y)
-    logits = tiny_subject.model(x[:1]).numel() * 4
-    assert per_row > logits and not tiny_subject.model.training
+    from torch import nn
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(12, 8)
+            self.out = nn.Linear(8, 12, bias=False)
+            self.out.weight = self.embed.weight
+
+        def forward(self, t):
+            return self.out(torch.tanh(self.embed(t)))
+
+    model = Tied().eval()
+    tokens = torch.randint(0, 12, (20, 5))
+    data = dataclasses.replace(tiny_subject.data, x_train=tokens, y_train=tokens.roll(-1, 1), x_test=tokens,
+                               y_test=tokens, classes=tuple(str(i) for i in range(12)))
+    s = dataclasses.replace(tiny_subject, model=model, data=data, task="char-lm")
+    updates = []
+    hook = torch.nn.Parameter.register_post_accumulate_grad_hook
+
+    def watched(p, fn):
+        updates.append(p.data_ptr())
+        return hook(p, fn)
+
+    before = model.embed.weight.detach().clone()
+    real = torch.nn.Parameter.register_post_accumulate_grad_hook
+    torch.nn.Parameter.register_post_accumulate_grad_hook = watched
+    try:
+        epoch_seconds(s, batch=8, steps=1, seed=0)
+    finally:
+        torch.nn.Parameter.register_post_accumulate_grad_hook = real
+    assert updates.count(model.embed.weight.data_ptr()) == 2  # two parameters on the embedding's memory
+    assert model.out.weight is model.embed.weight and torch.equal(model.embed.weight, before)
+    assert model.embed.weight.grad is None
+
+
+def test_a_large_models_training_step_holds_half_its_weights_at_most(tiny_subject, monkeypatch):
+    """The rows of a large model's timed step: as many as half its weights' memory holds, measured on one row in
+    training mode (what the forward saves for the backward, the parameters left out, and the logits and their
+    gradient)."""
+    from talkgen.analyses import budget
+    from talkgen.analyses.costs import batch_rows, step_rows
+
+    saved, largest, out = budget.row_bytes(tiny_subject, train=True)
+    assert out == tiny_subject.model(tiny_subject.data.x_train[:1]).numel() * 4
+    assert saved > largest > 0 and not tiny_subject.model.training  # its mode put back
+    per_row = saved + 2 * out
+    biggest = max(p.numel() * 4 for p in tiny_subject.model.parameters())  # its gradient is held with the rows
     assert step_rows(tiny_subject, 64) == batch_rows(tiny_subject, 64) == 64  # not large: as asked
     monkeypatch.setattr(budget, "LARGE_MODEL_BYTES", 1)
-    monkeypatch.setattr(budget, "model_bytes", lambda s: 3 * per_row + 1)
+    monkeypatch.setattr(budget, "model_bytes", lambda s: 2 * (3 * per_row + biggest + 1))
     assert step_rows(tiny_subject, 64) == 3
     monkeypatch.setattr(budget, "model_bytes", lambda s: 1)
     assert step_rows(tiny_subject, 64) == 1

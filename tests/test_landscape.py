@@ -5,12 +5,14 @@ end points, and the Surface figure."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from talkgen import spill as spill_files
 from talkgen.analyses.base import Context, Result, get_analysis
 from talkgen.analyses.landscape import (PlaneEvaluator, basin_radii, parameter_views,
                                         filter_normalised_direction)
@@ -221,6 +223,13 @@ def test_a_large_model_moves_itself_with_its_copies_on_disk_and_gets_the_same_nu
         np.testing.assert_allclose(spilled.arrays[k], in_memory.arrays[k], rtol=1e-6, atol=1e-7, err_msg=k)
     assert spilled.data["direction_cosine"] == pytest.approx(in_memory.data["direction_cosine"], rel=1e-9)
     assert hash_module(tiny_subject.model) == before and not tiny_subject.model.training
+    # written, drawn and read back 200 bytes at a time (a vocabulary's embedding, scaled down): the same numbers
+    monkeypatch.setattr(spill_files, "PIECE_BYTES", 200)
+    pieces = a.run(ctx)
+    for k in ("line_train_loss", "line_test_loss", "plane_loss", "plane_acc"):
+        np.testing.assert_array_equal(pieces.arrays[k], spilled.arrays[k], err_msg=k)
+    assert pieces.data["direction_cosine"] == pytest.approx(spilled.data["direction_cosine"], rel=1e-12)
+    assert hash_module(tiny_subject.model) == before
 
 
 def test_a_spilled_evaluator_puts_the_model_back_even_when_a_point_fails(tiny_subject):
@@ -260,3 +269,30 @@ def test_spill_reads_back_what_was_written():
             assert torch.equal(h.read(), t) and h.read().dtype == t.dtype
         with pytest.raises(ValueError, match="cannot read"):
             handles[0].read_into(torch.empty(5, 3))
+
+
+def test_a_tensor_goes_to_disk_and_back_in_pieces_with_the_same_gaussian_draws():
+    """``row_ranges`` cuts a tensor's rows into pieces of about a given size whose Gaussian draws, made one piece
+    after another, are the draws made at once; ``put_parts`` writes pieces as one tensor, ``rows`` reads some back."""
+    import random
+
+    from talkgen.spill import Spill, row_ranges
+
+    rng = random.Random(0)
+    for _ in range(200):
+        shape = (rng.randint(1, 60),) + tuple(rng.randint(1, 9) for _ in range(rng.randint(0, 2)))
+        ranges = row_ranges(shape, 4 * math.prod(shape), rng.randint(1, 400))
+        assert ranges[0][0] == 0 and ranges[-1][1] == shape[0]
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:]))
+        whole = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        g = torch.Generator().manual_seed(1)
+        assert torch.equal(torch.cat([torch.randn((b - a,) + shape[1:], generator=g) for a, b in ranges]), whole)
+    assert row_ranges((100, 8), 3200, 4000) == [(0, 100)] and row_ranges((), 4, 1) == [(0, 1)]
+    t = torch.randn(37, 5)
+    with Spill() as spill:
+        h = spill.put_parts(t[a:b] for a, b in row_ranges(t.shape, 4 * t.numel(), 64))
+        assert h.shape == t.shape and torch.equal(h.read(), t)
+        assert torch.equal(h.rows(10, 20).read(), t[10:20]) and torch.equal(h.rows(30, 99).read(), t[30:])
+        assert torch.equal(torch.cat([p.read() for _, _, p in h.pieces(100)]), t)
+        with pytest.raises(ValueError, match="does not continue"):
+            spill.put_parts([torch.zeros(2, 3), torch.zeros(2, 4)])

@@ -16,9 +16,13 @@ from conftest import tiny_data
 
 
 def _run(model: nn.Module):
+    return _run_params(model, {})
+
+
+def _run_params(model: nn.Module, params: dict):
     subject = Subject(name="m", model=model, task="image-classifier", data=tiny_data(), source="test")
     a = Weights()
-    return a.run(Context(subject=subject, params=a.resolve_params("full"), seed=0,
+    return a.run(Context(subject=subject, params=a.resolve_params("full", params), seed=0,
                          device=torch.device("cpu"), profile="full"))
 
 
@@ -160,3 +164,43 @@ def test_lstm_gates_are_split_into_blocks():
     r = _run(nn.ModuleDict({"lstm": lstm}))
     labels = [f["label"] for f in r.data["fits"]]
     assert "lstm.weight_hh_l0 [forget gate]" in labels and len(labels) == 8
+
+
+def test_a_large_matrix_is_read_as_it_is_and_widened_piece_by_piece(monkeypatch):
+    """A matrix whose float64 copy would pass ``WIDEN_BYTES`` is never copied to float64 whole: its norms, spectrum
+    and power-law fits come from float32 pieces widened one at a time, the same numbers to float32's precision;
+    its spectral norm by power iteration when its rows are sampled."""
+    from talkgen.analyses import spectral, weights
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 280, bias=False), nn.ReLU(), nn.Linear(280, 260, bias=False))
+    whole = _run(model)
+    widened = []
+    real_asarray = np.asarray
+
+    def watched(a, dtype=None, **kw):
+        out = real_asarray(a, dtype=dtype, **kw)
+        if dtype is np.float64 and out.ndim == 2:
+            widened.append(out.nbytes)
+        return out
+
+    monkeypatch.setattr(spectral, "WIDEN_BYTES", 64 * 280 * 8)
+    monkeypatch.setattr(weights, "WIDEN_BYTES", 64 * 280 * 8)
+    monkeypatch.setattr(spectral.np, "asarray", watched)
+    pieces = _run(model)
+    monkeypatch.undo()
+    assert widened and max(widened) <= 64 * 300 * 8  # pieces of rows, never a whole 280 x 300 matrix
+    for name in ("0.weight", "2.weight"):
+        np.testing.assert_allclose(pieces.arrays[f"sv:{name}"], whole.arrays[f"sv:{name}"], rtol=1e-6)
+        for key in ("frobenius_norm", "spectral_norm", "stable_rank", "alpha", "alpha_shuffled"):
+            assert pieces.summaries[f"{name}.{key}"].value == pytest.approx(
+                whole.summaries[f"{name}.{key}"].value, rel=1e-5), (name, key)
+    # sampled rows: the spectral norm by power iteration on the float32 matrix, to float32's precision
+    sampled = _run_params(model, {"max_spectrum_rows": 200})
+    assert sampled.summaries["0.weight.spectral_norm"].value == pytest.approx(
+        whole.summaries["0.weight.spectral_norm"].value, rel=1e-5)
+    monkeypatch.setattr(spectral, "WIDEN_BYTES", 64 * 280 * 8)
+    monkeypatch.setattr(weights, "WIDEN_BYTES", 64 * 280 * 8)
+    sampled_pieces = _run_params(model, {"max_spectrum_rows": 200})
+    assert sampled_pieces.summaries["0.weight.spectral_norm"].value == pytest.approx(
+        whole.summaries["0.weight.spectral_norm"].value, rel=1e-5)

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from talkgen.analyses import budget
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.budget import example_size
 from talkgen.analyses.hooks import capture_outputs
@@ -96,7 +97,8 @@ class Activations(Analysis):
         tokens = example_size(s) > 1  # (B, T) token ids: a unit is a hidden dimension, not a position
         modules = dict(s.model.named_modules())
         stats = self._pass(s.model, x, layers, modules, tokens, ctx.params["max_features"] if classifier else 0,
-                           ctx.seed, lambda done: ctx.progress(done, n, "inputs"))
+                           ctx.seed, lambda done: ctx.progress(done, n, "inputs"), budget.pass_budget(s),
+                           budget.row_cost(s) if budget.large(s) else 0)
         arrays: dict[str, np.ndarray] = {}
         summaries: dict[str, Scalar] = {}
         rows = []
@@ -167,14 +169,17 @@ class Activations(Analysis):
 
     @staticmethod
     def _pass(model, x: torch.Tensor, layers: tuple, modules: dict, tokens: bool, hash_width: int,
-              seed: int, each=None) -> dict[str, SimpleNamespace]:
+              seed: int, each=None, limit: int | None = None, row_cost: int = 0) -> dict[str, SimpleNamespace]:
         """One pass over ``x`` in batches, keeping per layer only what the slides read: each unit's largest
         output, how often a squashing unit was stuck, the first example's output, and (``hash_width`` > 0, a
         classifier) each example's representation hashed to at most that many features. A batch holds at most
         about 2^26 captured floats (the whole set at once was a vocabulary-wide logit tensor per token on a
-        language model: gigabytes)."""
+        language model: gigabytes). With ``limit`` (a large model's pass budget, bytes), a batch's pass
+        (``row_cost`` a row) and its captures (each held twice: the output and the copy read here) stay within it."""
         stats: dict[str, SimpleNamespace] = {}
         rows, i = min(len(x), 8), 0  # a small first batch measures how much one example captures
+        if limit is not None:
+            rows = max(1, min(rows, limit // max(1, row_cost)))
         with torch.no_grad(), capture_outputs(model, layers) as outs:
             while i < len(x):
                 model(x[i:i + rows])
@@ -213,6 +218,8 @@ class Activations(Analysis):
                 if i == rows:  # after the first batch: as many rows as keep a batch's captures near 2^26 floats
                     per_row = sum(math.prod(st.shape) for st in stats.values())
                     rows = int(max(1, min(256, 2**26 // max(per_row, 1))))
+                    if limit is not None:
+                        rows = int(max(1, min(rows, limit // (row_cost + 8 * per_row))))
         for st in stats.values():
             st.stuck = None if st.stuck is None else st.stuck.double()
             st.feats = np.concatenate(st.feats) if st.feats else None

@@ -35,6 +35,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from talkgen import attribution as A
+from talkgen.analyses import budget
 from talkgen.analyses.base import Analysis, Check, Context, Result, Scalar, register, value_of
 from talkgen.analyses.sanity import spearman_rows
 from talkgen.specs import Bars, Heatmaps, Table
@@ -98,11 +99,21 @@ def record_attention(model: nn.Module) -> Iterator[list[tuple[str, torch.Tensor]
             h.remove()
 
 
-def attention_maps(model: nn.Module, tokens: torch.Tensor) -> tuple[list[str], list[torch.Tensor]]:
-    """(layer names, [(B, heads, T, T) per layer]) from one forward pass."""
-    with record_attention(model) as sink, torch.no_grad():
-        model(tokens)
-    return [n for n, _ in sink], [a for _, a in sink]
+def attention_maps(model: nn.Module, tokens: torch.Tensor,
+                   rows: int | None = None) -> tuple[list[str], list[torch.Tensor]]:
+    """(layer names, [(B, heads, T, T) per layer]) from forward passes of ``rows`` sequences at a time (all of
+    them by default): what a pass outputs (a language model's logits) is let go after each one."""
+    rows = rows or len(tokens)
+    names: list[str] = []
+    parts: list[list[torch.Tensor]] = []
+    for i in range(0, len(tokens), rows):
+        with record_attention(model) as sink, torch.no_grad():
+            model(tokens[i:i + rows])
+        names = [n for n, _ in sink]
+        parts.append([a for _, a in sink])
+    if len(parts) == 1:
+        return names, parts[0]
+    return names, [torch.cat(layer) for layer in zip(*parts)]
 
 
 def row_entropy(a: torch.Tensor) -> torch.Tensor:
@@ -243,11 +254,12 @@ class Attention(Analysis):
         g = ctx.generator()
         pick = torch.randperm(len(s.data.x_test), generator=g)
         tokens = s.data.x_test[pick[: p["n_sequences"]]]
-        names, maps = attention_maps(model, tokens)
+        rows = budget.pass_rows(s, len(tokens))  # a large language model's logits: a few sequences at a time
+        names, maps = attention_maps(model, tokens, rows)
         n_layers, heads, t = len(maps), maps[0].shape[1], maps[0].shape[-1]
         embedding = A.input_embedding(model, tokens[:1])
         probe = repeated_probe(len(tokens), t, embedding.num_embeddings, g)
-        _, probe_maps = attention_maps(model, probe)
+        _, probe_maps = attention_maps(model, probe, rows)
         prev_scores, ind_scores, dup_scores, entropies = [], [], [], []
         # the entropy of a uniform row over the positions each row can see (causal or not, padding excluded)
         causal_uniform = float(torch.log2((maps[0] > 0).sum(-1).clamp_min(1).double()).mean())
@@ -286,13 +298,14 @@ class Attention(Analysis):
             target = torch.zeros(len(cmp), dtype=torch.long)
         m.positions = [0] if classifier else sorted(
             {int(v) for v in np.linspace(t // 2, t - 1, p["targets_per_sequence"]).round()})
+        rows = budget.pass_rows(s, None, grad=True)  # rows per backward pass: a large model's are bounded
         rho = {(e, a): [] for e in self.EXPLAINERS for a in self.ATTRIBUTORS}
         for pos in m.positions:
             attrib = {}
             for a in self.ATTRIBUTORS:
                 kw = {"n_steps": p["ig_steps"]} if a == "integrated_gradients" else {}
                 attrib[a] = A.token_attributions(model, cmp, None if classifier else pos, target, method=a,
-                                                 embedding=m.embedding, **kw).abs()
+                                                 embedding=m.embedding, rows=rows, **kw).abs()
             for b in range(len(cmp)):
                 # the compared sequences are the first rows; padding is left out of the ranking
                 span = t if classifier else pos + 1

@@ -85,6 +85,79 @@ def large(subject: Any) -> bool:
     return _model_bytes(subject) >= LARGE_MODEL_BYTES
 
 
+PASS_SHARE = 2  # a large model's forward (and backward) pass holds at most half its weights' bytes besides them
+
+_ROW_BYTES: "weakref.WeakKeyDictionary[Any, dict[bool, tuple[int, int, int]]]" = weakref.WeakKeyDictionary()
+
+
+def row_bytes(subject: Any, train: bool = False) -> tuple[int, int, int]:
+    """(saved, largest, output) bytes of one row's forward pass with gradients: what it saves for the backward
+    pass (the parameters left out: they are held anyway), the largest of those tensors, and its output (a
+    language model's logits: a vocabulary's scores per position). In training mode with ``train`` (dropout's
+    masks besides), else in the model's own modes; measured once per model and mode on one training row."""
+    import torch
+
+    model = subject.model
+    per_model = _ROW_BYTES.setdefault(model, {})
+    if train not in per_model:
+        own = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: set[int] = set()
+        saved = largest = 0
+
+        def pack(t: "torch.Tensor") -> None:
+            nonlocal saved, largest
+            ptr = t.untyped_storage().data_ptr()
+            if ptr not in own and ptr not in seen:
+                seen.add(ptr)
+                n = t.untyped_storage().nbytes()
+                saved, largest = saved + n, max(largest, n)
+            # nothing kept: the pass is never run backward, and a node keeping an output of its own (with its
+            # grad_fn) is a reference cycle that autograd cannot free: it would hold the graph and the weights
+            return None
+
+        modes = {m: m.training for m in model.modules()}
+        try:
+            if train:
+                model.train()
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, _never_unpacked):
+                out = model(subject.data.x_train[:1])
+        finally:
+            for m, mode in modes.items():
+                m.train(mode)
+        per_model[train] = (saved, largest, out.numel() * out.element_size())
+        del out
+    return per_model[train]
+
+
+def _never_unpacked(_: None) -> "Any":
+    raise RuntimeError("row_bytes keeps nothing for a backward pass")
+
+
+def pass_budget(subject: Any) -> int | None:
+    """The bytes one forward (and backward) pass of a large model may hold besides its weights: 1/``PASS_SHARE``
+    of them; None for a model that is not large (its passes are not held back)."""
+    return model_bytes(subject) // PASS_SHARE if large(subject) else None
+
+
+def row_cost(subject: Any, grad: bool = False, train: bool = False) -> int:
+    """What one row of a pass costs (:func:`row_bytes`): of a backward pass, what its forward saves and its
+    output's gradient besides; of a forward pass without gradients, its output about three times over (the
+    logits, a softmax of them, a copy) and the largest tensor the pass makes on the way."""
+    saved, largest, out = row_bytes(subject, train)
+    return max(1, saved + 2 * out if grad else largest + 3 * out)
+
+
+def pass_rows(subject: Any, most: int | None, grad: bool = False, train: bool = False) -> int | None:
+    """Rows (examples; sequences of a token model) per forward pass, ``grad``: per forward and backward pass:
+    ``most`` for a model that is not large (None: as many as there are); for a large one as many as
+    :func:`pass_budget` holds at :func:`row_cost` each (and no more than ``most``), at least one."""
+    limit = pass_budget(subject)
+    if limit is None:
+        return most
+    rows = max(1, limit // row_cost(subject, grad, train))
+    return int(rows if most is None else min(most, rows))
+
+
 def fits_in_memory(subject: Any, copies: float) -> bool:
     """Whether holding ``copies`` copies of the weights besides the model's own stays within the limit."""
     size = _model_bytes(subject)

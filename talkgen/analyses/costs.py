@@ -37,51 +37,31 @@ from talkgen.specs import Bars, Curves, Table
 
 MIN_WIDTHS, MIN_FIT = 4, 0.9  # an exponent is quoted only from this many widths and this good a fit (R²)
 
+SCRATCH_ELEMENTS = 2**23  # the timed step's update is written into a buffer of at most this many values
+
+
 def batch_rows(subject, batch: int) -> int:
     """Rows of a training batch: ``batch`` examples of a classifier, a quarter as many sequences of a sequence model."""
     return batch if subject.task.endswith("classifier") else max(1, batch // 4)
 
 
-def _step_bytes_per_row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """The memory one row of a training batch costs a step: what the forward pass saves for the backward
-    (the parameters themselves left out: they are held anyway), and the logits' gradient besides."""
-    from talkgen.analyses.loss import cross_entropy
-
-    own = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: set[int] = set()
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in own and ptr not in seen:
-            seen.add(ptr)
-            total += t.untyped_storage().nbytes()
-        return t
-
-    training = {m: m.training for m in model.modules()}
-    try:
-        model.train()
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(x[:1])
-            cross_entropy(out, y[:1])
-    finally:
-        for m, mode in training.items():
-            m.train(mode)
-    return total + out.numel() * out.element_size()
-
-
 def step_rows(subject, batch: int) -> int:
     """The rows of a timed training step: :func:`batch_rows`; for a large model (``budget.large``) no more than
-    one copy of its weights' worth of memory holds (measured for one row), so that the step does not hold
-    a language model's vocabulary-wide logits for a whole batch (smaller steps, more of them per epoch)."""
+    keep the step within half its weights' memory (``budget.pass_budget``) besides its largest parameter's
+    gradient, a row costing what ``budget.row_cost`` measures in training mode: the step does not hold a
+    language model's vocabulary-wide logits for a whole batch (smaller steps, more of them per epoch)."""
     from talkgen.analyses import budget
+    from talkgen.models.introspect import unique_parameters
 
     rows = batch_rows(subject, batch)
-    if budget.large(subject):
-        per_row = _step_bytes_per_row(subject.model, subject.data.x_train, subject.data.y_train)
-        rows = max(1, min(rows, budget.model_bytes(subject) // max(1, per_row)))
-    return rows
+    limit = budget.pass_budget(subject)
+    if limit is None:
+        return rows
+    # the largest parameter's gradient is made while the whole batch's activations are held (the output layer's,
+    # the first the backward pass reaches: a language model's vocabulary-wide embedding)
+    largest = max((p.numel() * p.element_size() for p in unique_parameters(subject.model) if p.requires_grad),
+                  default=0)
+    return int(max(1, min(rows, (limit - largest) // budget.row_cost(subject, grad=True, train=True))))
 
 
 def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3,
@@ -102,25 +82,32 @@ def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3,
     x, y = subject.data.x_train, subject.data.y_train
     rows = rows or step_rows(subject, batch)
     n_batches = max(1, math.ceil(len(x) / rows))
-    params = [p for p in unique_parameters(model) if p.requires_grad]
+    grads = [(p, p.grad) for p in unique_parameters(model) if p.requires_grad]
     scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-    for p in params:
+    for p, _ in grads:  # one buffer per device and type, as long as the largest parameter up to SCRATCH_ELEMENTS
         key = (p.device, p.dtype)
-        if key not in scratch or scratch[key].numel() < p.numel():
-            scratch[key] = torch.empty(p.numel(), device=p.device, dtype=p.dtype)
+        size = min(p.numel(), SCRATCH_ELEMENTS)
+        if key not in scratch or scratch[key].numel() < size:
+            scratch[key] = torch.empty(size, device=p.device, dtype=p.dtype)
 
     def update(p: torch.Tensor) -> None:
         if p.grad is not None:
-            torch.add(p.detach(), p.grad, alpha=-lr, out=scratch[(p.device, p.dtype)][: p.numel()].view(p.shape))
+            w, g = p.detach().reshape(-1), p.grad.reshape(-1)
+            buf = scratch[(p.device, p.dtype)]
+            for i in range(0, len(w), len(buf)):  # a slice at a time: a vocabulary's embedding is not copied whole
+                n = min(len(buf), len(w) - i)
+                torch.add(w[i:i + n], g[i:i + n], alpha=-lr, out=buf[:n])
             p.grad = None
 
     modes = {m: m.training for m in model.modules()}
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    grads = [(p, p.grad) for p in params]
-    handles = [p.register_post_accumulate_grad_hook(update) for p in params]
     gen = torch.Generator().manual_seed(seed)
     times = []
+    handles, untied = [], []
     try:
+        untied = _untie(model)
+        params = [p for p in unique_parameters(model) if p.requires_grad]
+        handles = [p.register_post_accumulate_grad_hook(update) for p in params]
         for p in params:
             p.grad = None
         model.train()
@@ -135,6 +122,8 @@ def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3,
     finally:
         for h in handles:
             h.remove()
+        for module, name, p in untied:
+            module._parameters[name] = p
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
@@ -143,6 +132,25 @@ def epoch_seconds(subject, batch: int, steps: int, seed: int, lr: float = 1e-3,
         for m, training in modes.items():
             m.train(training)
     return float(np.mean(times)) * n_batches, n_batches
+
+
+def _untie(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
+    """Every use but the first of a parameter that several modules share (tied weights: a language model's
+    embedding and output layer) given a parameter of its own on the same memory, for the timed steps: each
+    use's gradient is then applied as soon as it is complete, instead of the first one waiting through the
+    whole backward pass for the last (a GPT-2's 154 MB embedding gradient held twice). (module, name, the
+    shared parameter) for each, to put back."""
+    seen: set[int] = set()
+    untied = []
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is None:
+                continue
+            if id(p) in seen:
+                module._parameters[name] = torch.nn.Parameter(p.detach(), requires_grad=p.requires_grad)
+                untied.append((module, name, p))
+            seen.add(id(p))
+    return untied
 
 
 def fit_exponent(n: np.ndarray, cost: np.ndarray) -> tuple[float, float]:

@@ -24,9 +24,9 @@ them (when that layer is a sizeable share of the FLOPs); every other layer runs 
 Memory: the model, the copy that moves, and the directions (the line's one, the plane's two), so at most three
 copies of the weights besides the model's own. A large model (``budget.large``) is moved itself instead, and the
 trained weights and the directions are written to an anonymous file on disk as they are made and read back one
-tensor at a time for each point (``talkgen.spill``; the same numbers): it holds the weights once, and once more
-only while the line's initial weights are drawn. Assumptions: a cross-entropy loss; a model in eval mode
-(batch-norm statistics are the running ones).
+piece (32 MB) at a time for each point (``talkgen.spill``; the same numbers); the line's initial weights are
+made in the model itself while its trained ones wait on disk: it holds the weights once. Assumptions: a
+cross-entropy loss; a model in eval mode (batch-norm statistics are the running ones).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,10 +44,11 @@ from talkgen.analyses import budget
 from talkgen.devices import like
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.loss import Params, batch_count, cross_entropy, loss_batch, loss_batch_size, loss_problem
-from talkgen.models.twins import initial_state
+from talkgen.models.twins import initial_state, initialised_in_place
 from talkgen.specs import Curves, Surface, Table
 from talkgen.models.introspect import has_own_parameters, modules_called
-from talkgen.spill import Spill, Spilled
+from talkgen import spill as spill_files
+from talkgen.spill import Spill, Spilled, row_ranges
 
 LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 MIN_SHARE = 0.2  # precompute the first layer when it is at least this share of a forward pass
@@ -59,20 +60,28 @@ def parameter_views(model: nn.Module) -> Params:
     return {k: p.detach() for k, p in model.named_parameters()}
 
 
-def _held(t: "torch.Tensor | Spilled") -> torch.Tensor:
-    return t.read() if isinstance(t, Spilled) else t
+def _pieces(t: "torch.Tensor | Spilled") -> list[tuple[int, int]]:
+    """Row ranges of ``t`` of at most 32 MB each (``spill.row_ranges``)."""
+    return row_ranges(t.shape, t.nbytes if isinstance(t, Spilled) else t.numel() * t.element_size())
+
+
+def _rows(t: "torch.Tensor | Spilled", start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``t``, read back if it is a tensor of a spill file (a 0-d tensor: itself)."""
+    if isinstance(t, Spilled):
+        return (t.rows(start, stop) if t.ndim else t).read()
+    return t[start:stop] if t.ndim else t
 
 
 def cosine(a: Params, b: Params) -> float:
     """The cosine of the angle between two parameter-shaped vectors (tensors, or tensors of a spill file),
-    without concatenating either: one tensor of each at a time, in float64."""
+    without concatenating either: 32 MB of each at a time, in float64 (never a whole tensor widened or read
+    back at once: a vocabulary's embedding)."""
     dot = na = nb = 0.0
-    chunk = 2**22  # float64 pieces of 32 MB: never a whole tensor widened at once (a vocabulary's embedding)
     for k in a:
-        ta = _held(a[k]).reshape(-1)
-        tb = like(_held(b[k]), ta).reshape(-1)
-        for i in range(0, ta.numel(), chunk):
-            ca, cb = ta[i:i + chunk].double(), tb[i:i + chunk].double()
+        for start, stop in _pieces(a[k]):
+            ca = _rows(a[k], start, stop)
+            cb = like(_rows(b[k], start, stop), ca)
+            ca, cb = ca.reshape(-1).double(), cb.reshape(-1).double()
             dot += float(ca @ cb)
             na += float(ca @ ca)
             nb += float(cb @ cb)
@@ -92,14 +101,21 @@ def filter_normalised_direction(params: Params, generator: torch.Generator,
         if p.ndim <= 1:
             out[k] = torch.zeros(p.shape, dtype=dtype or p.dtype)
             continue
-        d = torch.randn(p.shape, generator=generator, dtype=p.dtype)
-        d_norm = d.flatten(1).norm(dim=1)
-        p_norm = p.flatten(1).norm(dim=1).cpu()
-        scale = torch.where(d_norm > 0, p_norm / d_norm.clamp_min(1e-30), torch.zeros_like(d_norm))
-        d.mul_(scale.view(-1, *([1] * (p.ndim - 1))))
-        d = d if dtype is None else d.to(dtype)
-        out[k] = d if spill is None else spill.put(d)
+        # with a spill file, drawn 32 MB of filters at a time (``spill.row_ranges``: the same draws)
+        ranges = [(0, p.shape[0])] if spill is None else _pieces(p)
+        parts = (_filter_normalised(p[a:b], generator, dtype) for a, b in ranges)
+        out[k] = next(parts) if spill is None else spill.put_parts(parts)
     return out
+
+
+def _filter_normalised(p: torch.Tensor, generator: torch.Generator, dtype: torch.dtype | None) -> torch.Tensor:
+    """Gaussian draws shaped like the filters ``p`` (rows), each row rescaled to the norm of ``p``'s."""
+    d = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+    d_norm = d.flatten(1).norm(dim=1)
+    p_norm = p.flatten(1).norm(dim=1).cpu()
+    scale = torch.where(d_norm > 0, p_norm / d_norm.clamp_min(1e-30), torch.zeros_like(d_norm))
+    d.mul_(scale.view(-1, *([1] * (p.ndim - 1))))
+    return d if dtype is None else d.to(dtype)
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -151,7 +167,7 @@ class PlaneEvaluator:
             self.centre = [centre[k] for k in self.names]
             for i, c in enumerate(self.centre):  # the centre is what close() puts back: it must be the model's own
                 same = (c.data_ptr() == self.live[i].data_ptr() if isinstance(c, torch.Tensor)
-                        else torch.equal(like(self._read(c), self.live[i]), self.live[i]))
+                        else all(torch.equal(piece, rows) for piece, rows in self._parts(c, self.live[i])))
                 if not same:  # nothing was written yet: the modes go back as they were
                     for m, training in self._modes.items():
                         m.train(training)
@@ -176,16 +192,25 @@ class PlaneEvaluator:
             raise
 
     def _read(self, t: Spilled) -> torch.Tensor:
-        """A spilled tensor read into this evaluator's buffer for its type (valid until the next read)."""
+        """A spilled tensor (a piece of one: :meth:`_parts`) read into this evaluator's buffer for its type
+        (valid until the next read): one buffer of at most a piece's size, or of the largest parameter's."""
         buf = self._buffers.get(t.dtype)
         n = math.prod(t.shape)
         if buf is None or buf.numel() < n:
             largest = max((math.prod(p.shape) for p in self.live), default=n)
-            buf = self._buffers[t.dtype] = torch.empty(max(n, largest), dtype=t.dtype)
+            piece = spill_files.PIECE_BYTES // max(1, t.nbytes // max(1, n))
+            buf = self._buffers[t.dtype] = torch.empty(max(n, min(largest, piece)), dtype=t.dtype)
         return t.read_into(buf[:n].view(t.shape))
 
-    def _tensor(self, t: torch.Tensor | Spilled, p: torch.Tensor) -> torch.Tensor:
-        return like(self._read(t), p) if isinstance(t, Spilled) else t
+    def _parts(self, t: torch.Tensor | Spilled, p: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(a piece of ``t``, the same rows of ``p``) for the whole of ``t``: a tensor as it is, a spilled one
+        read back 32 MB at a time into the buffer (a vocabulary's embedding is never read back whole)."""
+        if not isinstance(t, Spilled):
+            yield t, p
+            return
+        for start, stop, piece in (t.pieces() if t.ndim else [(0, 1, t)]):
+            rows = p[start:stop] if t.ndim else p
+            yield like(self._read(piece), rows), rows
 
     def close(self) -> None:
         """With a spill file: the model's own weights, modes and forward put back (a no-op otherwise, and
@@ -198,7 +223,8 @@ class PlaneEvaluator:
                     if p.device.type == "cpu" and p.is_contiguous():
                         c.read_into(p)
                     else:
-                        p.copy_(self._read(c))
+                        for piece, rows in self._parts(c, p):
+                            rows.copy_(piece)
         if self._overridden is not None:
             self._overridden.__dict__.pop("forward", None)
             self._overridden = None
@@ -221,10 +247,12 @@ class PlaneEvaluator:
                 if isinstance(c, Spilled) and p.device.type == "cpu" and p.is_contiguous():
                     c.read_into(p)
                 else:
-                    p.copy_(self._tensor(c, p))
+                    for piece, rows in self._parts(c, p):
+                        rows.copy_(piece)
                 for coef, d in zip(coeffs, self.dirs):
                     if coef:
-                        p.add_(self._tensor(d[i], p), alpha=float(coef))
+                        for piece, rows in self._parts(d[i], p):
+                            rows.add_(piece, alpha=float(coef))
 
     # -- the first layer, once ---------------------------------------------------------------------
     def _first_call(self) -> tuple[str, nn.Module, tuple, int] | None:
@@ -402,18 +430,25 @@ class LossLandscape(Analysis):
         if seq and xt.ndim == 2:
             xt, yt = xt[:, : p["seq_len"]], yt[:, : p["seq_len"]]
         trained = parameter_views(s.model)  # read only: the evaluators move copies of their own
-        init_state, init_source = initial_state(s, ctx.seed)
-        init_state = dict(init_state)  # ours to empty (the tensors stay wherever the source keeps them too)
-        # theta* - theta0, one tensor at a time, each initial tensor let go as soon as it is used: with the
-        # model and an evaluator's moving copy, the line holds the weights three times over, no more (with a
-        # spill file, each difference goes to disk as it is made: the weights once, and the initial ones)
-        toward: Params = {}
-        for k, v in trained.items():
-            diff = v - init_state.pop(k).to(v.device, v.dtype)
-            toward[k] = diff if spill is None else spill.put(diff)
-            del diff
-        del init_state
-        centre: Params = trained if spill is None else {k: spill.put(v) for k, v in trained.items()}
+        if spill is None:
+            init_state, init_source = initial_state(s, ctx.seed)
+            init_state = dict(init_state)  # ours to empty (the tensors stay wherever the source keeps them too)
+            # theta* - theta0, one tensor at a time, each initial tensor let go as soon as it is used: with the
+            # model and an evaluator's moving copy, the line holds the weights three times over, no more
+            toward: Params = {}
+            for k, v in trained.items():
+                toward[k] = v - init_state.pop(k).to(v.device, v.dtype)
+            del init_state
+            centre: Params = trained
+        else:  # a large model: the trained weights to disk, then the initial ones made in the model itself
+            centre = {k: spill.put(v) for k, v in trained.items()}
+            toward = {}
+            with initialised_in_place(s, ctx.seed, ctx.store) as (init_model, init_source):
+                init = parameter_views(init_model)
+                for k, c in centre.items():  # theta* - theta0 to disk 32 MB at a time (the same numbers)
+                    v = init[k]
+                    toward[k] = spill.put_parts(
+                        _rows(c, a, b).to(v.device) - (v[a:b] if v.ndim else v) for a, b in _pieces(c))
         # from initialisation (a = 0) to the trained weights (a = 1), train and test data; the point
         # (1 - a) theta0 + a theta* is theta* + (a - 1) (theta* - theta0)
         alphas = np.linspace(-0.25, 1.25, p["line_points"])

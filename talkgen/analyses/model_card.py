@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from talkgen.analyses import budget
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
 from talkgen.analyses.loss import predicted_classes
 from talkgen.models.introspect import parameter_count
@@ -64,7 +65,8 @@ class ModelCard(Analysis):
         return x[keep], y[keep], True
 
     def run(self, ctx: Context) -> Result:
-        s, bs = ctx.subject, ctx.params["batch_size"]
+        s = ctx.subject
+        bs = budget.pass_rows(s, ctx.params["batch_size"])  # a large model: what its pass budget holds
         if s.task in ("char-lm", "sequence-model"):
             return self._sequence(ctx)
         if s.task == "text-encoder":
@@ -136,8 +138,9 @@ class ModelCard(Analysis):
         s = ctx.subject
         n = min(len(s.data.x_test), ctx.params["max_sequences"])
         x = s.data.x_test[:n]
+        step = budget.pass_rows(s, 64)
         with torch.no_grad():
-            emb = torch.cat([s.model(x[i:i + 64]).float() for i in range(0, n, 64)])
+            emb = torch.cat([s.model(x[i:i + step]).float() for i in range(0, n, step)])
         unit = torch.nn.functional.normalize(emb, dim=-1)
         cos = (unit @ unit.T).numpy()
         off = cos[~np.eye(n, dtype=bool)]
@@ -183,7 +186,7 @@ class ModelCard(Analysis):
         s = ctx.subject
         classes = s.data.classes
         x, _, cut = self._subset(s.data.x_test, s.data.y_test, ctx.params["max_inputs"], ctx.seed)
-        pred = predicted_classes(s.model, x, ctx.params["batch_size"])
+        pred = predicted_classes(s.model, x, budget.pass_rows(s, ctx.params["batch_size"]))
         share = np.bincount(pred.clamp(0, len(classes) - 1).numpy(), minlength=len(classes)) / max(1, len(pred))
         n_params = parameter_count(s.model)
         top = int(np.argmax(share))
@@ -214,6 +217,7 @@ class ModelCard(Analysis):
         # (GPT-2's 50,257 tokens at 61 positions: 10 sequences, 120 MB of logits instead of 780 MB, and as much
         # again for the cross-entropy's log-softmax)
         step = max(1, min(64, 2**25 // max(1, x.shape[1] * len(s.data.classes))))
+        step = budget.pass_rows(s, step)  # a large model: within its pass budget too
         with torch.no_grad():
             for i in range(0, n, step):
                 logits = s.model(x[i:i + step])  # (b, T, V)

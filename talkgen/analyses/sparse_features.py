@@ -319,10 +319,10 @@ class SparseFeatures(Analysis):
         n_ev_rows = max(1, min(len(s.data.x_test), math.ceil(p["n_eval"] / per_row)))
         # rows per forward pass: about 65,536 vectors at the site, and no more than about 2^25 output values (a
         # language model's logits over its vocabulary at every position: GPT-2's would be 1.8 GB for 150 sequences)
-        from talkgen.analyses.budget import example_size
+        from talkgen.analyses.budget import example_size, pass_rows
 
         outputs_per_row = example_size(s) * max(1, len(s.data.classes))
-        batch = max(1, min(65_536 // per_row, 2**25 // outputs_per_row))
+        batch = pass_rows(s, max(1, min(65_536 // per_row, 2**25 // outputs_per_row)))  # a large model: fewer
         x_tr = s.data.x_train[:n_tr_rows]
         x_ev, y_ev = s.data.x_test[:n_ev_rows], s.data.y_test[:n_ev_rows]
         acts = site.collect(model, x_tr, batch)

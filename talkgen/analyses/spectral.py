@@ -39,18 +39,35 @@ class PowerLawFit:
 
 
 GRAM_ABOVE = 256  # a matrix with both sides above this: eigenvalues of its Gram matrix instead of an SVD
+WIDEN_BYTES = 2**25  # a matrix is widened to float64 at most this much at a time
 
 
 def squared_singular_values(matrix: np.ndarray) -> np.ndarray:
-    """The squared singular values of ``matrix``, descending. Small matrices: an SVD. Larger ones: the eigenvalues
-    of the Gram matrix of the shorter side (W^T W or W W^T, float64): the same numbers, several times faster on a
-    4096 x 4096 matrix; the eigenvalues below about 1e-16 of the largest lose their digits, and the fits drop those
-    below 1e-12 anyway."""
-    m = np.asarray(matrix, dtype=np.float64)
-    if min(m.shape) <= GRAM_ABOVE:
-        return np.linalg.svd(m, compute_uv=False) ** 2
-    gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+    """The squared singular values of ``matrix`` (float64 or float32), descending. Small matrices: an SVD.
+    Larger ones: the eigenvalues of the Gram matrix of the shorter side (W^T W or W W^T, float64): the same
+    numbers, several times faster on a 4096 x 4096 matrix; the eigenvalues below about 1e-16 of the largest lose
+    their digits, and the fits drop those below 1e-12 anyway. A matrix over ``WIDEN_BYTES`` in float64 is
+    widened that much at a time, never whole (a vocabulary's embedding)."""
+    m = np.asarray(matrix)
+    if m.dtype.kind != "f":
+        m = m.astype(np.float64)
+    if min(m.shape) <= GRAM_ABOVE and m.size * 8 <= WIDEN_BYTES:
+        return np.linalg.svd(np.asarray(m, dtype=np.float64), compute_uv=False) ** 2
+    gram = gram_matrix(m if m.shape[0] >= m.shape[1] else m.T)
     return np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)
+
+
+def gram_matrix(a: np.ndarray) -> np.ndarray:
+    """a^T a in float64, ``WIDEN_BYTES`` of a's rows widened at a time (one product for a small matrix)."""
+    step = max(1, WIDEN_BYTES // (8 * max(1, a.shape[1])))
+    if a.shape[0] <= step:
+        a = np.asarray(a, dtype=np.float64)
+        return a.T @ a
+    gram = np.zeros((a.shape[1], a.shape[1]))
+    for i in range(0, a.shape[0], step):
+        c = np.asarray(a[i:i + step], dtype=np.float64)
+        gram += c.T @ c
+    return gram
 
 
 def esd(matrix: np.ndarray) -> np.ndarray:

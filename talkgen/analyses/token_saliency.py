@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from talkgen import attribution as A
+from talkgen.analyses import budget
 from talkgen.analyses.base import Context, Finding, Result, Scalar
 from talkgen.analyses.sanity import auc, auc_estimate, spearman_rows
 from talkgen.specs import Bars, ColouredText, Curves, Table
@@ -92,14 +93,17 @@ def relative_gap(model, embedding, tokens, position, target, gap, blank: int | N
     return float((gap.abs() / span.abs().clamp_min(1e-12)).max())
 
 
-def complete_ig(model, tokens, position, target, embedding, blank, p) -> tuple[torch.Tensor, float, int]:
+def complete_ig(model, tokens, position, target, embedding, blank, p,
+                rows: int | None = None) -> tuple[torch.Tensor, float, int]:
     """Token IG with ``ig_steps`` Gauss-Legendre steps, doubled (up to ``ig_max_steps``) until the
-    completeness gap is at most ``ig_tolerance`` of f(x) - f(baseline). (scores, gap, steps)."""
+    completeness gap is at most ``ig_tolerance`` of f(x) - f(baseline), at most ``rows`` rows per backward
+    pass besides ``internal_batch_size``. (scores, gap, steps)."""
     steps = p["ig_steps"]
     while True:
         a, gap = A.token_attributions(model, tokens, position, target, method="integrated_gradients",
                                       embedding=embedding, baseline_token=blank, n_steps=steps,
-                                      internal_batch_size=p["internal_batch_size"], return_convergence_delta=True)
+                                      internal_batch_size=p["internal_batch_size"], rows=rows,
+                                      return_convergence_delta=True)
         rel = relative_gap(model, embedding, tokens, position, target, gap, blank)
         if rel <= p["ig_tolerance"] or steps * 2 > p["ig_max_steps"]:
             return a, rel, steps
@@ -126,6 +130,7 @@ def run_tokens(name: str, ctx: Context) -> Result:
                       notes=(f"No target in the held-out data has known evidence ({kind}); nothing to score.",),
                       data={"kind": kind, "n": 0})
     embedding = A.input_embedding(model, x[:1])
+    rows = budget.pass_rows(s, None, grad=True)  # a large model's logits bound a backward pass
     blank = chars.index(" ") if chars is not None and " " in chars else None
     ranks = {m: [] for m in METHODS}
     top3 = {m: [] for m in METHODS}
@@ -143,12 +148,12 @@ def run_tokens(name: str, ctx: Context) -> Result:
         per = {}
         for m in METHODS:
             if m == "integrated_gradients":
-                a, gap, steps = complete_ig(model, seq, pos, target, embedding, blank, p)
+                a, gap, steps = complete_ig(model, seq, pos, target, embedding, blank, p, rows)
                 ig_gaps.append(gap)
                 ig_steps.append(steps)
             else:
                 a = A.token_attributions(model, seq, pos, target, method=m, embedding=embedding,
-                                         baseline_token=blank)
+                                         baseline_token=blank, rows=rows)
             a = a[0].abs().numpy()
             per[m] = a
             ranks[m].append(percentile(a, ev))
@@ -245,13 +250,15 @@ def run_sentences(name: str, ctx: Context) -> Result:
             target = model(x).argmax(1)
         score_name = "probability of the predicted class"
     embedding = A.input_embedding(model, x[:1])
+    rows = budget.pass_rows(s, None, grad=True)
     attr = {}
     ig_gap = float("nan")
     for m in METHODS:
         if m == "integrated_gradients":
-            a, ig_gap, steps = complete_ig(model, x, None, target, embedding, pad, p)
+            a, ig_gap, steps = complete_ig(model, x, None, target, embedding, pad, p, rows)
         else:
-            a = A.token_attributions(model, x, None, target, method=m, embedding=embedding, baseline_token=pad)
+            a = A.token_attributions(model, x, None, target, method=m, embedding=embedding, baseline_token=pad,
+                                     rows=rows)
         attr[m] = a.abs()
     keys = list(METHODS)
     agree = np.ones((len(keys), len(keys)))

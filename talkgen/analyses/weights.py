@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
-from talkgen.analyses.spectral import MIN_TAIL, ccdf, esd, fit_power_law, fitted_ccdf, squared_singular_values, verdict
+from talkgen.analyses.spectral import (MIN_TAIL, WIDEN_BYTES, ccdf, esd, fit_power_law, fitted_ccdf,
+                                       squared_singular_values, verdict)
 from talkgen.specs import Bars, Curves, Heatmaps, ImageGrid, Table
-from talkgen.models.introspect import blocks, first_conv, parameter_count, weight_matrices
+from talkgen.models.introspect import blocks, first_conv, nonfinite_count, parameter_count, weight_matrices
 
 
 def _shown(matrix: np.ndarray, max_side: int) -> np.ndarray:
@@ -34,8 +35,28 @@ def _shown(matrix: np.ndarray, max_side: int) -> np.ndarray:
     return matrix[np.ix_(rows, cols)]
 
 
+def _matrix(m) -> torch.Tensor:
+    """``m`` as (rows, cols) on the CPU: a float64 copy when that takes at most ``WIDEN_BYTES``; a larger matrix
+    as float32, the parameter itself where it is a float32 tensor on the CPU (no copy at all), and widened to
+    float64 piece by piece where the numbers need it."""
+    rows, cols = m.matrix_shape
+    if rows * cols * 8 <= WIDEN_BYTES:
+        return m.matrix
+    return m.param.detach().reshape(m.matrix_shape).to("cpu", torch.float32)
+
+
+def _frobenius(w: torch.Tensor) -> float:
+    """The Frobenius norm of ``w``, summed in float64 (a float32 matrix ``WIDEN_BYTES`` at a time)."""
+    if w.dtype == torch.float64:
+        return float(torch.linalg.matrix_norm(w, "fro"))
+    step = max(1, WIDEN_BYTES // (8 * w.shape[1]))
+    return math.sqrt(sum(float(w[i:i + step].double().square().sum()) for i in range(0, w.shape[0], step)))
+
+
 def _spectral_norm(w: torch.Tensor, iterations: int = 200, tol: float = 1e-10) -> float:
-    """The largest singular value of ``w`` by power iteration on WᵀW (for matrices too large to decompose)."""
+    """The largest singular value of ``w`` by power iteration on WᵀW (for matrices too large to decompose): in
+    ``w``'s own type, to 1e-10 in float64 and to float32's precision (1e-7) in float32."""
+    tol = max(tol, float(torch.finfo(w.dtype).eps))
     g = torch.Generator().manual_seed(0)
     v = torch.randn(w.shape[1], generator=g, dtype=w.dtype)
     v /= v.norm()
@@ -65,9 +86,10 @@ class Weights(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Weight matrices"
     section = "looking-in"
-    version = 6  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
+    version = 7  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
     # 4: each tail panel names its alpha in its title, so the three curves share one legend; 5: norms named in words;
-    # 6: spectra of large matrices from their Gram matrix, and of very large ones on a row sample (said so)
+    # 6: spectra of large matrices from their Gram matrix, and of very large ones on a row sample (said so);
+    # 7: a matrix over 32 MB in float64 read as float32 and widened piece by piece (other rounding)
     applies_text = "any model with a weight matrix (a parameter of 2+ dims)"
     params = {"max_side": 128, "max_panels": 8, "max_spectra": 8, "max_spectrum_rows": 4096}
     quick = {"max_side": 64, "max_spectrum_rows": 2048}
@@ -93,13 +115,11 @@ class Weights(Analysis):
         sampled: list[str] = []
         for i, m in enumerate(mats):
             ctx.progress(i, len(mats), "weight matrices")
-            w = m.matrix  # (out, fan_in) float64
-            finite_mask = torch.isfinite(w)
-            n_bad = w.numel() - int(torch.count_nonzero(finite_mask))  # no int64 copy of the mask, as sum() makes
-            del finite_mask
+            w = _matrix(m)  # (out, fan_in): float64, or a large one's float32
+            n_bad = nonfinite_count(w)  # a piece at a time: no mask (nor int64 copy of one) of the whole matrix
             finite = n_bad == 0
             nonfinite_total += n_bad
-            fro = float(torch.linalg.matrix_norm(w, "fro")) if finite else math.nan
+            fro = _frobenius(w) if finite else math.nan
             if finite:
                 # a matrix with more than ``cap`` rows on both sides: its spectra on ``cap`` random rows (a random
                 # projection of the same rows' statistics at a fixed cost); its norms always from the whole matrix

@@ -42,7 +42,7 @@ def _features(raw: object, path: str) -> torch.Tensor:
     if arr.shape[0] == 0 or arr.size == 0:
         raise TalkgenError(f"{path}: 'x' is empty (shape {tuple(arr.shape)})")
     x = torch.as_tensor(arr, dtype=torch.float32)
-    bad = int((~torch.isfinite(x)).sum())
+    bad = x.numel() - int(torch.count_nonzero(torch.isfinite(x)))
     if bad:
         raise TalkgenError(f"{path}: 'x' holds {bad} NaN or infinite values; remove or impute them first")
     return x

@@ -37,6 +37,14 @@ def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list({id(p): p for p in model.parameters()}.values())
 
 
+def nonfinite_count(t: torch.Tensor, piece: int = 2**22) -> int:
+    """NaN and infinite entries of ``t``, ``piece`` values at a time: ``isfinite`` makes a copy of what it reads
+    (its absolute value) and a mask, so a whole vocabulary's embedding at once would take as much again."""
+    flat = t.detach().reshape(-1)
+    return sum(min(piece, len(flat) - i) - int(torch.count_nonzero(torch.isfinite(flat[i:i + piece])))
+               for i in range(0, len(flat), piece))
+
+
 def parameter_count(model: nn.Module) -> int:
     """Trainable and frozen parameters, a tied one counted once."""
     return sum(p.numel() for p in unique_parameters(model))
