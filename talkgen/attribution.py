@@ -378,8 +378,9 @@ def token_attributions(model: nn.Module, tokens: torch.Tensor, position: int | N
     ``target`` defaults to the model's predicted token at ``position`` (``position=None`` for a
     sequence classifier whose output is (B, classes)). With ``integrated_gradients`` and
     ``return_convergence_delta=True``, returns (scores, completeness gap per row). ``rows``: at most this many
-    rows per pass (``internal_batch_size``; never fewer than one per sequence of ``tokens``), e.g. what a large
-    language model's logits allow. The model's parameters ask for no gradient meanwhile (:func:`frozen`).
+    rows per pass of Integrated Gradients and occlusion (``internal_batch_size``; never fewer than one copy of
+    ``tokens``, and the gradient methods take ``tokens`` in one pass), e.g. what a large language model's logits
+    allow. The model's parameters ask for no gradient meanwhile (:func:`frozen`).
     """
     if method not in TOKEN_METHODS:
         raise ValueError(f"unknown token attribution method {method!r}; use one of {', '.join(TOKEN_METHODS)}")
@@ -397,10 +398,12 @@ def _token_attributions(model: nn.Module, tokens: torch.Tensor, position: int | 
     with torch.no_grad():
         e = embedding(tokens)
         base = torch.zeros_like(e) if baseline_token is None else embedding(torch.full_like(tokens, baseline_token))
+    # the gradient methods take every row in one pass: ``f`` reads row r as a copy of sequence r % B, which a
+    # smaller batch would misalign (another sequence's padding mask, a reference for another sentence)
     if method == "gradient":
-        return saliency(f, e, target, abs=False, **params).norm(dim=-1)
+        return saliency(f, e, target, abs=False).norm(dim=-1)
     if method == "grad_x_input":
-        return input_x_gradient(f, e, target, **params).sum(-1)
+        return input_x_gradient(f, e, target).sum(-1)
     if method == "integrated_gradients":
         if params.get("return_convergence_delta"):
             attr, gap = integrated_gradients(f, e, target, baselines=base, **params)

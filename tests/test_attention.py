@@ -82,9 +82,15 @@ def test_maps_and_token_attributions_a_few_rows_at_a_time_are_the_same():
     token attribution, are those of one pass over all of them; the parameters ask for gradients again after."""
     from talkgen import attribution as A
 
+    class ReadsTheIds(SDPAModel):  # the ids matter beside their embeddings (as a padding mask does)
+        def forward(self, t):
+            return super().forward(t) * (1.0 + (t == 3).any(1).float())[:, None, None]
+
     torch.manual_seed(0)
-    model = SDPAModel().eval()
+    model = ReadsTheIds().eval()
     tokens = torch.randint(0, 10, (5, 6))
+    tokens[tokens == 3] = 4
+    tokens[1, :3] = 3  # only the second sequence reads as 'padded'
     names, maps = attention_maps(model, tokens)
     names2, maps2 = attention_maps(model, tokens, rows=2)
     assert names2 == names and maps2[0].shape == maps[0].shape == (5, 2, 6, 6)
