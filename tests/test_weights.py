@@ -204,3 +204,17 @@ def test_a_large_matrix_is_read_as_it_is_and_widened_piece_by_piece(monkeypatch)
     sampled_pieces = _run_params(model, {"max_spectrum_rows": 200})
     assert sampled_pieces.summaries["0.weight.spectral_norm"].value == pytest.approx(
         whole.summaries["0.weight.spectral_norm"].value, rel=1e-5)
+
+
+def test_the_spectra_figure_of_many_matrices_shows_a_legible_few():
+    """A transformer's 76 matrices in one legend did not fit the slide: at most ``max_curves``, evenly spaced from
+    the first to the last, the caption says how many of how many, and every matrix's values stay in the result."""
+    layers = [nn.Linear(6, 6, bias=False) for _ in range(14)]
+    r = _run(nn.Sequential(*layers))
+    spectrum = next(f for f in r.figures if f.id == "spectrum")
+    assert len(spectrum.labels) == 10 and spectrum.labels[0] == "0.weight" and spectrum.labels[-1] == "13.weight"
+    assert "10 of the 14 weight matrices, evenly spaced" in spectrum.caption
+    assert all(f"sv:{i}.weight" in r.arrays for i in range(14))
+    few = _run(nn.Sequential(*layers[:3]))
+    spectrum = next(f for f in few.figures if f.id == "spectrum")
+    assert len(spectrum.labels) == 3 and "of each weight matrix" in spectrum.caption

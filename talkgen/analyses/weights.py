@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from talkgen.analyses.base import Analysis, Context, Result, Scalar, register
+from talkgen.analyses.base import Analysis, Context, Result, Scalar, evenly_spaced, register
 from talkgen.analyses.spectral import (MIN_TAIL, WIDEN_BYTES, ccdf, esd, fit_power_law, fitted_ccdf,
                                        squared_singular_values, verdict)
 from talkgen.specs import Bars, Curves, Heatmaps, ImageGrid, Table
@@ -86,12 +86,13 @@ class Weights(Analysis):
     runs_on_twins = ("initial", "width")
     title = "Weight matrices"
     section = "looking-in"
-    version = 7  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
+    version = 8  # 3: the tail fit follows the reference (one-sided KS), finite-size corrected alpha;
     # 4: each tail panel names its alpha in its title, so the three curves share one legend; 5: norms named in words;
     # 6: spectra of large matrices from their Gram matrix, and of very large ones on a row sample (said so);
-    # 7: a matrix over 32 MB in float64 read as float32 and widened piece by piece (other rounding)
+    # 7: a matrix over 32 MB in float64 read as float32 and widened piece by piece (other rounding);
+    # 8: the spectra figure shows at most max_curves matrices, evenly spaced (a transformer's 76 did not fit)
     applies_text = "any model with a weight matrix (a parameter of 2+ dims)"
-    params = {"max_side": 128, "max_panels": 8, "max_spectra": 8, "max_spectrum_rows": 4096}
+    params = {"max_side": 128, "max_panels": 8, "max_spectra": 8, "max_spectrum_rows": 4096, "max_curves": 10}
     quick = {"max_side": 64, "max_spectrum_rows": 2048}
 
     def applies_to(self, subject) -> bool | str:
@@ -249,13 +250,18 @@ class Weights(Analysis):
                     alt=f"A grid of {k.shape[0]} small {k.shape[2]} by {k.shape[3]} filter images from {conv[0]}.",
                     array="filters", colorbar="weight value", signed=k.shape[1] == 1))
         if sv_keys:
+            # a model of many matrices (a transformer's 76) gets a legible few, evenly spaced through it; every
+            # matrix's singular values are in the data and the norms table
+            shown = evenly_spaced(sv_keys, params["max_curves"])
+            which = ("each weight matrix" if len(shown) == len(sv_keys) else
+                     f"{len(shown)} of the {len(sv_keys)} weight matrices, evenly spaced from the first to the last")
             figures.append(Curves(
                 id="spectrum", title="Singular value spectra",
-                caption="Singular values of each weight matrix, largest first (log scale): a steep drop "
+                caption=f"Singular values of {which}, largest first (log scale): a steep drop "
                         "means a few directions carry the layer.",
-                alt="Line plot of singular value against rank for " + ", ".join(sv_keys) + ".",
-                x=tuple(f"rank:{n}" for n in sv_keys), y=tuple(f"sv:{n}" for n in sv_keys),
-                labels=tuple(sv_keys), xlabel="rank (1 = largest)", ylabel="singular value", logy=True))
+                alt="Line plot of singular value against rank for " + ", ".join(shown) + ".",
+                x=tuple(f"rank:{n}" for n in shown), y=tuple(f"sv:{n}" for n in shown),
+                labels=tuple(shown), xlabel="rank (1 = largest)", ylabel="singular value", logy=True))
         fitted = [f for f in fits if f["judged"]]
         if fitted:
             chosen = sorted(fitted, key=lambda f: -f["n_eigen"])[: params["max_spectra"]]
