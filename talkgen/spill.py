@@ -74,8 +74,11 @@ class Spilled:
         return self.read_into(torch.empty(self.shape, dtype=self.dtype))
 
     def rows(self, start: int, stop: int) -> "Spilled":
-        """Rows ``start:stop`` (along the first dimension) of this tensor, as a tensor of the same file."""
-        n = self.shape[0] if self.shape else 1
+        """Rows ``start:stop`` (along the first dimension) of this tensor, as a tensor of the same file (a 0-d
+        tensor, whose one range is (0, 1): itself)."""
+        if not self.shape:
+            return self
+        n = self.shape[0]
         start, stop = max(0, min(start, n)), max(0, min(stop, n))
         stop = max(start, stop)
         per = self.nbytes // n if n else 0
@@ -86,6 +89,15 @@ class Spilled:
         """(start, stop, rows start:stop) in order, each of about ``most`` bytes at most (:func:`row_ranges`): a
         tensor read back piece by piece, never whole (a vocabulary's embedding)."""
         yield from ((a, b, self.rows(a, b)) for a, b in row_ranges(self.shape, self.nbytes, most))
+
+    def copy_to(self, t: torch.Tensor) -> None:
+        """The values written into ``t`` (its shape; any device or layout): straight into a contiguous CPU
+        tensor of its type, else a piece at a time."""
+        if t.device.type == "cpu" and t.is_contiguous() and t.dtype == self.dtype:
+            self.read_into(t)
+            return
+        for a, b, piece in self.pieces():
+            (t[a:b] if self.shape else t).copy_(piece.read())
 
 
 class Spill:

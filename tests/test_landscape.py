@@ -296,3 +296,12 @@ def test_a_tensor_goes_to_disk_and_back_in_pieces_with_the_same_gaussian_draws()
         assert torch.equal(torch.cat([p.read() for _, _, p in h.pieces(100)]), t)
         with pytest.raises(ValueError, match="does not continue"):
             spill.put_parts([torch.zeros(2, 3), torch.zeros(2, 4)])
+        # written back into a tensor of another layout a piece at a time, or straight into a contiguous one
+        target = torch.zeros(5, 37).t()
+        h.copy_to(target)
+        assert torch.equal(target, t) and not target.is_contiguous()
+        scalar = spill.put(torch.tensor(2.5))
+        assert scalar.rows(0, 1) is scalar and [p for _, _, p in scalar.pieces()] == [scalar]
+        into = torch.zeros(())
+        scalar.copy_to(into)
+        assert float(into) == 2.5

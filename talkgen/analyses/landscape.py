@@ -68,7 +68,7 @@ def _pieces(t: "torch.Tensor | Spilled") -> list[tuple[int, int]]:
 def _rows(t: "torch.Tensor | Spilled", start: int, stop: int) -> torch.Tensor:
     """Rows ``start:stop`` of ``t``, read back if it is a tensor of a spill file (a 0-d tensor: itself)."""
     if isinstance(t, Spilled):
-        return (t.rows(start, stop) if t.ndim else t).read()
+        return t.rows(start, stop).read()
     return t[start:stop] if t.ndim else t
 
 
@@ -88,34 +88,31 @@ def cosine(a: Params, b: Params) -> float:
     return dot / max(math.sqrt(na * nb), 1e-30)
 
 
-def filter_normalised_direction(params: Params, generator: torch.Generator,
-                                dtype: torch.dtype | None = None, spill: Spill | None = None) -> Params:
+def filter_normalised_direction(params: Params, generator: torch.Generator, spill: Spill | None = None) -> Params:
     """A Gaussian direction with each filter rescaled to the norm of the same filter in ``params``
     (Li et al. 2018). Filters are slices along the first dimension (output units or channels);
-    1-D tensors (biases, normalisation scales and shifts) get a zero direction. ``dtype``: what the
-    direction is kept in (the same draws, rounded: bfloat16 halves the memory). ``spill``: each tensor of
+    1-D tensors (biases, normalisation scales and shifts) get a zero direction. ``spill``: each tensor of
     the direction goes to this file as soon as it is drawn (the same numbers; one tensor in memory at a time).
     The directions are drawn on the CPU (the same numbers wherever the model computes)."""
     out: Params = {}
     for k, p in params.items():
         if p.ndim <= 1:
-            out[k] = torch.zeros(p.shape, dtype=dtype or p.dtype)
+            out[k] = torch.zeros(p.shape, dtype=p.dtype)
             continue
         # with a spill file, drawn 32 MB of filters at a time (``spill.row_ranges``: the same draws)
         ranges = [(0, p.shape[0])] if spill is None else _pieces(p)
-        parts = (_filter_normalised(p[a:b], generator, dtype) for a, b in ranges)
+        parts = (_filter_normalised(p[a:b], generator) for a, b in ranges)
         out[k] = next(parts) if spill is None else spill.put_parts(parts)
     return out
 
 
-def _filter_normalised(p: torch.Tensor, generator: torch.Generator, dtype: torch.dtype | None) -> torch.Tensor:
+def _filter_normalised(p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Gaussian draws shaped like the filters ``p`` (rows), each row rescaled to the norm of ``p``'s."""
     d = torch.randn(p.shape, generator=generator, dtype=p.dtype)
     d_norm = d.flatten(1).norm(dim=1)
     p_norm = p.flatten(1).norm(dim=1).cpu()
     scale = torch.where(d_norm > 0, p_norm / d_norm.clamp_min(1e-30), torch.zeros_like(d_norm))
-    d.mul_(scale.view(-1, *([1] * (p.ndim - 1))))
-    return d if dtype is None else d.to(dtype)
+    return d.mul_(scale.view(-1, *([1] * (p.ndim - 1))))
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -174,11 +171,8 @@ class PlaneEvaluator:
                     self._modes = {}
                     raise ValueError(f"with a spill file the centre must be the model's own weights ({self.names[i]})")
             self.centre = [c if isinstance(c, Spilled) else spill.put(c) for c in self.centre]
-        # a direction kept in a narrower type (bfloat16) is added as it is, widened per tensor; the directions
-        # go where the copy computes; directions in the spill file stay there
-        self.dirs = [[d[k] if isinstance(d[k], Spilled) else
-                      d[k].to(self.live[i].device) if d[k].dtype == torch.bfloat16
-                      else d[k].to(self.live[i].device, self.live[i].dtype)
+        # the directions go where the copy computes; directions in the spill file stay there
+        self.dirs = [[d[k] if isinstance(d[k], Spilled) else d[k].to(self.live[i].device, self.live[i].dtype)
                       for i, k in enumerate(self.names)] for d in directions]
         self.x, self.y = x, y
         self.fast_path = ""
@@ -208,9 +202,18 @@ class PlaneEvaluator:
         if not isinstance(t, Spilled):
             yield t, p
             return
-        for start, stop, piece in (t.pieces() if t.ndim else [(0, 1, t)]):
+        for start, stop, piece in t.pieces():
             rows = p[start:stop] if t.ndim else p
             yield like(self._read(piece), rows), rows
+
+    def _put(self, c: torch.Tensor | Spilled, p: torch.Tensor) -> None:
+        """``c`` (a point of the centre) written into the parameter ``p``: a spilled tensor straight into a
+        contiguous CPU parameter, else piece by piece."""
+        if isinstance(c, Spilled) and p.device.type == "cpu" and p.is_contiguous():
+            c.read_into(p)
+        else:
+            for piece, rows in self._parts(c, p):
+                rows.copy_(piece)
 
     def close(self) -> None:
         """With a spill file: the model's own weights, modes and forward put back (a no-op otherwise, and
@@ -220,11 +223,7 @@ class PlaneEvaluator:
         with torch.no_grad():
             for p, c in zip(self.live, self.centre):
                 if isinstance(c, Spilled):
-                    if p.device.type == "cpu" and p.is_contiguous():
-                        c.read_into(p)
-                    else:
-                        for piece, rows in self._parts(c, p):
-                            rows.copy_(piece)
+                    self._put(c, p)
         if self._overridden is not None:
             self._overridden.__dict__.pop("forward", None)
             self._overridden = None
@@ -243,12 +242,7 @@ class PlaneEvaluator:
     def _move(self, coeffs: Sequence[float]) -> None:
         with torch.no_grad():
             for i, p in enumerate(self.live):
-                c = self.centre[i]
-                if isinstance(c, Spilled) and p.device.type == "cpu" and p.is_contiguous():
-                    c.read_into(p)
-                else:
-                    for piece, rows in self._parts(c, p):
-                        rows.copy_(piece)
+                self._put(self.centre[i], p)
                 for coef, d in zip(coeffs, self.dirs):
                     if coef:
                         for piece, rows in self._parts(d[i], p):

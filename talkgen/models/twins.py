@@ -118,10 +118,7 @@ def initialised_in_place(subject, seed: int, folder: str | None = None) -> Itera
         finally:
             with torch.no_grad():
                 for t, h in saved:
-                    if t.is_contiguous():
-                        h.read_into(t)
-                    else:
-                        t.copy_(h.read())
+                    h.copy_to(t)
             for m, training in modes.items():
                 m.train(training)
 
